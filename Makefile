@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup cluster test demo lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## setup: Python environment (from pyproject.toml) and the local Kubernetes binaries (cached in ~/.cache)
+setup: $(STAMP) cluster
+
+## cluster: build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from Go modules
+cluster:
+	bash scripts/build-cluster.sh
+
+## test: set up, then run the whole suite against the real local cluster and Temporal servers
+test: setup
+	$(PY) -m pytest
+
+## demo: set up, then deliver a canary end to end on the embedded defaults
+demo: setup
+	$(PY) -m starter.demo
+
+## lint: ruff and mypy, as CI runs them
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

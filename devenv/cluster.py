@@ -1,0 +1,464 @@
+"""A real, container-free Kubernetes control plane on this machine.
+
+The tests, the demo and ``canaryctl dev up`` all need the same thing: an API server whose
+controllers really create ReplicaSets and Pods, a scheduler that places them, and nodes that
+make them Running and Ready. This module starts etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok (simulated kubelets) from the binaries that
+``scripts/build-cluster.sh`` builds, all on 127.0.0.1 with free ports, in a fresh run
+directory, and stops every process it started.
+
+Processes are started in their own session and with a parent-death signal, so a test run
+that is killed outright does not leave a control plane behind; ``stop()`` is the orderly
+path and waits until every PID and port is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import yaml
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+DEFAULT_HOME = Path(
+    os.environ.get("CANARY_CLUSTER_HOME", Path.home() / ".cache" / "canary-delivery" / "cluster")
+)
+POD_STAGES = Path(__file__).with_name("kwok-pod-stages.yaml")
+# Node stages, plus the pod stages we do not override, taken from kwok's module at build time.
+UPSTREAM_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SIMULATE_LABEL = "canary-delivery.dev/simulate"
+READY_DELAY_ANNOTATION = "canary-delivery.dev/ready-delay"
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be built, started or reached."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    """Tell whether something accepts connections on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG = 1: the kernel sends SIGTERM to the child when its parent dies, so an
+    # interrupted or SIGKILLed test run cannot leave a control plane running.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def advertise_flags() -> list[str]:
+    """Pick ``--advertise-address`` for this machine.
+
+    The apiserver only uses it for the ``kubernetes`` Service's endpoints, but it refuses to
+    start without a default route unless told an address, and loopback is rejected as an
+    endpoint. So: nothing with a default route, the host's first address without one, and
+    loopback with the endpoint reconciler off as the last resort.
+    """
+    with contextlib.suppress(OSError):
+        routes = Path("/proc/net/route").read_text().splitlines()[1:]
+        if any(line.split()[1] == "00000000" for line in routes if len(line.split()) > 1):
+            return []
+    with contextlib.suppress(OSError):
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = str(info[4][0])
+            if not address.startswith("127."):
+                return [f"--advertise-address={address}"]
+    return ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+
+
+@dataclass
+class Ports:
+    """The loopback ports one cluster listens on."""
+
+    etcd: int = field(default_factory=free_port)
+    etcd_peer: int = field(default_factory=free_port)
+    apiserver: int = field(default_factory=free_port)
+    controller_manager: int = field(default_factory=free_port)
+    scheduler: int = field(default_factory=free_port)
+    kwok: int = field(default_factory=free_port)
+
+    def all(self) -> list[int]:
+        """Every port, for the check that nothing is left listening after stop."""
+        return [
+            self.etcd,
+            self.etcd_peer,
+            self.apiserver,
+            self.controller_manager,
+            self.scheduler,
+            self.kwok,
+        ]
+
+
+class LocalCluster:
+    """One control plane: start it, hand out its kubeconfig, stop it.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        home: Path = DEFAULT_HOME,
+        run_dir: Path | None = None,
+        nodes: int = 3,
+        start_timeout: float = 90.0,
+    ) -> None:
+        self.bin_dir = home / "bin"
+        self.stages_dir = home / "kwok-stages"
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="canary-cluster-"))
+        self.nodes = nodes
+        self.start_timeout = start_timeout
+        self.ports = Ports()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.pki = self.run_dir / "pki"
+        self.logs = self.run_dir / "logs"
+        self.kubeconfig = self.run_dir / "kubeconfig.yaml"
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every component in order and wait until a Deployment can become available."""
+        self._check_binaries()
+        began = time.monotonic()
+        try:
+            for directory in (self.pki, self.logs, self.run_dir / "etcd"):
+                directory.mkdir(parents=True, exist_ok=True)
+            self._write_pki()
+            self._write_kubeconfig()
+            self._write_kwok_config()
+            self._start_etcd()
+            self._start_apiserver()
+            self._start_controllers()
+            self._start_kwok()
+            self._create_nodes()
+            self._smoke_test()
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = time.monotonic() - began
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop what this object started, newest first; SIGKILL whatever outlives ``grace``."""
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                process.wait(timeout=5)
+        self.processes.clear()
+        if self.run_dir.exists() and not os.environ.get("CANARY_KEEP_CLUSTER_DIR"):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """PIDs of the running components, by name."""
+        return {name: p.pid for name, p in self.processes.items()}
+
+    @property
+    def server(self) -> str:
+        """The API server's URL."""
+        return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    def api_client(self) -> ApiClient:
+        """An API client for this cluster's admin user; the caller closes it."""
+        from kubernetes import config
+
+        api: ApiClient = config.new_client_from_config(config_file=str(self.kubeconfig))
+        return api
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _check_binaries(self) -> None:
+        missing = [name for name in COMPONENTS if not (self.bin_dir / name).exists()]
+        if missing or not self.stages_dir.is_dir():
+            raise ClusterError(
+                f"cluster binaries missing in {self.bin_dir} ({', '.join(missing) or 'kwok stages'}): "
+                "run scripts/build-cluster.sh (or `make cluster`) first"
+            )
+
+    def _write_pki(self) -> None:
+        def openssl(*args: str) -> None:
+            result = subprocess.run(["openssl", *args], cwd=self.pki, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise ClusterError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+        (self.pki / "server.ext").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes,"
+            "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+            "DNS:kubernetes.default.svc.cluster.local\n"
+            "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+        )
+        (self.pki / "client.ext").write_text(
+            "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+        )
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-days", "3650", "-subj", "/CN=canary-local-ca", "-keyout", "ca.key", "-out", "ca.crt")
+        for name, subject, ext in (
+            ("apiserver", "/CN=kube-apiserver", "server.ext"),
+            ("admin", "/O=system:masters/CN=admin", "client.ext"),
+        ):
+            openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-subj", subject, "-keyout", f"{name}.key", "-out", f"{name}.csr")
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-days", "3650", "-extfile", ext, "-out", f"{name}.crt")
+        openssl("genrsa", "-out", "sa.key", "2048")
+        openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "local", "cluster": {"server": self.server,
+                                              "certificate-authority": str(self.pki / "ca.crt")}}
+            ],
+            "users": [
+                {"name": "admin", "user": {"client-certificate": str(self.pki / "admin.crt"),
+                                           "client-key": str(self.pki / "admin.key")}}
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "current-context": "local",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+
+    def _write_kwok_config(self) -> None:
+        parts = [(self.stages_dir / rel).read_text() for rel in UPSTREAM_STAGES]
+        parts.append(POD_STAGES.read_text())
+        (self.run_dir / "kwok-stages.yaml").write_text("\n---\n".join(parts))
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            [str(self.bin_dir / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.run_dir,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+
+    def _wait(self, name: str, probe: Callable[[], bool], what: str) -> None:
+        began = time.monotonic()
+        deadline = began + self.start_timeout
+        while time.monotonic() < deadline:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is not None:
+                raise ClusterError(
+                    f"{name} exited with status {process.returncode} before {what}; "
+                    f"last lines of its log:\n{self.log_tail(name)}"
+                )
+            with contextlib.suppress(Exception):
+                if probe():
+                    self.timings[name] = time.monotonic() - began
+                    return
+            time.sleep(0.2)
+        raise ClusterError(
+            f"{name}: timed out after {self.start_timeout:.0f} s waiting for {what}; "
+            f"last lines of its log:\n{self.log_tail(name)}"
+        )
+
+    def log_tail(self, name: str, lines: int = 25) -> str:
+        """The last lines of a component's log, for error messages."""
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _get(self, url: str, *, verify: bool = True) -> str:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def _start_etcd(self) -> None:
+        p = self.ports
+        self._spawn("etcd", [
+            "--name=node0", f"--data-dir={self.run_dir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{p.etcd}",
+            f"--advertise-client-urls=http://127.0.0.1:{p.etcd}",
+            f"--listen-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+            f"--initial-cluster=node0=http://127.0.0.1:{p.etcd_peer}",
+            "--listen-metrics-urls=", "--unsafe-no-fsync=true", "--auto-compaction-retention=1",
+            "--quota-backend-bytes=2147483648", "--log-level=warn",
+        ])
+        self._wait("etcd", lambda: '"health":"true"' in self._get(f"http://127.0.0.1:{p.etcd}/health"),
+                   "/health")
+
+    def _start_apiserver(self) -> None:
+        p, pki = self.ports, self.pki
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers=http://127.0.0.1:{p.etcd}",
+            "--bind-address=127.0.0.1", f"--secure-port={p.apiserver}", *advertise_flags(),
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=RBAC", "--allow-privileged=true",
+            f"--cert-dir={self.run_dir / 'apiserver-certs'}", "--profiling=false",
+            "--enable-priority-and-fairness=false",
+            "--max-requests-inflight=0", "--max-mutating-requests-inflight=0", "--v=1",
+        ])
+        self._wait("kube-apiserver",
+                   lambda: self._get(f"{self.server}/readyz").strip() == "ok", "/readyz")
+
+    def _start_controllers(self) -> None:
+        p, pki, kubeconfig = self.ports, self.pki, str(self.kubeconfig)
+        self._spawn("kube-controller-manager", [
+            f"--kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
+            f"--secure-port={p.controller_manager}", "--leader-elect=false",
+            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=false", "--profiling=false", "--v=1",
+        ])
+        self._spawn("kube-scheduler", [
+            f"--kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
+            f"--secure-port={p.scheduler}", "--leader-elect=false", "--profiling=false", "--v=1",
+        ])
+        self._wait("kube-controller-manager",
+                   lambda: self._get(f"https://127.0.0.1:{p.controller_manager}/healthz",
+                                     verify=False) == "ok", "/healthz")
+        self._wait("kube-scheduler",
+                   lambda: self._get(f"https://127.0.0.1:{p.scheduler}/healthz", verify=False) == "ok",
+                   "/healthz")
+
+    def _start_kwok(self) -> None:
+        self._spawn("kwok", [
+            f"--kubeconfig={self.kubeconfig}", f"--config={self.run_dir / 'kwok-stages.yaml'}",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16",
+            f"--server-address=127.0.0.1:{self.ports.kwok}",
+        ])
+        self._wait("kwok", lambda: self._get(f"http://127.0.0.1:{self.ports.kwok}/healthz") == "ok",
+                   "/healthz")
+
+    def _create_nodes(self) -> None:
+        from kubernetes import client
+
+        with self._client() as api:
+            core = client.CoreV1Api(api)
+            for i in range(self.nodes):
+                name = f"kwok-node-{i}"
+                core.create_node({
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                        "labels": {"type": "kwok", "kubernetes.io/hostname": name,
+                                   "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+                    },
+                    "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500"},
+                               "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500"}},
+                })
+
+            def nodes_schedulable() -> bool:
+                nodes = core.list_node().items
+                return len(nodes) == self.nodes and all(
+                    any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+                    and not any(t.key == "node.kubernetes.io/not-ready" for t in (n.spec.taints or []))
+                    for n in nodes
+                )
+
+            self._wait("kwok", nodes_schedulable, f"{self.nodes} Ready nodes without the not-ready taint")
+
+    def _smoke_test(self) -> None:
+        from kubernetes import client
+
+        with self._client() as api:
+            apps = client.AppsV1Api(api)
+            core = client.CoreV1Api(api)
+            self._wait("kube-controller-manager",
+                       lambda: core.read_namespaced_service_account("default", "default") is not None,
+                       "the default ServiceAccount")
+            apps.create_namespaced_deployment("default", smoke_deployment())
+
+            def available() -> bool:
+                status = apps.read_namespaced_deployment_status("cluster-smoke", "default").status
+                return (status.available_replicas or 0) == 1
+
+            self._wait("kube-controller-manager", available, "the smoke Deployment to become available")
+            apps.delete_namespaced_deployment("cluster-smoke", "default")
+
+    @contextlib.contextmanager
+    def _client(self) -> Iterator[ApiClient]:
+        api = self.api_client()
+        try:
+            yield api
+        finally:
+            api.close()
+
+
+def smoke_deployment() -> dict[str, object]:
+    """A one-replica Deployment that proves scheduling, the controllers and kwok work."""
+    labels = {"app": "cluster-smoke"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "cluster-smoke", "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.local/smoke:1"}]},
+            },
+        },
+    }

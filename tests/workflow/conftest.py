@@ -1,0 +1,126 @@
+"""Time-skipping Temporal environment and a worker around the in-memory Kubernetes port."""
+
+from __future__ import annotations
+
+import asyncio
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest_asyncio
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.workflow.fake_kube import FakeKube
+from workflows import names
+from workflows.canary import CanaryJobWorkflow
+from workflows.models import CanaryJobInput, JobDetails, JobVersions, OperationRequest, OperationResult
+from workflows.search import ALL as SEARCH_ATTRIBUTES
+from workflows.spec import JobSpec
+
+T = TypeVar("T")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    binary = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(binary), data_converter=pydantic_data_converter
+    ) as environment:
+        await environment.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+            namespace=environment.client.namespace,
+            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES},
+        ))
+        yield environment
+
+
+def job_spec(**overrides: Any) -> JobSpec:
+    spec: dict[str, Any] = {
+        "name": "web", "namespace": "shop", "workload": {"name": "web"},
+        "steps": [{"setWeight": 25}, {"pause": {"duration": "1h"}}, {"setWeight": 50}, {"pause": {}}],
+        "progressDeadline": "30s",
+    }
+    spec.update(overrides)
+    return JobSpec.model_validate(spec)
+
+
+@dataclass
+class Job:
+    """A running job workflow under test, with its fake cluster."""
+
+    env: WorkflowEnvironment
+    handle: WorkflowHandle[Any, Any]
+    kube: FakeKube
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    async def details(self) -> JobDetails:
+        return await self.handle.query(names.DETAILS_QUERY, result_type=JobDetails)
+
+    async def versions(self) -> JobVersions:
+        return await self.handle.query(names.VERSIONS_QUERY, result_type=JobVersions)
+
+    async def operate(self, operation: str, request: OperationRequest | None = None) -> OperationResult:
+        return await self.handle.execute_update(operation, request or OperationRequest(),
+                                                result_type=OperationResult)
+
+    async def edit_image(self, image: str) -> None:
+        self.kube.edit_image(image)
+        await self.handle.signal(names.WORKLOAD_CHANGED)
+
+    async def wait_for(self, check: Callable[[JobDetails], bool], what: str, timeout: float = 20) -> JobDetails:
+        return await eventually(self.details, check, what, timeout)
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], what: str,
+                     timeout: float = 20) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    value = await probe()
+    while not check(value):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
+        await asyncio.sleep(0.05)
+        value = await probe()
+    return value
+
+
+@pytest_asyncio.fixture
+async def start_job(env: WorkflowEnvironment) -> AsyncIterator[Callable[..., Awaitable[Job]]]:
+    """Start a job workflow (watch off) on a fresh task queue, with a worker around a FakeKube."""
+    workers: list[Worker] = []
+    handles: list[WorkflowHandle[Any, Any]] = []
+
+    async def start(kube: FakeKube | None = None, spec: JobSpec | None = None, **input_fields: Any) -> Job:
+        kube = kube or FakeKube()
+        queue = f"q-{uuid.uuid4().hex[:8]}"
+        worker = Worker(env.client, task_queue=queue, workflows=[CanaryJobWorkflow], activities=kube.activities(),
+                        activity_executor=ThreadPoolExecutor(4))
+        workers.append(worker)
+        asyncio.get_running_loop().create_task(worker.run())
+        spec = spec or job_spec()
+        handle = await env.client.start_workflow(
+            CanaryJobWorkflow.run, CanaryJobInput(job=spec, watch=False, **input_fields),
+            id=f"canary-{spec.namespace}-{spec.name}-{uuid.uuid4().hex[:6]}", task_queue=queue,
+        )
+        handles.append(handle)
+        return Job(env, handle, kube)
+
+    yield start
+    for handle in handles:
+        try:
+            await handle.terminate("test over")
+        except Exception:
+            pass
+    for worker in workers:
+        await worker.shutdown()
+

@@ -1,0 +1,165 @@
+"""An in-memory stand-in for the Kubernetes port, for time-skipping workflow tests.
+
+The real activities run against the real cluster in tests/activities and tests/e2e; here the
+workflow's decisions are checked with hours of pauses skipped. The fake answers to the same
+activity names and records every write, so tests can assert on what the cluster would see.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from workflows.models import (
+    AttachRequest,
+    CanaryTemplateRequest,
+    DetachRequest,
+    PromoteRequest,
+    ReadyRequest,
+    RolloutRequest,
+    ScaleRequest,
+    SetImageRequest,
+    WatchRequest,
+    WorkloadChange,
+    WorkloadRequest,
+    WorkloadSnapshot,
+    WriteTemplateRequest,
+)
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class FakeKube:
+    """One Deployment (the stable side) and its canary Deployment, in memory."""
+
+    def __init__(self, *, replicas: int = 4, image: str = "registry.local/web:1", exists: bool = True) -> None:
+        self.exists = exists
+        self.template: dict[str, Any] = {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": image}, {"name": "sidecar", "image": "proxy:1"}]},
+        }
+        self.replicas = replicas
+        self.paused = False
+        self.owner: str | None = None
+        self.stable_template = copy.deepcopy(self.template)  # what the running stable pods run
+        self.canary_template: dict[str, Any] | None = None
+        self.canary_replicas = 0
+        self.broken_images: set[str] = set()  # canaries with these images never become Ready
+        self.writes: list[tuple[str, Any]] = []
+
+    # -- test controls ---------------------------------------------------------------------
+
+    def edit_image(self, image: str, container: str = "app") -> None:
+        for c in self.template["spec"]["containers"]:
+            if c["name"] == container:
+                c["image"] = image
+        if not self.paused:
+            self.stable_template = copy.deepcopy(self.template)
+
+    def images(self, template: dict[str, Any] | None = None) -> dict[str, str]:
+        source = template if template is not None else self.template
+        return {c["name"]: c["image"] for c in source["spec"]["containers"]}
+
+    def snapshot(self) -> WorkloadSnapshot:
+        return WorkloadSnapshot(template=copy.deepcopy(self.template), template_hash=template_hash(self.template),
+                                images=self.images(), replicas=self.replicas, resource_version="1")
+
+    def _require(self, request: WorkloadRequest) -> None:
+        if not self.exists:
+            raise ApplicationError(f"Deployment {request.namespace}/{request.name} not found",
+                                   type="WorkloadNotFound", non_retryable=True)
+
+    # -- the activities ---------------------------------------------------------------------
+
+    def activities(self) -> list[Any]:
+        return [self.inspect_workload, self.attach_workload, self.prepare_canary, self.scale_canary,
+                self.scale_stable, self.wait_canary_ready, self.promote_stable, self.wait_stable_rolled_out,
+                self.pause_stable, self.write_template, self.set_image, self.watch_workload,
+                self.detach_workload]
+
+    @activity.defn(name="inspect_workload")
+    async def inspect_workload(self, request: WorkloadRequest) -> WorkloadSnapshot:
+        self._require(request)
+        return self.snapshot()
+
+    @activity.defn(name="attach_workload")
+    async def attach_workload(self, request: AttachRequest) -> WorkloadSnapshot:
+        self._require(request)
+        if self.owner not in (None, request.job):
+            raise ApplicationError(f"owned by job {self.owner}", type="OwnedByOtherJob", non_retryable=True)
+        self.owner, self.paused = request.job, True
+        self.writes.append(("attach", request.job))
+        return self.snapshot()
+
+    @activity.defn(name="prepare_canary")
+    async def prepare_canary(self, request: CanaryTemplateRequest) -> None:
+        if self.canary_template is None or template_hash(self.canary_template) != request.template_hash:
+            self.canary_template = copy.deepcopy(request.template)
+            self.canary_replicas = 0
+        self.writes.append(("prepare_canary", self.images(request.template)["app"]))
+
+    @activity.defn(name="scale_canary")
+    async def scale_canary(self, request: ScaleRequest) -> None:
+        self.canary_replicas = request.replicas
+        self.writes.append(("scale_canary", request.replicas))
+
+    @activity.defn(name="scale_stable")
+    async def scale_stable(self, request: ScaleRequest) -> None:
+        self.replicas = request.replicas
+        self.writes.append(("scale_stable", request.replicas))
+
+    @activity.defn(name="wait_canary_ready")
+    async def wait_canary_ready(self, request: ReadyRequest) -> None:
+        image = self.images(self.canary_template)["app"] if self.canary_template else None
+        if request.replicas > 0 and image in self.broken_images:
+            raise ApplicationError(f"0/{request.replicas} canary pods ready: pod web-canary-x: CrashLoopBackOff",
+                                   type="CanaryNotReady")
+
+    @activity.defn(name="promote_stable")
+    async def promote_stable(self, request: PromoteRequest) -> None:
+        self.replicas, self.paused = request.replicas, False
+        self.stable_template = copy.deepcopy(self.template)
+        self.writes.append(("promote_stable", self.images()["app"]))
+
+    @activity.defn(name="wait_stable_rolled_out")
+    async def wait_stable_rolled_out(self, request: RolloutRequest) -> None:
+        if template_hash(self.stable_template) != request.template_hash:
+            raise ApplicationError("stable not rolled out", type="StableNotRolledOut")
+
+    @activity.defn(name="pause_stable")
+    async def pause_stable(self, request: WorkloadRequest) -> None:
+        self.paused = True
+
+    @activity.defn(name="write_template")
+    async def write_template(self, request: WriteTemplateRequest) -> WorkloadSnapshot:
+        self.template = copy.deepcopy(request.template)
+        self.writes.append(("write_template", self.images()["app"]))
+        return self.snapshot()
+
+    @activity.defn(name="set_image")
+    async def set_image(self, request: SetImageRequest) -> WorkloadSnapshot:
+        for c in self.template["spec"]["containers"]:
+            if request.container in (None, c["name"]):
+                c["image"] = request.image
+        self.writes.append(("set_image", request.image))
+        return self.snapshot()
+
+    @activity.defn(name="watch_workload")
+    async def watch_workload(self, request: WatchRequest) -> WorkloadChange:
+        raise ApplicationError("the fake has no watch: use watch=False", non_retryable=True)
+
+    @activity.defn(name="detach_workload")
+    async def detach_workload(self, request: DetachRequest) -> None:
+        if request.template is not None:
+            self.template = copy.deepcopy(request.template)
+        self.stable_template = copy.deepcopy(self.template)
+        self.replicas, self.paused, self.owner = request.replicas, False, None
+        self.canary_template, self.canary_replicas = None, 0
+        self.writes.append(("detach", request.replicas))

@@ -1,0 +1,328 @@
+"""Durable state of a canary delivery job, and the messages that cross the Temporal boundary.
+
+Everything here is plain data: no clocks, no randomness, no Kubernetes objects. Times are
+passed in from ``workflow.now()``; pod templates travel as plain JSON mappings. The state is
+carried across continue-as-new, so every list in it is bounded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.spec import Duration, JobSpec
+
+PodTemplate = dict[str, Any]
+MAX_VERSIONS = 30
+MAX_EVENTS = 100
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+
+class Phase(StrEnum):
+    """What the job is doing now; also the ``CanaryPhase`` search attribute."""
+
+    INITIALIZING = "initializing"
+    HEALTHY = "healthy"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    PROMOTING = "promoting"
+    ROLLING_BACK = "rolling-back"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+    DELETED = "deleted"
+
+
+class StepStatus(StrEnum):
+    """How one step of the current release went."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Trigger(StrEnum):
+    """Why a release started."""
+
+    ATTACH = "attach"
+    EDIT = "edit"
+    UPDATE_VERSION = "update-version"
+    ROLLBACK = "rollback"
+
+
+class Outcome(StrEnum):
+    """How a release ended."""
+
+    PROMOTED = "promoted"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+    ROLLED_BACK = "rolled-back"
+    SUPERSEDED = "superseded"
+
+
+class Version(_Model):
+    """One pod template the job has seen, and what became of it."""
+
+    revision: int
+    template_hash: str
+    images: dict[str, str]
+    trigger: Trigger
+    started: datetime
+    finished: datetime | None = None
+    outcome: Outcome | None = None
+    reason: str | None = None
+    actor: str | None = None
+    # Kept so that `rollback` can write this version back; dropped from very old entries.
+    template: PodTemplate | None = None
+
+
+class StepState(_Model):
+    """A step of the current release as the user sees it."""
+
+    index: int
+    description: str
+    status: StepStatus = StepStatus.PENDING
+    started: datetime | None = None
+    finished: datetime | None = None
+    message: str | None = None
+
+
+class Event(_Model):
+    """One line of the job's own log: operations, their authors, rejections, failures."""
+
+    at: datetime
+    kind: str
+    message: str
+    actor: str | None = None
+
+
+class JobState(_Model):
+    """Everything the job must remember across worker restarts and continue-as-new."""
+
+    phase: Phase = Phase.INITIALIZING
+    # The Deployment's desired size. The job owns the running counts only while a release runs.
+    replicas: int = 0
+    # Hash of the template now written in the user's Deployment (the watch compares against it).
+    workload_hash: str | None = None
+    workload_missing: bool = False
+    stable: Version | None = None
+    canary: Version | None = None
+    steps: list[StepState] = Field(default_factory=list)
+    current_step: int | None = None
+    weight: int = 0
+    canary_replicas: int = 0
+    stable_replicas: int = 0
+    pause_until: datetime | None = None
+    last_error: str | None = None
+    history: list[Version] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+    next_revision: int = 1
+    recent_requests: list[str] = Field(default_factory=list)
+    releases_started: int = 0
+
+
+class CanaryJobInput(_Model):
+    """Workflow input: the job, and on continue-as-new the state it carries."""
+
+    job: JobSpec
+    state: JobState | None = None
+    # Test knob: continue-as-new after this many history events even if the server does not ask.
+    max_history_events: int | None = None
+    # False: no watch activity; changes are noticed when the `workload-changed` signal nudges the
+    # job (from a webhook or CI). Time-skipping tests need it: time stands still while a watch runs.
+    watch: bool = True
+
+
+# --- what activities report -------------------------------------------------------------------
+
+
+class WorkloadSnapshot(_Model):
+    """The parts of a Deployment the workflow reasons about."""
+
+    template: PodTemplate
+    template_hash: str
+    images: dict[str, str]
+    replicas: int
+    resource_version: str
+
+
+class WorkloadChange(_Model):
+    """What the watch saw change on the Deployment."""
+
+    kind: str  # "template", "replicas" or "deleted"
+    snapshot: WorkloadSnapshot | None = None
+
+
+class ScaleResult(_Model):
+    """Replica counts after a traffic shift."""
+
+    canary_replicas: int
+    stable_replicas: int
+    weight: int
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+class OperationRequest(_Model):
+    """Fields every operation accepts."""
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+    request_id: str | None = Field(default=None, alias="requestId", max_length=128)
+    actor: str | None = Field(default=None, max_length=256)
+    reason: str | None = Field(default=None, max_length=1024)
+
+
+class UpdateVersionRequest(OperationRequest):
+    """``update-version``: set the image of one container, or of all of them."""
+
+    image: str = Field(min_length=1, max_length=512)
+    container: str | None = None
+
+
+class RollbackRequest(OperationRequest):
+    """``rollback``: deliver a historical version again."""
+
+    revision: int = Field(ge=1)
+    skip_steps: bool = Field(default=False, alias="skipSteps")
+
+
+class UpdateRulesRequest(OperationRequest):
+    """``update-rules``: new steps and traffic policy."""
+
+    rules: dict[str, Any]
+
+
+class OperationResult(_Model):
+    """What an accepted operation did."""
+
+    accepted: bool = True
+    message: str
+    phase: Phase
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+class JobDetails(_Model):
+    """The ``details`` query: what an operator looks at first."""
+
+    name: str
+    namespace: str
+    workload: str
+    mode: str
+    phase: Phase
+    replicas: int
+    weight: int
+    canary_replicas: int
+    current_step: int | None
+    steps: list[StepState]
+    pause_remaining: Duration | None = None
+    last_error: str | None
+    stable: Version | None
+    canary: Version | None
+    rules: dict[str, Any]
+    events: list[Event]
+
+
+class JobVersions(_Model):
+    """The ``versions`` query: main version and history."""
+
+    stable: Version | None
+    canary: Version | None
+    history: list[Version]
+
+
+def request_key(operation: str, request: OperationRequest) -> str | None:
+    """Key under which a repeated request is recognised and ignored."""
+    return f"{operation}:{request.request_id}" if request.request_id else None
+
+
+def elapsed(since: datetime | None, now: datetime) -> timedelta | None:
+    """Time from ``since`` to ``now``, never negative."""
+    return None if since is None else max(timedelta(0), now - since)
+
+
+# --- activity requests ---------------------------------------------------------------------
+
+
+class WorkloadRequest(_Model):
+    """Names the Deployment an activity works on, and the job that owns it."""
+
+    namespace: str
+    name: str
+    job: str
+
+
+class AttachRequest(WorkloadRequest):
+    """Take over a Deployment: mark it as the job's and stop it rolling out by itself."""
+
+
+class CanaryTemplateRequest(WorkloadRequest):
+    """Make the canary Deployment run ``template`` (at zero replicas until a step scales it)."""
+
+    template: PodTemplate
+    template_hash: str
+
+
+class ScaleRequest(WorkloadRequest):
+    """Scale one side (the canary Deployment, or the stable side: the user's Deployment)."""
+
+    replicas: int = Field(ge=0)
+
+
+class ReadyRequest(WorkloadRequest):
+    """Wait until this many canary pods of ``template_hash`` are Ready."""
+
+    replicas: int = Field(ge=0)
+    template_hash: str
+
+
+class PromoteRequest(WorkloadRequest):
+    """Let the user's Deployment roll out its (new) template to ``replicas`` pods."""
+
+    replicas: int = Field(ge=0)
+
+
+class RolloutRequest(WorkloadRequest):
+    """Wait until the user's Deployment runs ``template_hash`` on all ``replicas`` pods."""
+
+    replicas: int = Field(ge=0)
+    template_hash: str
+
+
+class WriteTemplateRequest(WorkloadRequest):
+    """Write a pod template into the user's Deployment (rollback, detach)."""
+
+    template: PodTemplate
+
+
+class SetImageRequest(WorkloadRequest):
+    """Set the image of one container (or of every container) in the user's Deployment."""
+
+    image: str
+    container: str | None = None
+
+
+class WatchRequest(WorkloadRequest):
+    """Return as soon as the Deployment differs from what the job knows."""
+
+    known_hash: str
+    known_replicas: int | None = None  # None: replica changes are the job's own (a release runs)
+    resource_version: str | None = None
+
+
+class DetachRequest(WorkloadRequest):
+    """Give the Deployment back: stable template, all replicas, rolling out by itself again."""
+
+    template: PodTemplate | None
+    replicas: int

@@ -1,0 +1,234 @@
+"""The canary delivery job spec: what a user writes in YAML or JSON.
+
+Step names follow Argo Rollouts (``setWeight``, ``pause``, ``setCanaryScale``) so its users
+can read a job at a glance. Every field validates on its own and names itself in the error:
+a job that cannot run is refused before anything touches the cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DURATION = re.compile(r"^\s*(-?\d+)\s*(s|m|h|d)?\s*$")
+_ISO_DURATION = re.compile(r"^-?P")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read a duration the way Argo Rollouts users write it: ``30s``, ``10m``, ``1h``, ``2d`` or seconds."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 10m or 1h")
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and _ISO_DURATION.match(value):
+        seconds = TypeAdapter(timedelta).validate_python(value).total_seconds()
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; use a number with s, m, h or d, such as 10m")
+        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError("must be a duration such as 30s, 10m or 1h")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return timedelta(seconds=round(seconds))
+
+
+def format_duration(value: timedelta) -> str:
+    """Write a duration back in the shortest unit that is exact (``90s`` -> ``90s``, ``600s`` -> ``10m``)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# A duration field: read as 30s / 10m / 1h / 2d (or seconds), written back the same way.
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+
+
+class _Strict(BaseModel):
+    # Aliases on the wire (Temporal payloads, the API, YAML) so a stored job reads like the one written.
+    model_config = ConfigDict(
+        extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True, frozen=True
+    )
+
+
+class PauseTimeoutAction(StrEnum):
+    """What a pause does when its time runs out."""
+
+    CONTINUE = "continue"
+    ROLLBACK = "rollback"
+
+
+class DeliveryMode(StrEnum):
+    """How a new version meets traffic. Only canary exists yet; blue-green has its place here."""
+
+    CANARY = "canary"
+
+
+class RoutingKind(StrEnum):
+    """Which traffic router splits requests between stable and canary."""
+
+    REPLICA_RATIO = "replicaRatio"
+
+
+class Pause(_Strict):
+    """``pause: {}`` waits for ``continue``; ``pause: {duration: 10m}`` waits that long."""
+
+    duration: Duration | None = None
+    on_timeout: PauseTimeoutAction | None = Field(default=None, alias="onTimeout")
+
+
+class SetWeightStep(_Strict):
+    """Send ``setWeight`` percent of traffic to the canary."""
+
+    set_weight: int = Field(alias="setWeight", ge=0, le=100)
+
+
+class PauseStep(_Strict):
+    """Hold the release at its current weight."""
+
+    pause: Pause
+
+
+class CanaryScale(_Strict):
+    """Canary size independent of weight: a replica count or a percentage of the workload."""
+
+    replicas: int | None = Field(default=None, ge=0)
+    percent: int | None = Field(default=None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CanaryScale:
+        if (self.replicas is None) == (self.percent is None):
+            raise ValueError("give exactly one of replicas or percent")
+        return self
+
+
+class SetCanaryScaleStep(_Strict):
+    """Run a given number of canary pods without moving the stable side."""
+
+    set_canary_scale: CanaryScale = Field(alias="setCanaryScale")
+
+
+STEP_KINDS = ("setWeight", "pause", "setCanaryScale")
+_PYTHON_NAMES = {"set_weight": "setWeight", "set_canary_scale": "setCanaryScale"}
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        key = next(iter(value), None)
+        return _PYTHON_NAMES.get(key, key) if isinstance(key, str) else None
+    return {SetWeightStep: "setWeight", PauseStep: "pause", SetCanaryScaleStep: "setCanaryScale"}.get(
+        type(value))
+
+
+# Tagged by the step's single key, so an error names the step kind rather than every union branch.
+Step = Annotated[
+    Annotated[SetWeightStep, Tag("setWeight")]
+    | Annotated[PauseStep, Tag("pause")]
+    | Annotated[SetCanaryScaleStep, Tag("setCanaryScale")],
+    Discriminator(_step_kind),
+]
+
+
+def describe_step(step: SetWeightStep | PauseStep | SetCanaryScaleStep) -> str:
+    """One line for a step, as the CLI and the Temporal UI show it."""
+    if isinstance(step, SetWeightStep):
+        return f"setWeight {step.set_weight}%"
+    if isinstance(step, PauseStep):
+        if step.pause.duration is None:
+            return "pause until continued"
+        return f"pause {format_duration(step.pause.duration)}"
+    scale = step.set_canary_scale
+    return f"setCanaryScale {scale.replicas} replicas" if scale.replicas is not None else (
+        f"setCanaryScale {scale.percent}%")
+
+
+class Traffic(_Strict):
+    """Traffic policy. Replica ratio needs no mesh: the Service selects stable and canary pods alike."""
+
+    routing: RoutingKind = RoutingKind.REPLICA_RATIO
+
+
+class DeliveryRules(_Strict):
+    """The part of a job that ``update-rules`` may change while a release runs."""
+
+    steps: list[Step] = Field(min_length=1)
+    traffic: Traffic = Traffic()
+    progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
+    on_pause_timeout: PauseTimeoutAction = Field(default=PauseTimeoutAction.CONTINUE, alias="onPauseTimeout")
+    max_pause: Duration | None = Field(default=None, alias="maxPause")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _known_steps(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    continue
+                if not isinstance(item, dict) or len(item) != 1:
+                    raise ValueError(
+                        f"step {index + 1} must be a mapping with one key, one of {', '.join(STEP_KINDS)}")
+                key = _step_kind(item)
+                if key not in STEP_KINDS:
+                    raise ValueError(
+                        f"step {index + 1}: unknown step {next(iter(item))!r}; "
+                        f"known steps: {', '.join(STEP_KINDS)}")
+        return value
+
+    @field_validator("progress_deadline")
+    @classmethod
+    def _deadline(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
+class WorkloadRef(_Strict):
+    """The Deployment a job delivers."""
+
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(pattern=NAME_PATTERN, max_length=253)
+
+
+class JobSpec(DeliveryRules):
+    """A canary delivery job: which workload, how new versions reach it."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=40)
+    namespace: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)
+    workload: WorkloadRef
+    mode: DeliveryMode = DeliveryMode.CANARY
+
+    @property
+    def rules(self) -> DeliveryRules:
+        """The steps and traffic policy alone."""
+        return DeliveryRules.model_validate({name: getattr(self, name) for name in DeliveryRules.model_fields})
+
+    def with_rules(self, rules: DeliveryRules) -> JobSpec:
+        """This job under other delivery rules."""
+        return self.model_copy(update=dict(rules))
+
+
+def workflow_id(namespace: str, name: str) -> str:
+    """Readable, deterministic workflow id: one workflow per job."""
+    return f"canary-{namespace}-{name}"
