@@ -293,7 +293,8 @@ class CanaryJobWorkflow:
     async def _run_operation(self, operation: str, request: OperationRequest) -> None:
         if isinstance(request, UpdateVersionRequest):
             snapshot = await self._call(
-                "set_image", SetImageRequest(**self._ref(), image=request.image, container=request.container),
+                "set_image", SetImageRequest(**self._ref(), image=request.image,
+                                             container=None if request.container == "*" else request.container),
                 WorkloadSnapshot, summary=f"set image {request.image}",
             )
             await self._deliver_written(snapshot, Trigger.UPDATE_VERSION, request.actor, skip_steps=False)
@@ -318,6 +319,7 @@ class CanaryJobWorkflow:
         if self.state.stable is not None and snapshot.template_hash == self.state.stable.template_hash:
             self._event("in-sync", f"the Deployment is back on stable revision {self.state.stable.revision}",
                         actor)
+            self._set_phase(Phase.HEALTHY)
             return
         await self._deliver(snapshot, trigger, actor=actor, skip_steps=skip_steps)
 
@@ -397,10 +399,12 @@ class CanaryJobWorkflow:
             canary = canary_replicas_for_weight(self.state.replicas, step.set_weight)
             await self._shift(canary, stable=self.state.replicas - canary,
                               label=f"step {index + 1}: setWeight {step.set_weight}%")
+            self.state.weight = step.set_weight
         elif isinstance(step, SetCanaryScaleStep):
             canary = canary_replicas_for_scale(self.state.replicas, step.set_canary_scale)
             await self._shift(canary, stable=self.state.stable_replicas,
                               label=f"step {index + 1}: {describe_step(step)}")
+            self.state.weight = self.state.actual_weight
         else:
             await self._pause(index, step)
 
@@ -421,7 +425,7 @@ class CanaryJobWorkflow:
             await self._scale("scale_canary", canary, f"{label}: scale canary to {canary}")
         self.state.canary_replicas = canary
         self.state.stable_replicas = stable
-        self.state.weight = effective_weight(canary, stable)
+        self.state.actual_weight = effective_weight(canary, stable)
         self._set_phase(Phase.PROGRESSING)
 
     async def _scale(self, activity: str, replicas: int, summary: str) -> None:
@@ -478,7 +482,7 @@ class CanaryJobWorkflow:
                          summary="scale the canary down")
         self.state.canary_replicas = 0
         self.state.stable_replicas = self.state.replicas
-        self.state.weight = 0
+        self.state.weight = self.state.actual_weight = 0
         self._finish_canary(Outcome.PROMOTED, None)
         self._event("promoted", f"revision {canary.revision} ({_images(canary.images)}) is stable")
         self.state.stable = canary
@@ -508,7 +512,7 @@ class CanaryJobWorkflow:
                          summary="roll back: scale the canary down")
         self.state.canary_replicas = 0
         self.state.stable_replicas = self.state.replicas
-        self.state.weight = 0
+        self.state.weight = self.state.actual_weight = 0
         canary = self.state.canary
         self._finish_canary(outcome, reason, actor)
         self.state.canary = None
@@ -649,7 +653,11 @@ class CanaryJobWorkflow:
         elif isinstance(request, UpdateVersionRequest):
             validate_image(request.image)
             containers = self._containers()
-            if request.container is not None and request.container not in containers:
+            if request.container is None and len(containers) > 1:
+                raise OperationRejected(
+                    f"the pod template has {len(containers)} containers ({', '.join(containers)}): "
+                    "name one with container, or use container '*' to set them all")
+            if request.container not in (None, "*") and request.container not in containers:
                 raise OperationRejected(
                     f"container {request.container!r} is not in the pod template; "
                     f"containers: {', '.join(containers) or 'none'}")
@@ -853,7 +861,7 @@ class CanaryJobWorkflow:
         return JobDetails(
             name=self.job.name, namespace=self.job.namespace, workload=self.job.workload.name,
             mode=self.job.mode.value, phase=self.state.phase, replicas=self.state.replicas,
-            weight=self.state.weight, canary_replicas=self.state.canary_replicas,
+            weight=self.state.weight, actual_weight=self.state.actual_weight, canary_replicas=self.state.canary_replicas,
             current_step=self.state.current_step, steps=self.state.steps, pause_remaining=remaining,
             last_error=self.state.last_error, stable=_without_template(self.state.stable),
             canary=_without_template(self.state.canary),

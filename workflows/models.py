@@ -116,7 +116,8 @@ class JobState(_Model):
     canary: Version | None = None
     steps: list[StepState] = Field(default_factory=list)
     current_step: int | None = None
-    weight: int = 0
+    weight: int = 0  # the weight the current step asked for
+    actual_weight: int = 0  # the share of Ready pods that are canary pods: what traffic really sees
     canary_replicas: int = 0
     stable_replicas: int = 0
     pause_until: datetime | None = None
@@ -186,6 +187,7 @@ class UpdateVersionRequest(OperationRequest):
     """``update-version``: set the image of one container, or of all of them."""
 
     image: str = Field(min_length=1, max_length=512)
+    # Which container; may be left out when the pod has one container; "*" sets every container.
     container: str | None = None
 
 
@@ -223,6 +225,7 @@ class JobDetails(_Model):
     phase: Phase
     replicas: int
     weight: int
+    actual_weight: int
     canary_replicas: int
     current_step: int | None
     steps: list[StepState]

@@ -1,0 +1,83 @@
+"""The canary-delivery worker: runs job workflows and the Kubernetes activities.
+
+Configuration comes from the usual places: ``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE``
+(defaults ``127.0.0.1:7233`` / ``default``), ``CANARY_TASK_QUEUE`` and, for Kubernetes, the
+in-cluster service account when running in a pod, else ``KUBECONFIG`` / ``~/.kube/config``.
+The API client is built here, once, outside the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.kube import KubeActivities
+from workflows.canary import CanaryJobWorkflow
+from workflows.names import TASK_QUEUE
+
+# One thread per running watch plus room for short calls: jobs x 1 watch + bursts.
+DEFAULT_ACTIVITY_THREADS = 200
+
+
+def kubernetes_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """In-cluster config inside a pod, else the kubeconfig file."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config()
+        return k8s.ApiClient()
+    api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"))
+    return api
+
+
+def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
+                 activity_threads: int = DEFAULT_ACTIVITY_THREADS) -> Worker:
+    """A worker for job workflows and the activities bound to ``api``."""
+    activities = KubeActivities(api)
+    return Worker(
+        temporal,
+        task_queue=task_queue,
+        workflows=[CanaryJobWorkflow],
+        activities=activities.all(),
+        activity_executor=ThreadPoolExecutor(activity_threads, thread_name_prefix="canary-activity"),
+        max_concurrent_activities=activity_threads,
+    )
+
+
+async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | None) -> None:
+    """Run until SIGINT or SIGTERM, then finish in-flight tasks and stop."""
+    temporal = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+    api = kubernetes_client(kubeconfig)
+    worker = build_worker(temporal, api, task_queue=task_queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.info("worker polling %s on %s/%s", task_queue, address, namespace)
+    async with worker:
+        await stop.wait()
+    api.close()
+
+
+def main() -> None:
+    """Entry point of ``canary-worker`` and ``python worker.py``."""
+    parser = argparse.ArgumentParser(description="canary-delivery worker")
+    parser.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"))
+    parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    parser.add_argument("--task-queue", default=os.environ.get("CANARY_TASK_QUEUE", TASK_QUEUE))
+    parser.add_argument("--kubeconfig", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(args.address, args.namespace, args.task_queue, args.kubeconfig))
+
+
+if __name__ == "__main__":
+    main()
