@@ -145,7 +145,13 @@ class CanaryJobWorkflow:
             CANARY_WORKLOAD.value_set(self.job.workload.name),
         ])
         if self.state.stable is None:
-            await self._attach()
+            try:
+                await self._attach()
+            except ActivityError as error:
+                # Nothing was changed (a missing Deployment, one owned by another job): the job
+                # cannot exist. Fail the workflow with the reason, naming the spec field.
+                raise ApplicationError(f"workload: {_failure_message(error)}", type="AttachFailed",
+                                       non_retryable=True) from None
         else:
             self._set_phase(self.state.phase)
         self._watch_task = asyncio.create_task(self._watch_loop())
@@ -722,7 +728,7 @@ class CanaryJobWorkflow:
         else:
             self._ops.append((operation, request))
             if self._releasing:
-                reason = ("rolled back to revision %d" % request.revision if isinstance(request, RollbackRequest)
+                reason = (f"rolled back to revision {request.revision}" if isinstance(request, RollbackRequest)
                           else "a new version was set")
                 self._raise_interrupt(Interrupt.SUPERSEDE, reason, actor)
             self._event(f"{operation}-requested", _describe_request(request), actor)
@@ -861,7 +867,8 @@ class CanaryJobWorkflow:
         return JobDetails(
             name=self.job.name, namespace=self.job.namespace, workload=self.job.workload.name,
             mode=self.job.mode.value, phase=self.state.phase, replicas=self.state.replicas,
-            weight=self.state.weight, actual_weight=self.state.actual_weight, canary_replicas=self.state.canary_replicas,
+            weight=self.state.weight, actual_weight=self.state.actual_weight,
+            canary_replicas=self.state.canary_replicas,
             current_step=self.state.current_step, steps=self.state.steps, pause_remaining=remaining,
             last_error=self.state.last_error, stable=_without_template(self.state.stable),
             canary=_without_template(self.state.canary),

@@ -138,8 +138,8 @@ def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         key = next(iter(value), None)
         return _PYTHON_NAMES.get(key, key) if isinstance(key, str) else None
-    return {SetWeightStep: "setWeight", PauseStep: "pause", SetCanaryScaleStep: "setCanaryScale"}.get(
-        type(value))
+    kinds: dict[type, str] = {SetWeightStep: "setWeight", PauseStep: "pause", SetCanaryScaleStep: "setCanaryScale"}
+    return kinds.get(type(value))
 
 
 # Tagged by the step's single key, so an error names the step kind rather than every union branch.

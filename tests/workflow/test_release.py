@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.workflow.conftest import Job, job_spec
 from workflows import names
 from workflows.models import Outcome, Phase, StepStatus, Trigger
@@ -108,3 +110,14 @@ async def test_changes_outside_the_pod_template_start_no_release(start_job) -> N
     await job.handle.signal(names.WORKLOAD_CHANGED)
     details = await job.wait_for(lambda d: d.replicas == 6, "the new size")
     assert details.phase == Phase.HEALTHY and details.canary is None
+
+
+async def test_a_missing_deployment_fails_the_job_with_the_reason(start_job) -> None:
+    from temporalio.client import WorkflowFailureError
+
+    from tests.workflow.fake_kube import FakeKube
+
+    job: Job = await start_job(FakeKube(exists=False))
+    with pytest.raises(WorkflowFailureError) as error:
+        await job.handle.result()
+    assert error.value.cause.message == "workload: Deployment shop/web not found"
