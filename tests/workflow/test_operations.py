@@ -95,8 +95,8 @@ async def test_update_version_starts_a_release_of_the_new_image(start_job) -> No
 
 @pytest.mark.parametrize("request_fields, expected", [
     ({"image": "Registry.local/WEB:1"}, "must be lowercase"),
-    ({"image": "web:"}, "not a valid reference"),
-    ({"image": "web 2"}, "must not contain spaces"),
+    ({"image": "web:"}, "has an invalid tag ''"),
+    ({"image": "web 2"}, "must not contain whitespace"),
     ({"image": "web:2", "container": "nope"}, "container 'nope' is not in the pod template; containers: app, sidecar"),
     ({"image": "web:2"}, "the pod template has 2 containers (app, sidecar): name one with container"),
 ])

@@ -1,0 +1,1 @@
+"""Activities: the only code that talks to Kubernetes (see ``activities.kube``)."""

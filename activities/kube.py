@@ -1,0 +1,511 @@
+"""The activities: the only code that reads or writes Kubernetes objects.
+
+The user's Deployment ``<name>`` is the stable side. While a job holds it, it is paused and
+annotated with the job's name: a paused Deployment keeps its current pods (and still scales
+them) but does not roll out template edits, so a user's edit becomes the next canary version
+instead of a rollout. The canary runs in a second Deployment ``<name>-canary`` whose pods carry
+every label of the workload's pods, so the workload's Service sends each Ready pod its share
+of the traffic.
+
+Every method is a synchronous activity (the client is urllib3-based) meant for a thread pool.
+Deployments are read and written as the API server's own JSON (``_preload_content=False``),
+never through the client's models, so no field the client does not know is lost on a
+write-back and the template hash sees exactly what the server stores. Every call is
+idempotent: a retried activity finds the work done and does nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import errors
+from activities.errors import kube_errors, not_found
+from activities.templates import (
+    CANARY_TRACK,
+    HASH_ANNOTATION,
+    JOB_KEY,
+    TRACK_LABEL,
+    canary_template,
+    images,
+    template_hash,
+    user_template,
+)
+from workflows.images import validate_image
+from workflows.models import (
+    AttachRequest,
+    CanaryTemplateRequest,
+    DetachRequest,
+    PromoteRequest,
+    ReadyRequest,
+    RolloutRequest,
+    ScaleRequest,
+    SetImageRequest,
+    WatchRequest,
+    WorkloadChange,
+    WorkloadRequest,
+    WorkloadSnapshot,
+    WriteTemplateRequest,
+)
+
+Obj = dict[str, Any]
+FIELD_MANAGER = "canary-delivery"
+REQUEST_TIMEOUT = 10.0
+CONFLICT_ATTEMPTS = 5
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+APPLY = "application/apply-patch+yaml"
+WAITING_FAILURES = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
+                    "CreateContainerError", "InvalidImageName", "RunContainerError")
+
+
+def canary_name(name: str) -> str:
+    """The canary Deployment's name for workload ``name``."""
+    return f"{name}-canary"
+
+
+def _meta(obj: Obj, field: str) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get(field) or {})
+
+
+def snapshot(deployment: Obj) -> WorkloadSnapshot:
+    """The parts of a Deployment (as server JSON) that the workflow reasons about."""
+    spec = deployment.get("spec") or {}
+    template = user_template(spec.get("template") or {})
+    return WorkloadSnapshot(
+        template=template,
+        template_hash=template_hash(template),
+        images=images(template),
+        replicas=int(spec.get("replicas", 1)),
+        resource_version=str(deployment["metadata"]["resourceVersion"]),
+    )
+
+
+def selector_string(selector: Obj) -> str:
+    """Write a LabelSelector as the ``labelSelector`` query string the API accepts."""
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], ",".join(expr.get("values") or [])
+        terms.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
+    return ",".join(terms)
+
+
+def pod_problem(pods: list[Obj]) -> str | None:
+    """Name the most telling reason why some of ``pods`` are not Ready, if any shows one.
+
+    A container stuck waiting (CrashLoopBackOff, ImagePullBackOff, ...) beats a merely
+    not-ready container, which beats an unscheduled pod: the first is what a user must fix.
+    """
+    found: list[tuple[int, str]] = []
+    for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
+        name, status = pod["metadata"]["name"], pod.get("status") or {}
+        statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+        for cs in statuses:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason:
+                rank = 0 if reason in WAITING_FAILURES else 1
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                found.append((rank, f"pod {name}: container {cs.get('name')} is {reason}{detail}"))
+            elif not cs.get("ready"):
+                found.append((2, f"pod {name}: container {cs.get('name')} is not ready"))
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                found.append((3, f"pod {name} is not scheduled: {cond.get('message') or cond.get('reason')}"))
+        if not statuses and status.get("phase") == "Pending":
+            found.append((4, f"pod {name} is Pending"))
+    return min(found)[1] if found else None
+
+
+class KubeActivities:
+    """Kubernetes activities around one shared ``ApiClient`` (built once, in the worker)."""
+
+    def __init__(self, api: ApiClient, *, watch_seconds: int = 10, heartbeat_every: float = 0.5) -> None:
+        self._apps = client.AppsV1Api(api)
+        self._core = client.CoreV1Api(api)
+        self._watch_seconds = watch_seconds
+        self._heartbeat_every = heartbeat_every
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity, bound to this client: what the worker registers."""
+        return [self.inspect_workload, self.attach_workload, self.detach_workload, self.prepare_canary,
+                self.scale_canary, self.wait_canary_ready, self.scale_stable, self.promote_stable,
+                self.pause_stable, self.wait_stable_rolled_out, self.write_template, self.set_image,
+                self.watch_workload]
+
+    # -- raw API calls: server JSON in, server JSON out ---------------------------------------
+
+    @staticmethod
+    def _json(response: Any) -> Obj:
+        data: Obj = json.loads(response.data)
+        return data
+
+    def _read(self, namespace: str, name: str) -> Obj | None:
+        """GET a Deployment; None when it does not exist."""
+        with kube_errors(f"read Deployment {namespace}/{name}"):
+            try:
+                return self._json(self._apps.read_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            except ApiException as error:
+                if not_found(error):
+                    return None
+                raise
+
+    def _workload(self, req: WorkloadRequest) -> Obj:
+        """GET the user's Deployment, or fail for good: there is nothing to deliver to."""
+        deployment = self._read(req.namespace, req.name)
+        if deployment is None:
+            raise ApplicationError(
+                f"Deployment {req.namespace}/{req.name} not found", type=errors.WORKLOAD_NOT_FOUND,
+                non_retryable=True)
+        return deployment
+
+    def _patch(self, namespace: str, name: str, body: Any, content_type: str, **kwargs: Any) -> Obj:
+        with kube_errors(f"patch Deployment {namespace}/{name}"):
+            return self._json(self._apps.patch_namespaced_deployment(
+                name, namespace, body, field_manager=FIELD_MANAGER, _content_type=content_type,
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs))
+
+    def _pods(self, namespace: str, selector: str) -> list[Obj]:
+        with kube_errors(f"list pods {selector} in {namespace}"):
+            items: list[Obj] = self._json(self._core.list_namespaced_pod(
+                namespace, label_selector=selector, _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT))["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    @staticmethod
+    def _check_owner(deployment: Obj, job: str, *, what: str) -> None:
+        owner = _meta(deployment, "annotations").get(JOB_KEY)
+        if owner is not None and owner != job:
+            meta = deployment["metadata"]
+            raise ApplicationError(
+                f"{what} {meta['namespace']}/{meta['name']} belongs to canary job {owner!r}, not {job!r}",
+                type=errors.OWNED_BY_OTHER_JOB, non_retryable=True)
+
+    # -- taking over and giving back -----------------------------------------------------------
+
+    @activity.defn(name="inspect_workload")
+    def inspect_workload(self, req: WorkloadRequest) -> WorkloadSnapshot:
+        """Report the Deployment's template, hash, images and replicas."""
+        return snapshot(self._workload(req))
+
+    @activity.defn(name="attach_workload")
+    def attach_workload(self, req: AttachRequest) -> WorkloadSnapshot:
+        """Mark the Deployment as this job's and pause it, so template edits wait for the job.
+
+        The patch carries the resourceVersion that was read, so no other job can take the
+        Deployment between the ownership check and the write. The controller's own status
+        writes also move resourceVersion on, so a conflict is read again here a few times
+        before it is left to the activity's retry policy.
+        """
+        for attempt in range(CONFLICT_ATTEMPTS):
+            deployment = self._workload(req)
+            self._check_owner(deployment, req.job, what="Deployment")
+            if _meta(deployment, "annotations").get(JOB_KEY) == req.job and deployment["spec"].get("paused"):
+                return snapshot(deployment)
+            body = {"metadata": {"annotations": {JOB_KEY: req.job},
+                                 "resourceVersion": deployment["metadata"]["resourceVersion"]},
+                    "spec": {"paused": True}}
+            try:
+                return snapshot(self._patch(req.namespace, req.name, body, MERGE))
+            except ApplicationError as error:
+                if error.type != errors.KUBERNETES_CONFLICT or attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    @activity.defn(name="detach_workload")
+    def detach_workload(self, req: DetachRequest) -> None:
+        """Give the Deployment back: template, replicas, rolling out by itself; canary removed.
+
+        The Deployment is restored before the canary is deleted, so the stable side is
+        scaling up before canary pods go. A Deployment that is already gone is fine.
+        """
+        deployment = self._read(req.namespace, req.name)
+        if deployment is not None:
+            self._check_owner(deployment, req.job, what="Deployment")
+            if req.template is not None and template_hash(req.template) != snapshot(deployment).template_hash:
+                ops = [{"op": "replace", "path": "/spec/template", "value": user_template(req.template)}]
+                self._patch(req.namespace, req.name, ops, JSON_PATCH)
+            body = {"metadata": {"annotations": {JOB_KEY: None}},
+                    "spec": {"replicas": req.replicas, "paused": False}}
+            self._patch(req.namespace, req.name, body, MERGE)
+        self._delete_canary(req)
+
+    def _delete_canary(self, req: WorkloadRequest) -> None:
+        name = canary_name(req.name)
+        canary = self._read(req.namespace, name)
+        if canary is None or _meta(canary, "labels").get(JOB_KEY) != req.job:
+            return  # gone already, or not ours to delete
+        with kube_errors(f"delete Deployment {req.namespace}/{name}"):
+            try:
+                self._apps.delete_namespaced_deployment(
+                    name, req.namespace, body=client.V1DeleteOptions(
+                        preconditions=client.V1Preconditions(uid=canary["metadata"]["uid"]),
+                        propagation_policy="Background"),
+                    _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if not not_found(error):
+                    raise
+
+    # -- the canary side -----------------------------------------------------------------------
+
+    @activity.defn(name="prepare_canary")
+    def prepare_canary(self, req: CanaryTemplateRequest) -> None:
+        """Make ``<name>-canary`` run the template, at 0 replicas; nothing if it already does."""
+        workload = self._workload(req)
+        name = canary_name(req.name)
+        canary = self._read(req.namespace, name)
+        if canary is not None:
+            if _meta(canary, "labels").get(JOB_KEY) != req.job:
+                owner = _meta(canary, "labels").get(JOB_KEY)
+                raise ApplicationError(
+                    f"Deployment {req.namespace}/{name} exists and is not managed by canary job {req.job!r}"
+                    + (f" (it belongs to {owner!r})" if owner else ""),
+                    type=errors.OWNED_BY_OTHER_JOB, non_retryable=True)
+            if _meta(canary, "annotations").get(HASH_ANNOTATION) == req.template_hash:
+                return  # a retry, or a second call for the same version: keep its replicas
+        spec, meta = workload["spec"], workload["metadata"]
+        selector = dict(spec["selector"])
+        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), TRACK_LABEL: CANARY_TRACK}
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": req.namespace,
+                "labels": {JOB_KEY: req.job, TRACK_LABEL: CANARY_TRACK},
+                "annotations": {HASH_ANNOTATION: req.template_hash},
+                # Not a controller reference: deleting the workload garbage-collects the canary.
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": meta["name"], "uid": meta["uid"]}],
+            },
+            "spec": {
+                "replicas": 0,
+                "selector": selector,
+                "minReadySeconds": spec.get("minReadySeconds", 0),
+                "revisionHistoryLimit": 2,
+                "template": canary_template(req.template, req.template_hash),
+            },
+        }
+        self._patch(req.namespace, name, body, APPLY, force=True)
+
+    @activity.defn(name="scale_canary")
+    def scale_canary(self, req: ScaleRequest) -> None:
+        """Set the canary Deployment's replicas (a missing canary is fine only at 0)."""
+        name = canary_name(req.name)
+        with kube_errors(f"scale Deployment {req.namespace}/{name}"):
+            try:
+                self._apps.patch_namespaced_deployment(
+                    name, req.namespace, {"spec": {"replicas": req.replicas}}, field_manager=FIELD_MANAGER,
+                    _content_type=MERGE, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if not (not_found(error) and req.replicas == 0):
+                    raise
+
+    @activity.defn(name="wait_canary_ready")
+    def wait_canary_ready(self, req: ReadyRequest) -> None:
+        """Return once ``replicas`` canary pods of the template are Ready; else raise CanaryNotReady.
+
+        Meant for retry-as-poll: the retry policy's interval is the poll interval and its
+        schedule-to-close timeout the progress deadline, so the last message is the one a user
+        sees when the canary never becomes ready.
+        """
+        name = canary_name(req.name)
+        canary = self._read(req.namespace, name)
+        if canary is None:
+            if req.replicas == 0:
+                return
+            raise ApplicationError(f"canary Deployment {req.namespace}/{name} does not exist",
+                                   type=errors.CANARY_NOT_READY)
+        meta, spec, status = canary["metadata"], canary["spec"], canary.get("status") or {}
+        running_hash = _meta(canary, "annotations").get(HASH_ANNOTATION)
+        observed = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
+        total, updated = int(status.get("replicas", 0)), int(status.get("updatedReplicas", 0))
+        ready, available = int(status.get("readyReplicas", 0)), int(status.get("availableReplicas", 0))
+        if req.replicas == 0:
+            if observed and spec.get("replicas") == 0 and total == 0:
+                return
+            problem = f"{total} canary pods left, waiting for none"
+        elif running_hash != req.template_hash:
+            problem = f"the canary runs template {running_hash}, not {req.template_hash}"
+        elif observed and updated >= req.replicas and available >= req.replicas and total == updated:
+            return
+        else:
+            problem = (f"{min(ready, updated)} of {req.replicas} canary pods of template {req.template_hash} "
+                       f"ready ({updated} updated, {total} in all)")
+            pods = [p for p in self._pods(req.namespace, selector_string(spec["selector"]))
+                    if _meta(p, "annotations").get(HASH_ANNOTATION) == req.template_hash]
+            reason = pod_problem(pods)
+            if reason:
+                problem += f"; {reason}"
+        raise ApplicationError(f"{req.namespace}/{name}: {problem}", type=errors.CANARY_NOT_READY)
+
+    # -- the stable side (the user's Deployment) -----------------------------------------------
+
+    @activity.defn(name="scale_stable")
+    def scale_stable(self, req: ScaleRequest) -> None:
+        """Set the user's Deployment's replicas; paused, it scales the pods it already runs."""
+        self._patch(req.namespace, req.name, {"spec": {"replicas": req.replicas}}, MERGE)
+
+    @activity.defn(name="promote_stable")
+    def promote_stable(self, req: PromoteRequest) -> None:
+        """Unpause the user's Deployment at ``replicas``: it rolls its new template out itself."""
+        self._patch(req.namespace, req.name, {"spec": {"replicas": req.replicas, "paused": False}}, MERGE)
+
+    @activity.defn(name="pause_stable")
+    def pause_stable(self, req: WorkloadRequest) -> None:
+        """Pause the user's Deployment again, so the next edit waits for the job."""
+        self._patch(req.namespace, req.name, {"spec": {"paused": True}}, MERGE)
+
+    @activity.defn(name="wait_stable_rolled_out")
+    def wait_stable_rolled_out(self, req: RolloutRequest) -> None:
+        """Return once every pod of the user's Deployment runs the template; else StableNotRolledOut."""
+        deployment = self._workload(req)
+        meta, spec, status = deployment["metadata"], deployment["spec"], deployment.get("status") or {}
+        current = snapshot(deployment).template_hash
+        observed = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
+        total, updated = int(status.get("replicas", 0)), int(status.get("updatedReplicas", 0))
+        available = int(status.get("availableReplicas", 0))
+        if (observed and current == req.template_hash and spec.get("replicas") == req.replicas
+                and updated == available == total == req.replicas):
+            return
+        if current != req.template_hash:
+            problem = f"the Deployment's template is {current}, not {req.template_hash}"
+        else:
+            problem = (f"{updated} of {req.replicas} pods updated, {available} available, {total} in all"
+                       + ("; the Deployment is paused" if spec.get("paused") else ""))
+            for cond in status.get("conditions") or []:
+                if cond.get("reason") == "ProgressDeadlineExceeded":
+                    problem += f"; {cond.get('message')}"
+            stable_pods = f"{selector_string(spec['selector'])},!{TRACK_LABEL}"
+            reason = pod_problem(self._pods(req.namespace, stable_pods))
+            if reason:
+                problem += f"; {reason}"
+        raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT)
+
+    @activity.defn(name="write_template")
+    def write_template(self, req: WriteTemplateRequest) -> WorkloadSnapshot:
+        """Replace the Deployment's pod template wholesale (a merge would keep stale keys)."""
+        self._workload(req)
+        ops = [{"op": "replace", "path": "/spec/template", "value": user_template(req.template)}]
+        return snapshot(self._patch(req.namespace, req.name, ops, JSON_PATCH))
+
+    @activity.defn(name="set_image")
+    def set_image(self, req: SetImageRequest) -> WorkloadSnapshot:
+        """Set one container's image, or every container's, as ``kubectl set image`` does."""
+        try:
+            validate_image(req.image)
+        except ValueError as error:
+            raise ApplicationError(str(error), type=errors.INVALID_REQUEST, non_retryable=True) from error
+        deployment = self._workload(req)
+        names = list(images(deployment["spec"]["template"]))
+        if req.container is not None and req.container not in names:
+            raise ApplicationError(
+                f"Deployment {req.namespace}/{req.name} has no container {req.container!r}; "
+                f"its containers are: {', '.join(names)}", type=errors.INVALID_REQUEST, non_retryable=True)
+        targets = names if req.container is None else [req.container]
+        # Strategic merge matches containers by name, so other containers stay as they are.
+        containers = [{"name": n, "image": req.image} for n in targets]
+        body = {"spec": {"template": {"spec": {"containers": containers}}}}
+        return snapshot(self._patch(req.namespace, req.name, body, STRATEGIC))
+
+    # -- watching ------------------------------------------------------------------------------
+
+    @activity.defn(name="watch_workload")
+    def watch_workload(self, req: WatchRequest) -> WorkloadChange:
+        """Return as soon as the Deployment's template or replicas differ from what the job knows.
+
+        The watch runs in a helper thread; this thread only waits for its answer and
+        heartbeats every ``heartbeat_every`` seconds, so a cancellation (delivered through the
+        heartbeat, raised into this thread) ends the activity within that time even while the
+        watch connection is idle. On a retry the Deployment is listed again: comparing its
+        current state is what counts, and replaying old events could report a stale version.
+        """
+        progress: dict[str, str] = {"resourceVersion": req.resource_version or ""}
+        stop = threading.Event()
+        result: Future[WorkloadChange] = Future()
+
+        def run() -> None:
+            try:
+                result.set_result(self._watch_until_change(req, progress, stop))
+            except BaseException as error:  # handed to the activity thread
+                result.set_exception(error)
+
+        threading.Thread(target=run, name=f"watch-{req.namespace}-{req.name}", daemon=True).start()
+        try:
+            while True:
+                try:
+                    return result.result(timeout=self._heartbeat_every)
+                except FutureTimeout:
+                    activity.heartbeat(progress["resourceVersion"])
+        finally:
+            stop.set()  # the helper exits at its next event or stream timeout
+
+    def _watch_until_change(self, req: WatchRequest, progress: dict[str, str],
+                            stop: threading.Event) -> WorkloadChange:
+        while not stop.is_set():
+            with kube_errors(f"watch Deployment {req.namespace}/{req.name}"):
+                change = self._list_and_watch(req, progress, stop)
+            if change is not None:
+                return change
+        raise ApplicationError("watch stopped", type=errors.KUBERNETES_UNAVAILABLE)
+
+    def _list_and_watch(self, req: WatchRequest, progress: dict[str, str],
+                        stop: threading.Event) -> WorkloadChange | None:
+        """List, compare, then follow watch requests; None means "list again" (410 Gone) or stop."""
+        field_selector = f"metadata.name={req.name}"
+        listed = self._json(self._apps.list_namespaced_deployment(
+            req.namespace, field_selector=field_selector, _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT))
+        items = listed.get("items") or []
+        change = self._compare(req, items[0] if items else None)
+        if change is not None:
+            return change
+        progress["resourceVersion"] = str(listed["metadata"]["resourceVersion"])
+        while not stop.is_set():
+            try:
+                for event in watch.Watch().stream(
+                        self._apps.list_namespaced_deployment, req.namespace, field_selector=field_selector,
+                        resource_version=progress["resourceVersion"], timeout_seconds=self._watch_seconds,
+                        allow_watch_bookmarks=True, deserialize=False,
+                        _request_timeout=(REQUEST_TIMEOUT, self._watch_seconds + REQUEST_TIMEOUT)):
+                    if stop.is_set():
+                        return None
+                    obj = event.get("object") or {}
+                    version = (obj.get("metadata") or {}).get("resourceVersion")
+                    if version:
+                        progress["resourceVersion"] = str(version)
+                    if event.get("type") == "DELETED":
+                        return WorkloadChange(kind="deleted")
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        change = self._compare(req, obj)
+                        if change is not None:
+                            return change
+            except ApiException as error:
+                if error.status == 410:  # Gone: our resourceVersion is too old, so list again
+                    return None
+                raise
+        return None
+
+    @staticmethod
+    def _compare(req: WatchRequest, deployment: Obj | None) -> WorkloadChange | None:
+        if deployment is None:
+            return WorkloadChange(kind="deleted")
+        current = snapshot(deployment)
+        if current.template_hash != req.known_hash:
+            return WorkloadChange(kind="template", snapshot=current)
+        if req.known_replicas is not None and current.replicas != req.known_replicas:
+            return WorkloadChange(kind="replicas", snapshot=current)
+        return None
