@@ -71,11 +71,15 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG = 1: the kernel sends SIGTERM to the child when its parent dies, so an
-    # interrupted or SIGKILLed test run cannot leave a control plane running.
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this (child) process when its parent dies.
+
+    Used as ``preexec_fn``: an interrupted or SIGKILLed test run, demo or supervisor cannot
+    leave a control plane or server running. SIGKILL, because kube-apiserver takes its time
+    over SIGTERM and nothing of a throwaway cluster needs saving.
+    """
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def advertise_flags() -> list[str]:
@@ -182,7 +186,7 @@ class LocalCluster:
             raise
         self.timings["total"] = time.monotonic() - began
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self, grace: float = 3.0) -> None:
         """Stop what this object started, newest first; SIGKILL whatever outlives ``grace``."""
         for name in reversed(list(self.processes)):
             process = self.processes[name]
@@ -288,7 +292,7 @@ class LocalCluster:
             stdin=subprocess.DEVNULL,
             cwd=self.run_dir,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

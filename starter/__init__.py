@@ -1,0 +1,1 @@
+"""Clients of the canary delivery workflows: ``canaryctl`` and the functions behind it."""

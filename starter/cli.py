@@ -1,0 +1,498 @@
+"""``canaryctl``: create, watch and steer canary delivery jobs, and run the local dev environment.
+
+Every command that changes a job sends a Temporal update (see :mod:`starter.client`), so the
+user learns at once whether it was accepted. Whatever goes wrong ends as one line
+``error: ...`` on stderr and a non-zero exit status, never a traceback: 2 for a bad command
+line or job file, 1 for everything else, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from temporalio.client import Client
+
+from devenv import supervisor as dev
+from devenv.cluster import port_in_use
+from starter import client as api
+from starter import render
+from starter.errors import CanaryError
+from workflows import names
+from workflows.models import (
+    JobDetails,
+    OperationRequest,
+    OperationResult,
+    Phase,
+    RollbackRequest,
+    UpdateRulesRequest,
+    UpdateVersionRequest,
+)
+from workflows.spec import STEP_KINDS, DeliveryRules, JobSpec
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DEFAULT_NAMESPACE = "default"
+# Phases in which nothing moves by itself: ``get --watch`` stops there.
+IDLE_PHASES = {Phase.HEALTHY, Phase.FAILED, Phase.TERMINATED, Phase.DELETED}
+
+
+class SpecError(CanaryError):
+    """A job or rules file that cannot be read or does not validate; one line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+# -- input files --------------------------------------------------------------------------------
+
+
+def load_document(path: str) -> Any:
+    """Read one YAML (or JSON, which is YAML) document from a file, or stdin for ``-``."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except FileNotFoundError:
+        raise SpecError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([f"{path}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = ""
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError([f"{path}: not valid YAML or JSON: {problem}{where}"]) from None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    # Drop the tag pydantic adds for a tagged step (steps.0.setWeight.setWeight -> steps.0.setWeight).
+    parts: list[str] = []
+    for index, part in enumerate(loc):
+        if part in STEP_KINDS and index + 1 < len(loc) and loc[index + 1] == part:
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def validation_lines(err: ValidationError) -> list[str]:
+    """``<field path>: <reason>`` for each problem pydantic found."""
+    lines = []
+    for problem in err.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        path = _field_path(tuple(problem["loc"]))
+        lines.append(f"{path}: {message}" if path else message)
+    return lines
+
+
+def load_job(path: str, namespace: str | None) -> JobSpec:
+    """The job in ``path``, validated; ``-n`` fills in (or must agree with) its namespace."""
+    document = load_document(path)
+    if not isinstance(document, dict):
+        raise SpecError([f"{path}: a job must be a mapping with name, workload and steps"])
+    if namespace is not None:
+        written = document.setdefault("namespace", namespace)
+        if written != namespace:
+            raise SpecError([f"{path} says namespace {written!r} but -n says {namespace!r}"])
+    try:
+        return JobSpec.model_validate(document)
+    except ValidationError as err:
+        raise SpecError(validation_lines(err)) from None
+
+
+def load_rules(path: str) -> DeliveryRules:
+    """Rules from a rules file, or the rules part of a whole job file."""
+    document = load_document(path)
+    if not isinstance(document, dict):
+        raise SpecError([f"{path}: rules must be a mapping with steps"])
+    try:
+        if "workload" in document or "name" in document:
+            return JobSpec.model_validate(document).rules
+        return DeliveryRules.model_validate(document)
+    except ValidationError as err:
+        raise SpecError(validation_lines(err)) from None
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def _json(model: BaseModel | list[Any], *, indent: int | None = 2) -> str:
+    if isinstance(model, BaseModel):
+        return model.model_dump_json(indent=indent, by_alias=True)
+    return json.dumps([m.model_dump(mode="json", by_alias=True) for m in model], indent=indent)
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def actor() -> str:
+    """Who is operating: ``$CANARY_ACTOR``, else the OS user."""
+    explicit = os.environ.get("CANARY_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    # A fresh request id per command: the workflow ignores a repeat of the same request.
+    return {"actor": actor(), "requestId": uuid.uuid4().hex, "reason": getattr(args, "reason", None)}
+
+
+# -- job commands ---------------------------------------------------------------------------
+
+
+def _ns(args: argparse.Namespace) -> str:
+    return str(args.namespace or DEFAULT_NAMESPACE)
+
+
+async def _connect(args: argparse.Namespace) -> Client:
+    return await api.connect(args.address, args.temporal_namespace)
+
+
+async def _cmd_apply(args: argparse.Namespace) -> int:
+    spec = load_job(args.filename, args.namespace)
+    client = await _connect(args)
+    _out(await api.apply_job(client, spec, actor=actor(), request_id=uuid.uuid4().hex))
+    return 0
+
+
+async def _cmd_list(args: argparse.Namespace) -> int:
+    client = await _connect(args)
+    jobs = await api.list_jobs(client, args.namespace, args.phase, include_closed=args.all)
+    _out(_json(jobs) if args.output == "json" else render.render_jobs(jobs, _now()))
+    return 0
+
+
+async def _cmd_get(args: argparse.Namespace) -> int:
+    client = await _connect(args)
+    first = True
+    while True:
+        job: JobDetails = await api.details(client, _ns(args), args.job)
+        if args.output == "json":
+            _out(_json(job, indent=None if args.watch else 2))
+        else:
+            frame = render.render_details(job, _now(), color=_color())
+            if args.watch and sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            elif args.watch and not first:
+                _out("")
+            _out(frame)
+        first = False
+        if not args.watch or job.phase in IDLE_PHASES:
+            return 0
+        await asyncio.sleep(1)
+
+
+async def _cmd_history(args: argparse.Namespace) -> int:
+    client = await _connect(args)
+    result = await api.versions(client, _ns(args), args.job)
+    _out(_json(result) if args.output == "json" else render.render_versions(result))
+    return 0
+
+
+async def _operate(args: argparse.Namespace, operation: str, request: OperationRequest) -> int:
+    client = await _connect(args)
+    result: OperationResult = await api.operate(client, _ns(args), args.job, operation, request,
+                                                timeout=args.timeout)
+    if not result.accepted:
+        raise CanaryError(f"{operation} not accepted: {result.message}")
+    _out(f"{_ns(args)}/{args.job}: {result.message} (phase {result.phase.value})")
+    return 0
+
+
+async def _cmd_set_image(args: argparse.Namespace) -> int:
+    request = UpdateVersionRequest.model_validate(
+        {**_request(args), "image": args.image, "container": args.container})
+    return await _operate(args, names.UPDATE_VERSION, request)
+
+
+async def _cmd_update_rules(args: argparse.Namespace) -> int:
+    rules = load_rules(args.filename)
+    request = UpdateRulesRequest.model_validate(
+        {**_request(args), "rules": rules.model_dump(mode="json", by_alias=True)})
+    return await _operate(args, names.UPDATE_RULES, request)
+
+
+async def _cmd_rollback(args: argparse.Namespace) -> int:
+    request = RollbackRequest.model_validate(
+        {**_request(args), "revision": args.to_revision, "skipSteps": args.skip_steps})
+    return await _operate(args, names.ROLLBACK, request)
+
+
+def _simple(operation: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    async def command(args: argparse.Namespace) -> int:
+        return await _operate(args, operation, OperationRequest.model_validate(_request(args)))
+
+    return command
+
+
+# -- dev commands ---------------------------------------------------------------------------
+
+
+def _print_state(state: dev.DevState) -> None:
+    lines = [
+        f"Temporal:    {state.temporal_address} (namespace {state.temporal_namespace})",
+        f"Web UI:      {state.ui_url}",
+        f"Kubernetes:  {state.kubernetes_server}",
+        f"Worker:      {'pid ' + str(state.processes['worker']) if 'worker' in state.processes else 'none'}"
+        + (f" (log {state.worker_log})" if state.worker_log else ""),
+        f"State dir:   {state.state_dir}",
+        "",
+        f"export TEMPORAL_ADDRESS={state.temporal_address}",
+        f"export KUBECONFIG={state.kubeconfig}",
+    ]
+    _out("\n".join(lines))
+
+
+def _cmd_dev_up(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).expanduser().resolve()
+    running = dev.supervisor_pid(state_dir)
+    if running is not None:
+        state = dev.read_state(state_dir)
+        if state is None:
+            raise CanaryError(f"a dev environment is starting in {state_dir} (supervisor pid {running}); "
+                              "wait for it or run `canaryctl dev down`")
+        _out(f"dev environment already running (supervisor pid {running})")
+        _print_state(state)
+        return 0
+    dev.shut_down(state_dir)  # leftovers of a supervisor that was killed
+    try:
+        worker = None if args.no_worker else (
+            Path(args.worker) if args.worker else dev.default_worker_script())
+    except dev.DevError as err:
+        raise CanaryError(str(err)) from None
+    if worker is not None and not worker.is_file():
+        raise CanaryError(f"worker script {worker} not found")
+    for flag, port in (("--port", args.port), ("--ui-port", args.ui_port)):
+        if port_in_use(port):
+            raise CanaryError(f"port {port} is already in use (another Temporal server?); choose {flag}")
+    options = dev.Options(state_dir=state_dir, port=args.port, ui_port=args.ui_port, nodes=args.nodes,
+                          worker_script=worker.resolve() if worker else None,
+                          cluster_home=Path(args.cluster_home) if args.cluster_home else None)
+    process = dev.launch(options)
+    print(f"starting the dev environment (log: {state_dir / dev.LOG_FILE}) ...", file=sys.stderr, flush=True)
+    try:
+        state = dev.wait_until_ready(process, state_dir, args.timeout)
+    except KeyboardInterrupt:
+        dev.stop_process(process)
+        raise
+    except dev.DevError as err:
+        raise CanaryError(str(err)) from None
+    _print_state(state)
+    return 0
+
+
+def _cmd_dev_down(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).expanduser().resolve()
+    if dev.shut_down(state_dir):
+        _out(f"dev environment in {state_dir} stopped")
+    else:
+        _out(f"no dev environment running in {state_dir}")
+    return 0
+
+
+def _cmd_dev_status(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).expanduser().resolve()
+    pid = dev.supervisor_pid(state_dir)
+    state = dev.read_state(state_dir)
+    if state is None or pid is None:
+        message = (f"dev environment starting in {state_dir} (supervisor pid {pid})" if pid
+                   else f"no dev environment running in {state_dir}")
+        if args.output == "json":
+            message = json.dumps({"running": False, "starting": pid is not None})
+        _out(message)
+        return 1
+    alive = {name: dev.owned(child, state.owner_marker(name)) for name, child in state.processes.items()}
+    if args.output == "json":
+        _out(json.dumps({"running": True, **state.model_dump(mode="json"), "alive": alive}, indent=2))
+    else:
+        _print_state(state)
+        _out("")
+        _out(f"{'supervisor':<24} pid {pid}  running")
+        for name, child in state.processes.items():
+            _out(f"{name:<24} pid {child}  {'running' if alive[name] else 'GONE'}")
+    return 0 if all(alive.values()) else 1
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # Accepted before and after the subcommand; after it, only an explicit value overrides.
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--address", default=default(None),
+                        help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS or 127.0.0.1:7233)")
+    parser.add_argument("-n", "--namespace", default=default(None),
+                        help="Kubernetes namespace of the job (default: default; list: all)")
+    parser.add_argument("--temporal-namespace", default=default(None),
+                        help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each subcommand sets ``func``."""
+    parser = argparse.ArgumentParser(prog="canaryctl", description="Progressive delivery for Kubernetes "
+                                     "Deployments: every canary job is a durable Temporal workflow.")
+    _connection_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, func: Callable[..., Any], help_text: str, job: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if job:
+            p.add_argument("job", metavar="JOB", help="name of the canary job")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("apply", _cmd_apply, "create a job from a YAML/JSON file, or update a running job's rules",
+                job=False)
+    p.add_argument("-f", "--filename", required=True, help="job file (YAML or JSON; - for stdin)")
+    p = command("list", _cmd_list, "list jobs (all namespaces unless -n is given)", job=False)
+    p.add_argument("--phase", choices=[phase.value for phase in Phase])
+    p.add_argument("--all", action="store_true", help="include jobs that have ended")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = command("get", _cmd_get, "show a job: phase, steps, weight, versions")
+    p.add_argument("-w", "--watch", action="store_true", help="redraw every second until the job is idle")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = command("history", _cmd_history, "show the versions the job has delivered")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    def operation(name: str, func: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
+        p = command(name, func, help_text)
+        p.add_argument("--timeout", type=float, default=api.UPDATE_TIMEOUT,
+                       help="seconds to wait for the job to answer (default: %(default).0f)")
+        return p
+
+    p = operation("set-image", _cmd_set_image, "deliver a new image (starts a canary release)")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("-c", "--container",
+                   help="container to change; required when the pod has several ('*': all of them)")
+    p = operation("update-rules", _cmd_update_rules, "replace the job's steps and traffic policy")
+    p.add_argument("-f", "--filename", required=True, help="rules file, or a whole job file")
+    operation("continue", _simple(names.CONTINUE), "end the current pause")
+    operation("promote", _simple(names.PROMOTE), "skip the remaining steps and promote the canary")
+    p = operation("terminate", _simple(names.TERMINATE), "abort the release and return to stable")
+    p.add_argument("--reason", help="why (kept in the job's history)")
+    p = operation("rollback", _cmd_rollback, "deliver an earlier revision again")
+    p.add_argument("--to-revision", type=int, required=True, metavar="N")
+    p.add_argument("--skip-steps", action="store_true", help="roll out at once instead of step by step")
+    operation("delete", _simple(names.DELETE), "give the Deployment back and end the job")
+
+    dev_parser = sub.add_parser("dev", help="run Temporal, a local Kubernetes cluster and a worker",
+                                description="The local development environment.")
+    dev_sub = dev_parser.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
+    up = dev_sub.add_parser("up", help="start everything in the background")
+    up.add_argument("--port", type=int, default=dev.DEFAULT_PORT,
+                    help="Temporal gRPC port (default %(default)s)")
+    up.add_argument("--ui-port", type=int, default=dev.DEFAULT_UI_PORT,
+                    help="web UI port (default %(default)s)")
+    up.add_argument("--nodes", type=int, default=3, help="simulated Kubernetes nodes")
+    worker = up.add_mutually_exclusive_group()
+    worker.add_argument("--no-worker", action="store_true", help="start no worker (run your own)")
+    worker.add_argument("--worker", metavar="PATH", help="worker script (default: the project's worker.py)")
+    up.add_argument("--cluster-home", help="where scripts/build-cluster.sh put the cluster binaries")
+    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until ready")
+    up.set_defaults(func=_cmd_dev_up)
+    down = dev_sub.add_parser("down", help="stop worker, cluster and Temporal")
+    down.set_defaults(func=_cmd_dev_down)
+    status = dev_sub.add_parser("status", help="show addresses and processes")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    status.set_defaults(func=_cmd_dev_status)
+    for p in (up, down, status):
+        p.add_argument("--state-dir", default=str(dev.DEFAULT_HOME),
+                       help="state directory (default: $CANARY_DEV_HOME or %(default)s)")
+    return parser
+
+
+def _error(message: str) -> None:
+    # One line says what went wrong; any context (a log tail) follows indented.
+    lines = message.splitlines() or ["failed"]
+    print(f"error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``canaryctl``; returns the exit status (tests pass ``argv``).
+
+    Run from the command line (``argv`` None), the process ends with ``os._exit`` once its
+    output is flushed: the Temporal client's Rust threads can crash interpreter finalization
+    ("Fatal Python error: PyGILState_Release", SIGABRT, about 1 run in 20 here;
+    temporalio/sdk-python#300), which would turn a successful command into exit status -6.
+    """
+    status = run(argv)
+    if argv is None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+    return status
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command; every failure becomes ``error: ...``."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except SpecError as err:
+        for line in err.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as err:  # an argument the request model refuses, e.g. --to-revision 0
+        for line in validation_lines(err):
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except CanaryError as err:
+        _error(err.message)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if getattr(args, "watch", False):
+            return 0
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `canaryctl list | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception as err:  # a bug or an unforeseen server answer: still one line, unless debugging
+        if os.environ.get("CANARY_DEBUG"):
+            raise
+        _error(f"{type(err).__name__}: {err} (set CANARY_DEBUG=1 for a traceback)")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

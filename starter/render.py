@@ -1,0 +1,158 @@
+"""Plain-text views of jobs for ``canaryctl``: pure functions from models to strings.
+
+Kept apart from the CLI so the views can be tested with fixed data and a fixed clock, and so
+an HTTP API's text endpoints could reuse them. ASCII only: the output must survive any
+terminal encoding and ``| grep``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from starter.client import JobSummary
+from workflows.models import JobDetails, JobVersions, StepState, StepStatus, Version
+
+_MARKS = {
+    StepStatus.SUCCEEDED: "[x]",
+    StepStatus.RUNNING: "[>]",
+    StepStatus.PENDING: "[ ]",
+    StepStatus.FAILED: "[!]",
+    StepStatus.SKIPPED: "[-]",
+}
+_BOLD, _RESET = "\x1b[1m", "\x1b[0m"
+EVENTS_SHOWN = 5
+
+
+def age(since: datetime | None, now: datetime) -> str:
+    """``3m`` / ``2h`` / ``5d`` like kubectl: how long ago, in the largest whole unit."""
+    if since is None:
+        return "-"
+    seconds = max(0, int((now - since).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def duration(value: timedelta) -> str:
+    """``59m55s``, ``1h``, ``2d3h``: every non-zero unit, for a countdown that reads well."""
+    seconds = max(0, int(value.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+def timestamp(value: datetime | None) -> str:
+    """A point in time in the viewer's local zone, to the second."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def images(version: Version) -> str:
+    """``nginx:1.25`` for one container, ``app=...,sidecar=...`` for several."""
+    if len(version.images) == 1:
+        return next(iter(version.images.values()))
+    return ",".join(f"{name}={image}" for name, image in sorted(version.images.items())) or "-"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, the last one unpadded."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, str(row[-1])]).rstrip())
+    return "\n".join(lines)
+
+
+def _version_line(role: str, version: Version | None, now: datetime) -> str:
+    if version is None:
+        return f"  {role:<7} -"
+    return (f"  {role:<7} rev {version.revision}  {images(version)}  "
+            f"since {timestamp(version.started)} ({age(version.started, now)} ago)")
+
+
+def _step_line(step: StepState, current: bool, details: JobDetails, color: bool) -> str:
+    text = f"{_MARKS.get(step.status, '[?]')} {step.index + 1}. {step.description}"
+    if current and step.status == StepStatus.RUNNING and details.pause_remaining is not None:
+        text += f"  ({duration(details.pause_remaining)} left)"
+    if step.message:
+        text += f"  - {step.message}"
+    if not current:
+        return f"    {text}"
+    return f"  > {_BOLD}{text}{_RESET}" if color else f"  > {text}  <- current"
+
+
+def render_details(details: JobDetails, now: datetime, *, color: bool = False) -> str:
+    """``canaryctl get``: what the job is, where its release stands, what runs where."""
+    weight = f"{details.weight}%"
+    if details.actual_weight != details.weight:
+        weight += f" (actual {details.actual_weight}%)"
+    weight += f", {details.canary_replicas} of {details.replicas} pods canary"
+    lines = [
+        f"Name:       {details.name}",
+        f"Namespace:  {details.namespace}",
+        f"Phase:      {details.phase.value}",
+        f"Mode:       {details.mode}",
+        f"Workload:   Deployment/{details.workload}",
+        f"Weight:     {weight}",
+    ]
+    if details.pause_remaining is not None:
+        lines.append(f"Pause left: {duration(details.pause_remaining)}")
+    lines.append(f"Last error: {details.last_error or '-'}")
+    lines.append("")
+    lines.append("Steps:")
+    if not details.steps:
+        lines.append("    (no release running)")
+    for step in details.steps:
+        lines.append(_step_line(step, step.index == details.current_step, details, color))
+    lines.append("")
+    lines.append("Versions:")
+    lines.append(_version_line("stable", details.stable, now))
+    lines.append(_version_line("canary", details.canary, now))
+    if details.events:
+        lines.append("")
+        lines.append("Events:")
+        for event in details.events[-EVENTS_SHOWN:]:
+            by = f" (by {event.actor})" if event.actor else ""
+            lines.append(f"  {timestamp(event.at)}  {event.kind}: {event.message}{by}")
+    return "\n".join(lines)
+
+
+def render_versions(result: JobVersions) -> str:
+    """``canaryctl history``: every version the job remembers, oldest first."""
+    by_revision = {v.revision: v for v in result.history}
+    for current in (result.stable, result.canary):
+        if current is not None:
+            by_revision.setdefault(current.revision, current)
+    roles = {}
+    if result.stable is not None:
+        roles[result.stable.revision] = "stable"
+    if result.canary is not None:
+        roles[result.canary.revision] = "canary"
+    rows = [
+        [str(v.revision), roles.get(v.revision, ""), images(v), v.template_hash[:10], timestamp(v.started),
+         timestamp(v.finished), v.outcome.value if v.outcome else "-", v.trigger.value, v.reason or "-"]
+        for v in sorted(by_revision.values(), key=lambda v: v.revision)
+    ]
+    if not rows:
+        return "no versions yet"
+    header = ["REVISION", "ROLE", "IMAGES", "HASH", "STARTED", "FINISHED", "OUTCOME", "TRIGGER", "REASON"]
+    return table(header, rows)
+
+
+def render_jobs(jobs: Sequence[JobSummary], now: datetime) -> str:
+    """``canaryctl list``."""
+    if not jobs:
+        return "no canary jobs"
+    rows = [[j.namespace, j.name, j.workload or "-", j.phase or "-", j.status, age(j.started, now)]
+            for j in jobs]
+    return table(["NAMESPACE", "NAME", "WORKLOAD", "PHASE", "STATUS", "AGE"], rows)
+

@@ -1,0 +1,114 @@
+"""End to end: the Temporal dev server, a real worker, the real local cluster, the real client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest_asyncio
+from kubernetes import client as k8s
+from kubernetes.client import ApiClient
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from devenv.temporal import local_env
+from starter import client as canary
+from tests.kube_helpers import deployment, eventually, service
+from worker import build_worker
+from workflows.models import JobDetails
+from workflows.spec import JobSpec
+
+T = TypeVar("T")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    async with await local_env() as env:
+        yield env
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal(dev_server: WorkflowEnvironment, kube_api: ApiClient) -> AsyncIterator[Client]:
+    """The dev server's client, with the production worker polling the production task queue."""
+    worker = build_worker(dev_server.client, kube_api, activity_threads=100)
+    async with worker:
+        yield dev_server.client
+
+
+async def until(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], what: str,
+                timeout: float = 60) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    value = await probe()
+    while not check(value):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
+        await asyncio.sleep(0.1)
+        value = await probe()
+    return value
+
+
+class Shop:
+    """A namespace with a Deployment, its Service and a canary job, as a user would set them up."""
+
+    def __init__(self, temporal: Client, api: ApiClient, namespace: str) -> None:
+        self.temporal, self.namespace = temporal, namespace
+        self.apps, self.core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
+        self.discovery = k8s.DiscoveryV1Api(api)
+
+    def create_workload(self, *, replicas: int = 4, image: str = "registry.local/web:1") -> None:
+        self.apps.create_namespaced_deployment(self.namespace, deployment("web", image=image, replicas=replicas))
+        self.core.create_namespaced_service(self.namespace, service("web", selector={"app": "web"}))
+        eventually(lambda: (self.apps.read_namespaced_deployment_status("web", self.namespace).status
+                            .available_replicas or 0) == replicas, what="the workload available")
+
+    def spec(self, **fields: Any) -> JobSpec:
+        return JobSpec.model_validate({
+            "name": "web", "namespace": self.namespace, "workload": {"name": "web"},
+            "steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {"duration": "2s"}}],
+            "progressDeadline": "20s", **fields,
+        })
+
+    async def apply(self, **fields: Any) -> str:
+        return await canary.apply_job(self.temporal, self.spec(**fields))
+
+    async def details(self) -> JobDetails:
+        return await canary.details(self.temporal, self.namespace, "web")
+
+    async def wait(self, check: Callable[[JobDetails], bool], what: str, timeout: float = 60) -> JobDetails:
+        return await until(self.details, check, what, timeout)
+
+    def set_image(self, image: str, *, labels: dict[str, str] | None = None) -> None:
+        """What `kubectl set image` does: edit the pod template of the user's Deployment."""
+        template: dict[str, Any] = {"spec": {"containers": [{"name": "app", "image": image}]}}
+        if labels:
+            template["metadata"] = {"labels": labels}
+        self.apps.patch_namespaced_deployment("web", self.namespace, {"spec": {"template": template}})
+
+    def pods(self, track: str | None = None) -> list[Any]:
+        selector = "app=web" + (f",canary-delivery.dev/track={track}" if track else "")
+        return [p for p in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+                if p.metadata.deletion_timestamp is None]
+
+    def ready_images(self) -> list[str]:
+        """Images of the Ready pods the Service sends traffic to, sorted."""
+        return sorted(p.spec.containers[0].image for p in self.pods()
+                      if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])))
+
+    def endpoint_count(self) -> int:
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            self.namespace, label_selector="kubernetes.io/service-name=web").items
+        return sum(1 for s in slices for e in (s.endpoints or []) if e.conditions.ready)
+
+    def workload(self) -> Any:
+        return self.apps.read_namespaced_deployment("web", self.namespace)
+
+
+@pytest_asyncio.fixture
+async def shop(temporal: Client, kube_api: ApiClient, namespace: str) -> AsyncIterator[Shop]:
+    yield Shop(temporal, kube_api, namespace)
+    handle = temporal.get_workflow_handle(f"canary-{namespace}-web")
+    try:
+        await handle.terminate("test over")
+    except Exception:
+        pass

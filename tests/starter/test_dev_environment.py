@@ -1,0 +1,217 @@
+"""``canaryctl dev up/status/down``: the supervisor, its state file, and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from devenv import supervisor as dev
+from devenv.cluster import DEFAULT_HOME as CLUSTER_HOME
+from devenv.cluster import free_port
+from starter.cli import run
+from tests.kube_helpers import deployment
+from workflows import names, search
+
+CANARYCTL = Path(sys.executable).with_name("canaryctl")
+
+# Polls the canary task queue like the real worker, and records what it was started with.
+FAKE_WORKER = f'''
+import asyncio, json, os, signal
+from pathlib import Path
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+@workflow.defn(name="Idle")
+class Idle:
+    @workflow.run
+    async def run(self) -> None:
+        pass
+
+async def main() -> None:
+    Path(__file__).with_suffix(f".{{os.getpid()}}.json").write_text(json.dumps({{
+        k: os.environ.get(k) for k in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "KUBECONFIG")}}))
+    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"], namespace=os.environ["TEMPORAL_NAMESPACE"])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with Worker(client, task_queue={names.TASK_QUEUE!r}, workflows=[Idle],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        await stop.wait()
+
+asyncio.run(main())
+'''
+
+
+def canaryctl(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    command = [str(CANARYCTL)] if CANARYCTL.exists() else [sys.executable, "-m", "starter.cli"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def alive(pid: int) -> bool:
+    return dev.pid_alive(pid)
+
+
+async def temporal_answers(address: str) -> dict[str, Any]:
+    temporal = await Client.connect(address)
+    response = await temporal.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default"))
+    return dict(response.custom_attributes)
+
+
+def test_missing_worker_script_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(dev, "PROJECT_ROOT", tmp_path)
+    assert run(["dev", "up", "--state-dir", str(tmp_path / "dev"), "--port", str(free_port()),
+                "--ui-port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: worker.py not found in {tmp_path}: without it no worker can run")
+    assert "--no-worker" in err
+    assert not (tmp_path / "dev" / dev.PID_FILE).exists()
+
+    missing = str(tmp_path / "nope.py")
+    assert run(["dev", "up", "--state-dir", str(tmp_path / "dev"), "--worker", missing]) == 1
+    assert capsys.readouterr().err == f"error: worker script {tmp_path / 'nope.py'} not found\n"
+
+
+def test_supervisor_refuses_missing_worker_before_starting_anything(tmp_path: Path) -> None:
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "devenv.supervisor", "--state-dir", str(tmp_path), "--worker",
+         str(tmp_path / "nope.py"), "--port", str(free_port()), "--ui-port", str(free_port())],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert time.monotonic() - began < 20
+    assert "worker script" in (tmp_path / dev.ERROR_FILE).read_text()
+    assert not (tmp_path / dev.STATE_FILE).exists() and not (tmp_path / dev.PID_FILE).exists()
+    assert not (tmp_path / "temporal").exists()
+
+
+def test_status_and_down_when_nothing_runs(tmp_path: Path) -> None:
+    status = canaryctl("dev", "status", "--state-dir", tmp_path)
+    assert (status.returncode, status.stdout.strip()) == (1, f"no dev environment running in {tmp_path}")
+    down = canaryctl("dev", "down", "--state-dir", tmp_path)
+    assert (down.returncode, down.stdout.strip()) == (0, f"no dev environment running in {tmp_path}")
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(600)
+def test_dev_up_status_down(tmp_path: Path) -> None:
+    if not (CLUSTER_HOME / "bin" / "kube-apiserver").exists():
+        pytest.skip("cluster binaries missing: run scripts/build-cluster.sh")
+    state_dir = tmp_path / "dev"
+    worker = tmp_path / "fake_worker.py"
+    worker.write_text(FAKE_WORKER)
+    port, ui_port = free_port(), free_port()
+    pids: list[int] = []
+    try:
+        up = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port), "--ui-port", str(ui_port),
+                       "--worker", worker, "--nodes", "2", timeout=400)
+        assert up.returncode == 0, up.stderr
+        state = json.loads((state_dir / dev.STATE_FILE).read_text())
+        pids = [state["supervisor_pid"], *state["processes"].values()]
+        assert state["temporal_address"] == f"127.0.0.1:{port}"
+        assert state["ui_url"] == f"http://127.0.0.1:{ui_port}"
+        assert set(state["processes"]) == {"temporal", "etcd", "kube-apiserver", "kube-controller-manager",
+                                           "kube-scheduler", "kwok", "worker"}
+        assert all(alive(pid) for pid in pids)
+        assert f"export KUBECONFIG={state['kubeconfig']}" in up.stdout.splitlines()
+        assert f"export TEMPORAL_ADDRESS=127.0.0.1:{port}" in up.stdout.splitlines()
+        assert f"Web UI:      http://127.0.0.1:{ui_port}" in up.stdout
+
+        # Temporal frontend with the search attributes, and its UI
+        attributes = asyncio.run(temporal_answers(state["temporal_address"]))
+        assert {key.name for key in search.ALL} <= set(attributes)
+        with urllib.request.urlopen(state["ui_url"], timeout=5) as response:  # noqa: S310
+            assert response.status == 200
+        # the Kubernetes API
+        api = k8s_config.new_client_from_config(config_file=state["kubeconfig"])
+        try:
+            assert len(k8s.CoreV1Api(api).list_node().items) == 2
+        finally:
+            api.close()
+        # the worker got its configuration and polls
+        record = json.loads(worker.with_suffix(f".{state['processes']['worker']}.json").read_text())
+        assert record == {"TEMPORAL_ADDRESS": f"127.0.0.1:{port}", "TEMPORAL_NAMESPACE": "default",
+                          "KUBECONFIG": state["kubeconfig"]}
+
+        status = canaryctl("dev", "status", "--state-dir", state_dir, "-o", "json")
+        assert status.returncode == 0, status.stdout
+        assert all(json.loads(status.stdout)["alive"].values())
+        again = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port),
+                          "--ui-port", str(ui_port), "--worker", worker)
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        # a crashed worker is restarted, and the state file follows
+        old_worker = state["processes"]["worker"]
+        os.kill(old_worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = json.loads((state_dir / dev.STATE_FILE).read_text())
+            if state["processes"]["worker"] != old_worker:
+                break
+            time.sleep(0.5)
+        assert state["processes"]["worker"] != old_worker
+        pids.append(state["processes"]["worker"])
+        assert "restarting" in (state_dir / dev.LOG_FILE).read_text()
+    finally:
+        down = canaryctl("dev", "down", "--state-dir", state_dir, timeout=120)
+    assert down.returncode == 0 and "stopped" in down.stdout, down
+    assert [pid for pid in pids if alive(pid)] == []
+    assert not (state_dir / dev.STATE_FILE).exists()
+    assert not (state_dir / "cluster").exists()
+    assert (state_dir / "temporal.db").exists()  # jobs survive a dev down / dev up
+    assert canaryctl("dev", "status", "--state-dir", state_dir).returncode == 1
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(600)
+def test_dev_up_runs_the_project_worker(tmp_path: Path) -> None:
+    """The real thing: worker.py polls, reaches the cluster through KUBECONFIG, and runs a job."""
+    if not (CLUSTER_HOME / "bin" / "kube-apiserver").exists():
+        pytest.skip("cluster binaries missing: run scripts/build-cluster.sh")
+    state_dir = tmp_path / "dev"
+    port, ui_port = free_port(), free_port()
+    try:
+        up = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port),
+                       "--ui-port", str(ui_port), "--nodes", "2", timeout=400)
+        assert up.returncode == 0, up.stderr
+        state = json.loads((state_dir / dev.STATE_FILE).read_text())
+        assert state["worker_script"] == str(dev.PROJECT_ROOT / "worker.py")
+
+        api = k8s_config.new_client_from_config(config_file=state["kubeconfig"])
+        try:
+            k8s.AppsV1Api(api).create_namespaced_deployment(
+                "default", deployment("web", image="registry.local/web:1"))
+        finally:
+            api.close()
+        (tmp_path / "job.yaml").write_text(
+            "name: web\nworkload: {name: web}\nsteps: [{setWeight: 50}, {pause: {}}]\n")
+        address = ("--address", state["temporal_address"])
+        applied = canaryctl(*address, "apply", "-f", tmp_path / "job.yaml")
+        assert applied.returncode == 0, applied.stderr
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = canaryctl(*address, "get", "web", "-o", "json")
+            if got.returncode == 0 and json.loads(got.stdout)["phase"] == "healthy":
+                break
+            time.sleep(1)
+        assert got.returncode == 0 and json.loads(got.stdout)["phase"] == "healthy", (got.stdout, got.stderr)
+        assert json.loads(got.stdout)["stable"]["images"] == {"app": "registry.local/web:1"}
+    finally:
+        down = canaryctl("dev", "down", "--state-dir", state_dir, timeout=120)
+    assert down.returncode == 0, down

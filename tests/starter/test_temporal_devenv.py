@@ -1,0 +1,92 @@
+"""The Temporal dev server and the SDK test environments, from the venv's binaries only."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from devenv.cluster import port_in_use
+from devenv.temporal import TemporalDevServer, local_env, time_skipping_env
+from workflows import search
+
+EXPECTED = {key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in search.ALL}
+
+
+async def custom_attributes(client: Client) -> dict[str, int]:
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace))
+    return dict(response.custom_attributes)
+
+
+async def test_dev_server_start_attributes_ui_and_stop() -> None:
+    server = TemporalDevServer()
+    server.start()
+    try:
+        assert server.address == f"127.0.0.1:{server.port}"
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        assert (await custom_attributes(client)).items() >= EXPECTED.items()
+        with urllib.request.urlopen(server.ui_url, timeout=5) as response:  # noqa: S310
+            assert response.status == 200
+        pid = server.pid
+        assert pid is not None
+        run_dir = server.run_dir
+    finally:
+        server.stop()
+    assert not Path(f"/proc/{pid}").exists()
+    assert not port_in_use(server.port) and not port_in_use(server.ui_port)
+    assert not run_dir.exists()
+
+
+async def test_persistent_database_gains_new_attributes(tmp_path: Path) -> None:
+    """An old database keeps its data and still gets attributes added since it was created."""
+    db = tmp_path / "temporal.db"
+    with TemporalDevServer(db_filename=db, run_dir=tmp_path / "run1",
+                           search_attributes=search.ALL[:1]) as server:
+        client = await Client.connect(server.address)
+        assert set(await custom_attributes(client)) == {search.CANARY_JOB.name}
+        await client.start_workflow("Nothing", id="survivor", task_queue="nobody")
+    assert (tmp_path / "run1" / "temporal.log").exists()  # a given run dir is kept
+    with TemporalDevServer(db_filename=db, run_dir=tmp_path / "run2") as server:
+        client = await Client.connect(server.address)
+        assert (await custom_attributes(client)).items() >= EXPECTED.items()
+        description = await client.get_workflow_handle("survivor").describe()
+        assert description.workflow_type == "Nothing"
+
+
+def test_port_in_use_is_refused() -> None:
+    with TemporalDevServer() as first:
+        second = TemporalDevServer(port=first.port)
+        try:
+            second.start()
+        except RuntimeError as err:
+            assert f"port {first.port}" in str(err)
+        else:
+            raise AssertionError("a second server on the same port started")
+        finally:
+            second.stop()
+
+
+async def test_time_skipping_env_has_search_attributes() -> None:
+    """The test server has no ListSearchAttributes; a start that sets all four proves them."""
+    env = await time_skipping_env()
+    try:
+        assert env.client.data_converter is pydantic_data_converter
+        attributes = TypedSearchAttributes([SearchAttributePair(key, "x") for key in search.ALL])
+        handle = await env.client.start_workflow("Nothing", id="sa", task_queue="nobody",
+                                                 search_attributes=attributes)
+        description = await handle.describe()
+        assert {key.name: description.typed_search_attributes.get(key) for key in search.ALL} == {
+            key.name: "x" for key in search.ALL}
+    finally:
+        await env.shutdown()
+
+
+async def test_local_env_has_search_attributes() -> None:
+    async with await local_env() as env:
+        assert (await custom_attributes(env.client)).items() >= EXPECTED.items()
