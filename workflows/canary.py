@@ -87,6 +87,8 @@ API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficie
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=1.0,
                          maximum_interval=timedelta(seconds=1))
 API_TIMEOUT = timedelta(seconds=30)
+# One readiness check; short, so an attempt lost with a dead worker is retried soon.
+POLL_ATTEMPT_TIMEOUT = timedelta(seconds=10)
 WATCH_HEARTBEAT = timedelta(seconds=30)
 MISSING_WORKLOAD_RECHECK = timedelta(minutes=1)
 RECENT_REQUESTS = 50
@@ -451,7 +453,7 @@ class CanaryJobWorkflow:
         await self._interruptible(workflow.execute_activity(
             "wait_canary_ready",
             ReadyRequest(**self._ref(), replicas=replicas, template_hash=template_hash),
-            start_to_close_timeout=API_TIMEOUT,
+            start_to_close_timeout=POLL_ATTEMPT_TIMEOUT,
             schedule_to_close_timeout=self.job.progress_deadline,
             retry_policy=POLL_RETRY,
             summary=f"{label}: wait for {replicas} canary pods Ready",
@@ -486,7 +488,7 @@ class CanaryJobWorkflow:
         await workflow.execute_activity(
             "wait_stable_rolled_out",
             RolloutRequest(**request, replicas=self.state.replicas, template_hash=canary.template_hash),
-            start_to_close_timeout=API_TIMEOUT,
+            start_to_close_timeout=POLL_ATTEMPT_TIMEOUT,
             schedule_to_close_timeout=self.job.progress_deadline,
             retry_policy=POLL_RETRY,
             summary=f"promote revision {canary.revision}: wait for the Deployment to roll out",

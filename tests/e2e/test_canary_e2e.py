@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,14 @@ from workflows.models import (
 )
 
 pytestmark = pytest.mark.cluster
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+
+async def record_history(shop: Shop, name: str) -> None:
+    """Keep this run's history for the replay test (RECORD_HISTORIES=1): the watch path included."""
+    if os.environ.get("RECORD_HISTORIES"):
+        history = await shop.temporal.get_workflow_handle(f"canary-{shop.namespace}-web").fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 async def test_edit_is_delivered_as_a_canary_and_promoted(shop: Shop) -> None:
@@ -53,6 +63,7 @@ async def test_edit_is_delivered_as_a_canary_and_promoted(shop: Shop) -> None:
     assert workload.spec.paused is True and workload.spec.replicas == 4
     versions = await canary.versions(shop.temporal, shop.namespace, "web")
     assert [(v.revision, v.outcome) for v in versions.history] == [(2, Outcome.PROMOTED), (1, Outcome.PROMOTED)]
+    await record_history(shop, "e2e-release-with-watch")
 
 
 async def test_a_crashing_canary_is_rolled_back_automatically(shop: Shop) -> None:
@@ -149,3 +160,37 @@ async def test_delete_gives_back_a_plain_serving_deployment(shop: Shop) -> None:
 async def test_attaching_a_missing_deployment_is_refused(shop: Shop) -> None:
     with pytest.raises(CanaryError, match="workload: Deployment .*/web not found"):
         await shop.apply()
+
+
+async def test_a_deployment_delivered_by_another_job_is_refused(shop: Shop) -> None:
+    shop.create_workload()
+    await shop.apply()
+    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    other = shop.spec(name="web-two")
+    with pytest.raises(CanaryError, match="belongs to canary job 'web', not 'web-two'"):
+        await canary.apply_job(shop.temporal, other)
+    assert shop.workload().metadata.annotations["canary-delivery.dev/job"] == "web"
+
+
+async def test_jobs_can_be_found_by_phase_with_the_temporal_cli(shop: Shop, dev_server) -> None:
+    from devenv.temporal import temporal_cli
+
+    shop.create_workload()
+    await shop.apply()
+    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    shop.set_image("registry.local/web:2")
+    await shop.wait(lambda d: d.phase == Phase.PAUSED, "pause")
+    address = dev_server.client.service_client.config.target_host
+    query = f"CanaryPhase='paused' AND CanaryNamespace='{shop.namespace}'"
+
+    async def listed() -> str:
+        process = await asyncio.create_subprocess_exec(
+            str(temporal_cli()), "workflow", "list", "--address", address, "--query", query, "-o", "json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, _ = await process.communicate()
+        return out.decode()
+
+    found = await until(listed, lambda out: f"canary-{shop.namespace}-web" in out, "the paused job listed")
+    assert "CanaryJobWorkflow" in found
+    jobs = await canary.list_jobs(shop.temporal, namespace=shop.namespace, phase="paused")
+    assert [j.name for j in jobs] == ["web"]
