@@ -1,0 +1,220 @@
+"""Benchmarks of the canary delivery path; prints its figures, asserts nothing.
+
+    .venv/bin/python bench/canary_bench.py [detection] [operation] [fleet] [--releases 20] [--jobs 50]
+
+Everything is real: a fresh local Kubernetes cluster, the Temporal dev server, and the
+worker as its own process (``worker.py``), so its memory can be read from /proc.
+
+(a) detection: a Deployment edit until the canary Deployment asks for pods (its
+    ``spec.replicas`` > 0), over N releases; p50 and p99. Each release is terminated
+    before the next edit, so every sample starts from a quiet job.
+(b) operation: ``continue`` (the update call) until the next weight's canary replicas are
+    visible on the cluster; p50 and p99.
+(c) fleet: J jobs released at once, 3 setWeight steps and no pauses each: wall time from
+    the edits until every job is promoted, and the worker's peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from devenv.cluster import LocalCluster  # noqa: E402
+from devenv.temporal import TemporalDevServer  # noqa: E402
+from starter import client as canary  # noqa: E402
+from workflows import names  # noqa: E402
+from workflows.models import OperationRequest, Phase  # noqa: E402
+from workflows.spec import JobSpec  # noqa: E402
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def report(name: str, samples: list[float]) -> None:
+    print(f"{name}: n={len(samples)} p50={statistics.median(samples) * 1000:.0f} ms "
+          f"p99={percentile(samples, 99) * 1000:.0f} ms min={min(samples) * 1000:.0f} ms "
+          f"max={max(samples) * 1000:.0f} ms", flush=True)
+
+
+class Bench:
+    def __init__(self, cluster: LocalCluster, temporal: Client, address: str) -> None:
+        self.cluster, self.temporal, self.address = cluster, temporal, address
+        self.api = cluster.api_client()
+        self.apps, self.core = k8s.AppsV1Api(self.api), k8s.CoreV1Api(self.api)
+
+    def namespace(self, name: str) -> str:
+        self.core.create_namespace({"metadata": {"name": name}})
+        return name
+
+    def workload(self, namespace: str, name: str, replicas: int) -> None:
+        labels = {"app": name}
+        self.apps.create_namespaced_deployment(namespace, {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "app", "image": f"registry.local/{name}:0"}]}}},
+        })
+
+    def set_image(self, namespace: str, name: str, image: str) -> None:
+        self.apps.patch_namespaced_deployment(name, namespace, {"spec": {"template": {"spec": {
+            "containers": [{"name": "app", "image": image}]}}}})
+
+    def canary_replicas(self, namespace: str, name: str) -> int:
+        try:
+            return int(self.apps.read_namespaced_deployment(f"{name}-canary", namespace).spec.replicas or 0)
+        except k8s.exceptions.ApiException as error:
+            if error.status == 404:
+                return 0
+            raise
+
+    async def wait_phase(self, namespace: str, name: str, phases: set[Phase], timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while (await canary.details(self.temporal, namespace, name)).phase not in phases:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{namespace}/{name} did not reach {phases}")
+            await asyncio.sleep(0.05)
+
+    def wait_canary(self, namespace: str, name: str, predicate: Any, timeout: float = 60) -> float:
+        """Poll the API server tightly; return the monotonic time the predicate first held."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate(self.canary_replicas(namespace, name)):
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{namespace}/{name}: canary never matched")
+            time.sleep(0.005)
+
+    async def apply(self, namespace: str, name: str, steps: list[dict[str, Any]]) -> None:
+        spec = JobSpec.model_validate({"name": name, "namespace": namespace, "workload": {"name": name},
+                                       "steps": steps, "progressDeadline": "2m"})
+        await canary.apply_job(self.temporal, spec)
+        await self.wait_phase(namespace, name, {Phase.HEALTHY})
+
+    async def detection(self, releases: int) -> None:
+        ns = self.namespace("bench-detect")
+        self.workload(ns, "web", 4)
+        await self.apply(ns, "web", [{"setWeight": 25}, {"pause": {}}])
+        samples = []
+        for n in range(1, releases + 1):
+            started = time.monotonic()
+            self.set_image(ns, "web", f"registry.local/web:{n}")
+            seen = await asyncio.to_thread(self.wait_canary, ns, "web", lambda r: r > 0)
+            samples.append(seen - started)
+            await self.wait_phase(ns, "web", {Phase.PAUSED})
+            await canary.operate(self.temporal, ns, "web", names.TERMINATE, OperationRequest(actor="bench"))
+            await self.wait_phase(ns, "web", {Phase.TERMINATED})
+            await asyncio.to_thread(self.wait_canary, ns, "web", lambda r: r == 0)
+        report("(a) detection latency, edit -> canary pods requested", samples)
+
+    async def operation(self, samples_wanted: int) -> None:
+        ns = self.namespace("bench-operate")
+        self.workload(ns, "web", 10)
+        weights = list(range(5, 100, 5))  # 19 gates per release
+        steps: list[dict[str, Any]] = []
+        for weight in weights:
+            steps += [{"setWeight": weight}, {"pause": {}}]
+        await self.apply(ns, "web", steps)
+        samples: list[float] = []
+        release = 0
+        while len(samples) < samples_wanted:
+            release += 1
+            self.set_image(ns, "web", f"registry.local/web:op{release}")
+            await self.wait_phase(ns, "web", {Phase.PAUSED})
+            for weight in weights[1:]:
+                if len(samples) >= samples_wanted:
+                    break
+                expected = -(-10 * weight // 100)
+                before = self.canary_replicas(ns, "web")
+                started = time.monotonic()
+                await canary.operate(self.temporal, ns, "web", names.CONTINUE, OperationRequest(actor="bench"))
+                if expected != before:
+                    seen = await asyncio.to_thread(self.wait_canary, ns, "web", lambda r, e=expected: r == e)
+                    samples.append(seen - started)
+                await self.wait_phase(ns, "web", {Phase.PAUSED})
+            await canary.operate(self.temporal, ns, "web", names.TERMINATE, OperationRequest(actor="bench"))
+            await self.wait_phase(ns, "web", {Phase.TERMINATED})
+        report("(b) operation latency, continue -> next weight on the cluster", samples)
+
+    async def fleet(self, jobs: int, worker_pid: int) -> None:
+        ns = self.namespace("bench-fleet")
+        names_ = [f"app{i:02d}" for i in range(jobs)]
+        for name in names_:
+            self.workload(ns, name, 2)
+        await asyncio.gather(*(self.apply(ns, name, [{"setWeight": 33}, {"setWeight": 66}, {"setWeight": 100}])
+                               for name in names_))
+        rss_before = vm_kib(worker_pid, "VmRSS")
+        started = time.monotonic()
+        for name in names_:
+            self.set_image(ns, name, f"registry.local/{name}:1")
+
+        async def promoted(name: str) -> None:
+            deadline = time.monotonic() + 600
+            while True:
+                details = await canary.details(self.temporal, ns, name)
+                if details.phase == Phase.HEALTHY and details.stable is not None and details.stable.revision == 2:
+                    return
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} was not promoted")
+                await asyncio.sleep(0.5)
+
+        await asyncio.gather(*(promoted(name) for name in names_))
+        wall = time.monotonic() - started
+        print(f"(c) {jobs} jobs x 3 steps released at once: wall {wall:.1f} s; worker RSS before "
+              f"{rss_before / 1024:.0f} MiB, peak (VmHWM) {vm_kib(worker_pid, 'VmHWM') / 1024:.0f} MiB", flush=True)
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["detection", "operation", "fleet"],
+                        choices=["detection", "operation", "fleet"])
+    parser.add_argument("--releases", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=50)
+    args = parser.parse_args()
+
+    with LocalCluster(nodes=3) as cluster, TemporalDevServer() as server:
+        temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        env = {**os.environ, "TEMPORAL_ADDRESS": server.address, "KUBECONFIG": str(cluster.kubeconfig)}
+        log = open(cluster.run_dir / "worker.log", "wb")  # noqa: SIM115
+        worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            bench = Bench(cluster, temporal, server.address)
+            if "detection" in args.which:
+                await bench.detection(args.releases)
+            if "operation" in args.which:
+                await bench.operation(args.samples)
+            if "fleet" in args.which:
+                await bench.fleet(args.jobs, worker.pid)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+            log.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,186 @@
+"""``make demo``: a canary release end to end on the embedded defaults.
+
+Starts (or reuses) the dev environment of ``canaryctl dev up`` — Temporal dev server with its
+UI, the local Kubernetes cluster, a worker — then plays what an operator does: deploy a
+sample app, attach a canary job, change the image, watch the steps, continue at the manual
+gate, see the promotion, and roll back to the previous version. Everything stays up
+afterwards so the job can be looked at in the Temporal UI and with ``canaryctl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from devenv import supervisor as dev
+from starter import client as canary
+from workflows import names
+from workflows.models import JobDetails, OperationRequest, Phase, RollbackRequest
+from workflows.spec import JobSpec
+
+NAMESPACE = "demo"
+APP = "shop-web"
+JOB = JobSpec.model_validate({
+    "name": APP, "namespace": NAMESPACE, "workload": {"name": APP},
+    "steps": [{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50}, {"pause": {}},
+              {"setWeight": 75}, {"pause": {"duration": "5s"}}],
+    "progressDeadline": "2m",
+})
+ACTOR = "demo"
+
+
+def say(text: str) -> None:
+    """Print a line at once: the demo is watched live."""
+    print(text, flush=True)
+
+
+def dev_up() -> dev.DevState:
+    """Start the embedded defaults unless they already run; return where they are."""
+    state_dir = dev.DEFAULT_HOME
+    state = dev.read_state(state_dir)
+    if state is None or dev.supervisor_pid(state_dir) is None:
+        say("==> starting the embedded defaults: Temporal dev server + UI, local Kubernetes cluster, worker")
+        result = subprocess.run([sys.executable, "-m", "starter.cli", "dev", "up"], text=True)
+        if result.returncode != 0:
+            raise SystemExit("demo: `canaryctl dev up` failed (see above)")
+        state = dev.read_state(state_dir)
+    if state is None:
+        raise SystemExit("demo: the dev environment did not report its addresses")
+    return state
+
+
+def deploy_sample_app(api: k8s.ApiClient) -> None:
+    """A fresh namespace with a 4-replica Deployment and the Service in front of it."""
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    if any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items):
+        core.delete_namespace(NAMESPACE)
+        wait(lambda: not any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items),
+             "the previous demo namespace to go away", timeout=120)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    labels = {"app": APP}
+    apps.create_namespaced_deployment(NAMESPACE, {
+        "metadata": {"name": APP, "labels": labels},
+        "spec": {"replicas": 4, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "web", "image": "registry.local/shop-web:1.0"}]}}},
+    })
+    core.create_namespaced_service(NAMESPACE, {
+        "metadata": {"name": APP},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+    })
+    wait(lambda: (apps.read_namespaced_deployment_status(APP, NAMESPACE).status.available_replicas or 0) == 4,
+         "the sample app to be available")
+    say(f"==> deployed {NAMESPACE}/{APP}: 4 pods of registry.local/shop-web:1.0 behind Service {APP}")
+
+
+def wait(check: Callable[[], Any], what: str, timeout: float = 60) -> None:
+    """Poll ``check`` until it holds; give up with a one-line reason."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def describe(details: JobDetails) -> str:
+    """One progress line: phase, weight, the step running, the canary version."""
+    step = ""
+    if details.current_step is not None and details.steps:
+        current = details.steps[details.current_step]
+        step = f" step {details.current_step + 1}/{len(details.steps)} {current.description} ({current.status.value})"
+    remaining = f", {int(details.pause_remaining.total_seconds())}s left" if details.pause_remaining else ""
+    canary_image = f" canary={details.canary.images} rev {details.canary.revision}" if details.canary else ""
+    return (f"    {details.phase.value:<12} weight {details.weight:>3}% "
+            f"({details.canary_replicas} canary pods){step}{remaining}{canary_image}")
+
+
+async def follow(temporal: Any, until: Callable[[JobDetails], bool], timeout: float = 180) -> JobDetails:
+    """Print each change of the job's progress until ``until`` holds."""
+    last = ""
+    deadline = time.monotonic() + timeout
+    while True:
+        details = await canary.details(temporal, NAMESPACE, APP)
+        line = describe(details)
+        if line.split(", ")[0] != last.split(", ")[0]:
+            say(line)
+        last = line
+        if until(details):
+            return details
+        if time.monotonic() > deadline:
+            raise SystemExit("demo: the job did not get there in time")
+        await asyncio.sleep(0.5)
+
+
+async def run(state: dev.DevState) -> None:
+    """Play the operator's part against the running dev environment."""
+    temporal = await canary.connect(state.temporal_address, state.temporal_namespace)
+    api = k8s_config.new_client_from_config(config_file=state.kubeconfig)
+    apps = k8s.AppsV1Api(api)
+    # A job left over from an earlier demo run must not outlive its namespace.
+    try:
+        await temporal.get_workflow_handle(f"canary-{NAMESPACE}-{APP}").terminate("demo starts over")
+    except Exception:
+        pass
+    deploy_sample_app(api)
+
+    say(f"==> canaryctl apply: attaching canary job {NAMESPACE}/{APP}")
+    say("    " + await canary.apply_job(temporal, JOB, actor=ACTOR))
+    attached = await follow(temporal, lambda d: d.phase == Phase.HEALTHY)
+    assert attached.stable is not None
+    say(f"    stable: revision {attached.stable.revision} {attached.stable.images}")
+
+    say("==> kubectl set image deployment/shop-web web=registry.local/shop-web:2.0  (a new release starts)")
+    apps.patch_namespaced_deployment(APP, NAMESPACE, {"spec": {"template": {"spec": {
+        "containers": [{"name": "web", "image": "registry.local/shop-web:2.0"}]}}}})
+    await follow(temporal, lambda d: d.phase == Phase.PAUSED and d.current_step == 3)
+
+    say("==> canaryctl continue: the manual gate at 50 % is passed")
+    result = await canary.operate(temporal, NAMESPACE, APP, names.CONTINUE, OperationRequest(actor=ACTOR))
+    say(f"    {result.message}")
+    promoted = await follow(temporal, lambda d: d.phase == Phase.HEALTHY and d.canary is None)
+    assert promoted.stable is not None
+    say(f"==> promoted: revision {promoted.stable.revision} {promoted.stable.images} is stable")
+
+    say("==> canaryctl rollback --to-revision 1 --skip-steps: back to the previous version, at once")
+    await canary.operate(temporal, NAMESPACE, APP, names.ROLLBACK,
+                         RollbackRequest(revision=1, skip_steps=True, actor=ACTOR))
+    back = await follow(temporal, lambda d: d.phase == Phase.HEALTHY and d.stable is not None
+                        and d.stable.revision == 3)
+    assert back.stable is not None
+    say(f"==> rolled back: revision {back.stable.revision} {back.stable.images} is stable")
+
+    versions = await canary.versions(temporal, NAMESPACE, APP)
+    say("==> history:")
+    for version in versions.history:
+        say(f"    rev {version.revision:<3} {version.outcome.value if version.outcome else '':<11} "
+            f"{version.trigger.value:<15} {version.images}")
+    api.close()
+
+    say("")
+    say("Where to look now:")
+    say(f"  Temporal UI:    {state.ui_url}/namespaces/{state.temporal_namespace}/workflows/canary-{NAMESPACE}-{APP}")
+    say(f"  job details:    .venv/bin/canaryctl get {APP} -n {NAMESPACE}")
+    say(f"  job history:    .venv/bin/canaryctl history {APP} -n {NAMESPACE}")
+    say("  find jobs:      .venv/bin/temporal workflow list --query \"CanaryPhase='healthy'\"")
+    say(f"  the cluster:    export KUBECONFIG={state.kubeconfig}")
+    say("  stop it all:    .venv/bin/canaryctl dev down")
+
+
+def main() -> None:
+    """Entry point of ``make demo`` / ``python -m starter.demo``."""
+    os.chdir(Path(__file__).resolve().parents[1])
+    state = dev_up()
+    asyncio.run(run(state))
+
+
+if __name__ == "__main__":
+    main()
