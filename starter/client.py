@@ -178,7 +178,7 @@ async def apply_job(client: Client, spec: JobSpec, *, actor: str | None = None,
             pass
         await _check_same_workload(client, spec)
         request = UpdateRulesRequest(
-            rules=spec.rules.model_dump(mode="json", by_alias=True), actor=actor, requestId=request_id
+            rules=spec.rules.model_dump(mode="json", by_alias=True), actor=actor, request_id=request_id
         )
         try:
             result = await operate(client, spec.namespace, spec.name, names.UPDATE_RULES, request)
