@@ -15,10 +15,8 @@ path and waits until every PID and port is gone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,10 +27,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import yaml
+
+from devenv.processes import Service, free_port, log_tail, spawn, stop_all
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -55,31 +54,6 @@ READY_DELAY_ANNOTATION = "canary-delivery.dev/ready-delay"
 
 class ClusterError(RuntimeError):
     """The local cluster could not be built, started or reached."""
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    """Tell whether something accepts connections on 127.0.0.1:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this (child) process when its parent dies.
-
-    Used as ``preexec_fn``: an interrupted or SIGKILLed test run, demo or supervisor cannot
-    leave a control plane or server running. SIGKILL, because kube-apiserver takes its time
-    over SIGTERM and nothing of a throwaway cluster needs saving.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def advertise_flags() -> list[str]:
@@ -125,7 +99,7 @@ class Ports:
         ]
 
 
-class LocalCluster:
+class LocalCluster(Service):
     """One control plane: start it, hand out its kubeconfig, stop it.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
@@ -153,18 +127,6 @@ class LocalCluster:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start every component in order and wait until a Deployment can become available."""
         self._check_binaries()
@@ -188,20 +150,7 @@ class LocalCluster:
 
     def stop(self, grace: float = 3.0) -> None:
         """Stop what this object started, newest first; SIGKILL whatever outlives ``grace``."""
-        for name in reversed(list(self.processes)):
-            process = self.processes[name]
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-        deadline = time.monotonic() + grace
-        for process in self.processes.values():
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                process.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                process.wait(timeout=5)
+        stop_all(reversed(list(self.processes.values())), grace)
         self.processes.clear()
         if self.run_dir.exists() and not os.environ.get("CANARY_KEEP_CLUSTER_DIR"):
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -284,17 +233,8 @@ class LocalCluster:
         (self.run_dir / "kwok-stages.yaml").write_text("\n---\n".join(parts))
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = (self.logs / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.run_dir,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        log.close()
+        self.processes[name] = spawn([str(self.bin_dir / name), *args], log=self.logs / f"{name}.log",
+                                     cwd=self.run_dir)
 
     def _wait(self, name: str, probe: Callable[[], bool], what: str) -> None:
         began = time.monotonic()
@@ -318,10 +258,7 @@ class LocalCluster:
 
     def log_tail(self, name: str, lines: int = 25) -> str:
         """The last lines of a component's log, for error messages."""
-        path = self.logs / f"{name}.log"
-        if not path.exists():
-            return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.logs / f"{name}.log", lines)
 
     def _get(self, url: str, *, verify: bool = True) -> str:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))

@@ -35,7 +35,8 @@ from types import FrameType
 from pydantic import BaseModel
 
 from devenv import cluster as cluster_module
-from devenv.cluster import LocalCluster, die_with_parent
+from devenv.cluster import LocalCluster
+from devenv.processes import log_tail, spawn, stop_all
 from devenv.temporal import DEFAULT_NAMESPACE, TemporalDevServer, temporal_cli
 from workflows.names import TASK_QUEUE
 
@@ -161,13 +162,6 @@ def terminate(pid: int, marker: str, grace: float = WORKER_GRACE) -> None:
             time.sleep(0.05)
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    """The end of a log file, for error messages."""
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 # -- the supervisor process -----------------------------------------------------------------
 
 
@@ -265,12 +259,8 @@ class Supervisor:
         script = self.options.worker_script.resolve()
         env = dict(os.environ, TEMPORAL_ADDRESS=self.server.address, TEMPORAL_NAMESPACE=DEFAULT_NAMESPACE,
                    KUBECONFIG=str(self.cluster.kubeconfig), PYTHONUNBUFFERED="1")
-        with (self.state_dir / WORKER_LOG).open("ab") as out:
-            self.worker = subprocess.Popen(
-                [sys.executable, str(script)], cwd=script.parent, env=env, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
+        self.worker = spawn([sys.executable, str(script)], log=self.state_dir / WORKER_LOG, cwd=script.parent,
+                            env=env)
         self.worker_started = time.monotonic()
         log.info("worker started (pid %s): %s", self.worker.pid, script)
 
@@ -336,12 +326,7 @@ class Supervisor:
     def _stop_all(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
             log.info("stopping the worker")
-            self.worker.terminate()
-            try:
-                self.worker.wait(timeout=WORKER_GRACE)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait(timeout=5)
+            stop_all([self.worker], WORKER_GRACE)
         if self.cluster is not None:
             log.info("stopping the cluster")
             self.cluster.stop()
@@ -443,13 +428,7 @@ def wait_until_ready(process: subprocess.Popen[bytes], state_dir: Path, timeout:
 
 def stop_process(process: subprocess.Popen[bytes], grace: float = 60.0) -> None:
     """Stop a supervisor this process launched, and reap it."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    stop_all([process], grace)
 
 
 def shut_down(state_dir: Path, grace: float = 60.0) -> bool:

@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -34,7 +33,7 @@ from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKe
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from devenv.cluster import die_with_parent, free_port, port_in_use
+from devenv.processes import Service, free_port, log_tail, port_in_use, spawn, stop_all
 from workflows import search
 
 DEFAULT_NAMESPACE = "default"
@@ -90,7 +89,7 @@ def search_attribute_flags(keys: Sequence[SearchAttributeKey[Any]] = search.ALL)
     return flags
 
 
-class TemporalDevServer:
+class TemporalDevServer(Service):
     """One ``temporal server start-dev`` process: start it, hand out its address, stop it.
 
     Ports are free ones unless given; ``db_filename`` makes workflows (and the registered
@@ -124,18 +123,6 @@ class TemporalDevServer:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def __enter__(self) -> TemporalDevServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start the server and return once its frontend serves the namespace.
 
@@ -158,16 +145,7 @@ class TemporalDevServer:
             self.db_filename.parent.mkdir(parents=True, exist_ok=True)
             args += ["--db-filename", str(self.db_filename)]
         args += self.extra_args
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.run_dir,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
+        self.process = spawn(args, log=self.log_file, cwd=self.run_dir)
         try:
             self._wait_ready()
         except BaseException:
@@ -178,15 +156,7 @@ class TemporalDevServer:
         """SIGTERM the server, SIGKILL it if it outlives ``grace``, and wait until it is gone."""
         process, self.process = self.process, None
         if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                process.wait(timeout=5)
+            stop_all([process], grace)
         if self._own_run_dir and not os.environ.get("CANARY_KEEP_TEMPORAL_DIR"):
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -207,9 +177,7 @@ class TemporalDevServer:
 
     def log_tail(self, lines: int = 25) -> str:
         """The last lines of the server's log, for error messages."""
-        if not self.log_file.exists():
-            return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_file, lines)
 
     # -- readiness -----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
 from devenv import supervisor as dev
-from devenv.cluster import port_in_use
+from devenv.processes import port_in_use
 from starter import client as api
 from starter import render
 from starter.errors import CanaryError

@@ -10,7 +10,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient
 
-from devenv.cluster import READY_DELAY_ANNOTATION, SIMULATE_LABEL, ClusterError, LocalCluster, port_in_use
+from devenv.cluster import READY_DELAY_ANNOTATION, SIMULATE_LABEL, ClusterError, LocalCluster
+from devenv.processes import port_in_use
 from tests.kube_helpers import deployment, eventually, service
 
 pytestmark = pytest.mark.cluster

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devenv.cluster import free_port
+from devenv.processes import free_port
 from starter.cli import load_rules, main
 
 CANARYCTL = Path(sys.executable).with_name("canaryctl")

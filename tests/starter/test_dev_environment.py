@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from devenv import supervisor as dev
 from devenv.cluster import DEFAULT_HOME as CLUSTER_HOME
-from devenv.cluster import free_port
+from devenv.processes import free_port
 from starter.cli import run
 from tests.kube_helpers import deployment
 from workflows import names, search

@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from devenv.cluster import port_in_use
+from devenv.processes import port_in_use
 from devenv.temporal import TemporalDevServer, local_env, time_skipping_env
 from workflows import search
 
