@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup cluster test demo lint clean
+.PHONY: setup cluster browser test demo lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## setup: Python environment (from pyproject.toml) and the local Kubernetes binaries (cached in ~/.cache)
-setup: $(STAMP) cluster
+## setup: Python environment (from pyproject.toml), the local Kubernetes binaries (cached in ~/.cache), Chromium
+setup: $(STAMP) cluster browser
+
+## browser: Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; it downloads no browser)
+browser:
+	@[ -x /usr/bin/chromium ] || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 ## cluster: build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from Go modules
 cluster:

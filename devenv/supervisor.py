@@ -1,4 +1,4 @@
-"""The process behind ``canaryctl dev up``: owns the dev server, the cluster and the worker.
+"""The process behind ``canaryctl dev up``: owns the dev server, the cluster, the worker and the API.
 
 Why a separate process: ``dev up`` must return while the environment keeps running, and every
 child (Temporal, the control plane, the worker) carries a parent-death signal so that nothing
@@ -22,11 +22,13 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +53,11 @@ WORKER_LOG = "worker.log"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKER_READY_TIMEOUT = 60.0
 WORKER_GRACE = 10.0
+# The HTTP API and web page (starter/api); its tokens are made once and kept with temporal.db.
+DEFAULT_API_PORT = 8080
+API_LOG = "api.log"
+API_TOKENS_FILE = "api-tokens.json"
+API_READY_TIMEOUT = 30.0
 
 log = logging.getLogger("canary.dev")
 
@@ -73,8 +80,11 @@ class DevState(BaseModel):
     kubeconfig: str
     worker_script: str | None
     worker_log: str | None
-    # Process name -> PID: "temporal", the cluster components, and "worker" if there is one.
+    # Process name -> PID: "temporal", the cluster components, "worker" and "api" if they run.
     processes: dict[str, int]
+    api_url: str | None = None
+    api_tokens_file: str | None = None
+    api_admin_token: str | None = None
 
     def owner_marker(self, name: str) -> str:
         """A string in the process's command line that proves a PID is still ours."""
@@ -93,12 +103,14 @@ class Options:
     nodes: int = 3
     worker_script: Path | None = None  # None: no worker
     cluster_home: Path | None = None
+    api_port: int | None = DEFAULT_API_PORT  # None: no HTTP API and web page
 
     def argv(self) -> list[str]:
         """The supervisor's command-line arguments for these options."""
         args = ["--state-dir", str(self.state_dir), "--port", str(self.port), "--ui-port", str(self.ui_port),
                 "--nodes", str(self.nodes)]
         args += ["--worker", str(self.worker_script)] if self.worker_script else ["--no-worker"]
+        args += ["--api-port", str(self.api_port)] if self.api_port is not None else ["--no-api"]
         if self.cluster_home is not None:
             args += ["--cluster-home", str(self.cluster_home)]
         return args
@@ -184,6 +196,8 @@ class Supervisor:
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_started = 0.0
         self.worker_restarts = 0
+        self.api: subprocess.Popen[bytes] | None = None
+        self.api_admin_token: str | None = None
         self.stopping = False
         self.stop_requested: str | None = None
 
@@ -253,6 +267,52 @@ class Supervisor:
             self._start_worker()
             self._wait_for_worker()
         self._checkpoint()
+        if options.api_port is not None:
+            self._start_api()
+            self._wait_for_api()
+        self._checkpoint()
+
+    def _api_tokens(self) -> Path:
+        """The dev environment's API tokens (one per role), made on first start and then kept."""
+        path = self.state_dir / API_TOKENS_FILE
+        if not path.exists():
+            tokens = [{"token": secrets.token_urlsafe(24), "role": role, "name": f"dev-{role}"}
+                      for role in ("admin", "operator", "viewer")]
+            self._write_file(API_TOKENS_FILE, json.dumps({"tokens": tokens}, indent=2) + "\n")
+            path.chmod(0o600)
+        for entry in json.loads(path.read_text())["tokens"]:
+            if entry.get("role") == "admin":
+                self.api_admin_token = str(entry["token"])
+        return path
+
+    def _start_api(self) -> None:
+        """``python -m starter.api`` (the HTTP API and the web page) against this Temporal server."""
+        assert self.server is not None and self.options.api_port is not None
+        tokens = self._api_tokens()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("CANARY_API_TOKENS", None)
+        self.api = spawn([sys.executable, "-m", "starter.api", "--host", "127.0.0.1",
+                          "--port", str(self.options.api_port), "--address", self.server.address,
+                          "--temporal-namespace", DEFAULT_NAMESPACE, "--tokens-file", str(tokens)],
+                         log=self.state_dir / API_LOG, cwd=PROJECT_ROOT, env=env)
+        log.info("API and web page started (pid %s) on port %s", self.api.pid, self.options.api_port)
+
+    def _wait_for_api(self) -> None:
+        """Ready means its liveness probe answers."""
+        assert self.api is not None
+        url = f"http://127.0.0.1:{self.options.api_port}/healthz"
+        deadline = time.monotonic() + API_READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise DevError(f"the API exited with status {self.api.returncode}; last lines of "
+                               f"{self.state_dir / API_LOG}:\n{log_tail(self.state_dir / API_LOG, lines=5)}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            self._checkpoint()
+            time.sleep(0.2)
+        raise DevError(f"the API did not answer on {url} within {API_READY_TIMEOUT:.0f} s")
 
     def _start_worker(self) -> None:
         assert self.server is not None and self.cluster is not None and self.options.worker_script
@@ -308,6 +368,12 @@ class Supervisor:
                                    f"last lines of its log:\n{self.cluster.log_tail(name)}")
             if self.worker is not None and self.worker.poll() is not None:
                 self._restart_worker()
+            if self.api is not None and self.api.poll() is not None:
+                log.warning("the API (pid %s) exited with status %s; restarting it; see %s", self.api.pid,
+                            self.api.returncode, self.state_dir / API_LOG)
+                time.sleep(2)
+                self._start_api()
+                self._write_state()
 
     def _restart_worker(self) -> None:
         assert self.worker is not None
@@ -324,6 +390,9 @@ class Supervisor:
     # -- stop ----------------------------------------------------------------------------
 
     def _stop_all(self) -> None:
+        if self.api is not None and self.api.poll() is None:
+            log.info("stopping the API")
+            stop_all([self.api], WORKER_GRACE)
         if self.worker is not None and self.worker.poll() is None:
             log.info("stopping the worker")
             stop_all([self.worker], WORKER_GRACE)
@@ -348,7 +417,10 @@ class Supervisor:
         processes = {"temporal": self.server.pid, **self.cluster.pids}
         if self.worker is not None:
             processes["worker"] = self.worker.pid
+        if self.api is not None:
+            processes["api"] = self.api.pid
         worker = self.options.worker_script
+        api_port = self.options.api_port
         state = DevState(
             state_dir=str(self.state_dir),
             supervisor_pid=os.getpid(),
@@ -362,6 +434,9 @@ class Supervisor:
             worker_script=str(worker.resolve()) if worker else None,
             worker_log=str(self.state_dir / WORKER_LOG) if worker else None,
             processes=processes,
+            api_url=f"http://127.0.0.1:{api_port}" if api_port is not None else None,
+            api_tokens_file=str(self.state_dir / API_TOKENS_FILE) if api_port is not None else None,
+            api_admin_token=self.api_admin_token if api_port is not None else None,
         )
         self._write_file(STATE_FILE, state.model_dump_json(indent=2) + "\n")
 
@@ -468,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     worker = parser.add_mutually_exclusive_group()
     worker.add_argument("--worker", type=Path, help="worker script (default: the project's worker.py)")
     worker.add_argument("--no-worker", action="store_true")
+    api = parser.add_mutually_exclusive_group()
+    api.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
+    api.add_argument("--no-api", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
@@ -476,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 1
     options = Options(state_dir=args.state_dir, port=args.port, ui_port=args.ui_port, nodes=args.nodes,
-                      worker_script=script, cluster_home=args.cluster_home)
+                      worker_script=script, cluster_home=args.cluster_home,
+                      api_port=None if args.no_api else args.api_port)
     return Supervisor(options).run()
 
 

@@ -260,6 +260,8 @@ def _print_state(state: dev.DevState) -> None:
         f"Kubernetes:  {state.kubernetes_server}",
         f"Worker:      {'pid ' + str(state.processes['worker']) if 'worker' in state.processes else 'none'}"
         + (f" (log {state.worker_log})" if state.worker_log else ""),
+        *([f"API + page:  {state.api_url}  (OpenAPI: {state.api_url}/docs)",
+           f"API tokens:  {state.api_tokens_file}  (admin: {state.api_admin_token})"] if state.api_url else []),
         f"State dir:   {state.state_dir}",
         "",
         f"export TEMPORAL_ADDRESS={state.temporal_address}",
@@ -287,12 +289,13 @@ def _cmd_dev_up(args: argparse.Namespace) -> int:
         raise CanaryError(str(err)) from None
     if worker is not None and not worker.is_file():
         raise CanaryError(f"worker script {worker} not found")
-    for flag, port in (("--port", args.port), ("--ui-port", args.ui_port)):
-        if port_in_use(port):
+    api_port = None if args.no_api else args.api_port
+    for flag, port in (("--port", args.port), ("--ui-port", args.ui_port), ("--api-port", api_port)):
+        if port is not None and port_in_use(port):
             raise CanaryError(f"port {port} is already in use (another Temporal server?); choose {flag}")
     options = dev.Options(state_dir=state_dir, port=args.port, ui_port=args.ui_port, nodes=args.nodes,
                           worker_script=worker.resolve() if worker else None,
-                          cluster_home=Path(args.cluster_home) if args.cluster_home else None)
+                          cluster_home=Path(args.cluster_home) if args.cluster_home else None, api_port=api_port)
     process = dev.launch(options)
     print(f"starting the dev environment (log: {state_dir / dev.LOG_FILE}) ...", file=sys.stderr, flush=True)
     try:
@@ -419,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-worker", action="store_true", help="start no worker (run your own)")
     worker.add_argument("--worker", metavar="PATH", help="worker script (default: the project's worker.py)")
     up.add_argument("--cluster-home", help="where scripts/build-cluster.sh put the cluster binaries")
+    http_api = up.add_mutually_exclusive_group()
+    http_api.add_argument("--api-port", type=int, default=dev.DEFAULT_API_PORT,
+                          help="port of the HTTP API and web page (default %(default)s)")
+    http_api.add_argument("--no-api", action="store_true", help="start no HTTP API and web page")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until ready")
     up.set_defaults(func=_cmd_dev_up)
     down = dev_sub.add_parser("down", help="stop worker, cluster and Temporal")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from kubernetes import config as k8s_config
 
 from devenv import supervisor as dev
 from starter import client as canary
+from starter.render import pause_left
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase, RollbackRequest
 from workflows.spec import JobSpec
@@ -97,7 +99,8 @@ def describe(details: JobDetails) -> str:
     if details.current_step is not None and details.steps:
         current = details.steps[details.current_step]
         step = f" step {details.current_step + 1}/{len(details.steps)} {current.description} ({current.status.value})"
-    remaining = f", {int(details.pause_remaining.total_seconds())}s left" if details.pause_remaining else ""
+    left = pause_left(details, datetime.now(UTC))
+    remaining = f", {int(left.total_seconds())}s left" if left is not None else ""
     canary_image = f" canary={details.canary.images} rev {details.canary.revision}" if details.canary else ""
     return (f"    {details.phase.value:<12} weight {details.weight:>3}% "
             f"({details.canary_replicas} canary pods){step}{remaining}{canary_image}")
@@ -168,6 +171,9 @@ async def run(state: dev.DevState) -> None:
     say("")
     say("Where to look now:")
     say(f"  Temporal UI:    {state.ui_url}/namespaces/{state.temporal_namespace}/workflows/canary-{NAMESPACE}-{APP}")
+    if state.api_url:
+        say(f"  web page:       {state.api_url}/ui/namespaces/{NAMESPACE}/jobs/{APP}  (sign in with the admin token in "
+            f"{state.api_tokens_file})")
     say(f"  job details:    .venv/bin/canaryctl get {APP} -n {NAMESPACE}")
     say(f"  job history:    .venv/bin/canaryctl history {APP} -n {NAMESPACE}")
     say("  find jobs:      .venv/bin/temporal workflow list --query \"CanaryPhase='healthy'\"")

@@ -79,10 +79,18 @@ def _version_line(role: str, version: Version | None, now: datetime) -> str:
             f"since {timestamp(version.started)} ({age(version.started, now)} ago)")
 
 
-def _step_line(step: StepState, current: bool, details: JobDetails, color: bool) -> str:
+def pause_left(details: JobDetails, now: datetime) -> timedelta | None:
+    """Time left in the running timed pause, counted down from its end on the caller's clock."""
+    if details.pause_until is not None:
+        return max(timedelta(0), details.pause_until - now)
+    return details.pause_remaining
+
+
+def _step_line(step: StepState, current: bool, details: JobDetails, color: bool, now: datetime) -> str:
     text = f"{_MARKS.get(step.status, '[?]')} {step.index + 1}. {step.description}"
-    if current and step.status == StepStatus.RUNNING and details.pause_remaining is not None:
-        text += f"  ({duration(details.pause_remaining)} left)"
+    left = pause_left(details, now)
+    if current and step.status == StepStatus.RUNNING and left is not None:
+        text += f"  ({duration(left)} left)"
     if step.message:
         text += f"  - {step.message}"
     if not current:
@@ -104,15 +112,16 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
         f"Workload:   Deployment/{details.workload}",
         f"Weight:     {weight}",
     ]
-    if details.pause_remaining is not None:
-        lines.append(f"Pause left: {duration(details.pause_remaining)}")
+    left = pause_left(details, now)
+    if left is not None:
+        lines.append(f"Pause left: {duration(left)}")
     lines.append(f"Last error: {details.last_error or '-'}")
     lines.append("")
     lines.append("Steps:")
     if not details.steps:
         lines.append("    (no release running)")
     for step in details.steps:
-        lines.append(_step_line(step, step.index == details.current_step, details, color))
+        lines.append(_step_line(step, step.index == details.current_step, details, color, now))
     lines.append("")
     lines.append("Versions:")
     lines.append(_version_line("stable", details.stable, now))

@@ -229,6 +229,9 @@ class JobDetails(_Model):
     canary_replicas: int
     current_step: int | None
     steps: list[StepState]
+    # When the running timed pause ends. Clients count down from it: a query's clock is the
+    # time of the workflow's last task, so ``pause_remaining`` stands still while the job waits.
+    pause_until: datetime | None = None
     pause_remaining: Duration | None = None
     last_error: str | None
     stable: Version | None

@@ -115,22 +115,29 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
     state_dir = tmp_path / "dev"
     worker = tmp_path / "fake_worker.py"
     worker.write_text(FAKE_WORKER)
-    port, ui_port = free_port(), free_port()
+    port, ui_port, api_port = free_port(), free_port(), free_port()
     pids: list[int] = []
     try:
         up = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port), "--ui-port", str(ui_port),
-                       "--worker", worker, "--nodes", "2", timeout=400)
+                       "--worker", worker, "--nodes", "2", "--api-port", str(api_port), timeout=400)
         assert up.returncode == 0, up.stderr
         state = json.loads((state_dir / dev.STATE_FILE).read_text())
         pids = [state["supervisor_pid"], *state["processes"].values()]
         assert state["temporal_address"] == f"127.0.0.1:{port}"
         assert state["ui_url"] == f"http://127.0.0.1:{ui_port}"
         assert set(state["processes"]) == {"temporal", "etcd", "kube-apiserver", "kube-controller-manager",
-                                           "kube-scheduler", "kwok", "worker"}
+                                           "kube-scheduler", "kwok", "worker", "api"}
         assert all(alive(pid) for pid in pids)
         assert f"export KUBECONFIG={state['kubeconfig']}" in up.stdout.splitlines()
         assert f"export TEMPORAL_ADDRESS=127.0.0.1:{port}" in up.stdout.splitlines()
         assert f"Web UI:      http://127.0.0.1:{ui_port}" in up.stdout
+        assert f"API + page:  http://127.0.0.1:{api_port}" in up.stdout
+        # the HTTP API, with the admin token dev up printed
+        assert f"(admin: {state['api_admin_token']})" in up.stdout
+        whoami = urllib.request.Request(f"{state['api_url']}/api/v1/whoami",
+                                        headers={"Authorization": f"Bearer {state['api_admin_token']}"})
+        with urllib.request.urlopen(whoami, timeout=5) as response:  # noqa: S310
+            assert json.loads(response.read()) == {"name": "dev-admin", "role": "admin"}
 
         # Temporal frontend with the search attributes, and its UI
         attributes = asyncio.run(temporal_answers(state["temporal_address"]))
@@ -187,7 +194,7 @@ def test_dev_up_runs_the_project_worker(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
     try:
         up = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port),
-                       "--ui-port", str(ui_port), "--nodes", "2", timeout=400)
+                       "--ui-port", str(ui_port), "--nodes", "2", "--api-port", str(free_port()), timeout=400)
         assert up.returncode == 0, up.stderr
         state = json.loads((state_dir / dev.STATE_FILE).read_text())
         assert state["worker_script"] == str(dev.PROJECT_ROOT / "worker.py")

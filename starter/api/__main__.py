@@ -1,0 +1,80 @@
+"""``canary-api`` / ``python -m starter.api``: serve the HTTP API and the web page with uvicorn.
+
+Configuration: ``--host``/``--port`` (or ``CANARY_API_HOST``/``CANARY_API_PORT``), Temporal
+as for ``canaryctl`` (``--address``/``TEMPORAL_ADDRESS``, ``--temporal-namespace``/
+``TEMPORAL_NAMESPACE``), and the tokens from ``--tokens-file``/``CANARY_API_TOKENS_FILE`` and
+``CANARY_API_TOKENS``. Without a single token the server refuses to start: an API nobody can
+call is a misconfiguration, and one that anybody can call is worse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+from temporalio.client import Client
+
+from starter import client as canary
+from starter.api.app import create_app
+from starter.api.auth import TOKENS_FILE_ENV, TokenStore, load_tokens_file, tokens_from_environment
+from starter.errors import CanaryError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``canary-api``."""
+    parser = argparse.ArgumentParser(prog="canary-api", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default=os.environ.get("CANARY_API_HOST", DEFAULT_HOST),
+                        help="address to listen on (default: $CANARY_API_HOST or %(default)s)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CANARY_API_PORT", DEFAULT_PORT)),
+                        help="port to listen on (default: $CANARY_API_PORT or %(default)s)")
+    parser.add_argument("--address", help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS or "
+                                          f"{canary.DEFAULT_ADDRESS})")
+    parser.add_argument("--temporal-namespace", help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+    parser.add_argument("--tokens-file", type=Path, help=f"API tokens, YAML or JSON (default: ${TOKENS_FILE_ENV})")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return parser
+
+
+def load_tokens(tokens_file: Path | None) -> TokenStore:
+    """Tokens from ``--tokens-file`` if given, else from the environment; never none at all."""
+    store = TokenStore(load_tokens_file(tokens_file)) if tokens_file else tokens_from_environment()
+    if not len(store):
+        raise CanaryError("no API tokens configured: set CANARY_API_TOKENS_FILE, CANARY_API_TOKENS "
+                          "(token:role:name,...) or --tokens-file")
+    return store
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; returns the exit status.
+
+    Like ``canaryctl``, a process started from the command line ends with ``os._exit``: the
+    Temporal client's Rust threads can crash interpreter finalization (sdk-python#300), which
+    would turn a clean shutdown into an abort.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        tokens = load_tokens(args.tokens_file)
+    except CanaryError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+
+    async def client_factory() -> Client:
+        return await canary.connect(args.address, args.temporal_namespace)
+
+    app = create_app(client_factory, tokens)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+// The job details page: live refresh, countdown, tabs, and the operations (confirm, call the API,
+// show the outcome). Plain JavaScript on purpose: no build step, and the server renders all HTML.
+"use strict";
+
+(function () {
+  const job = document.getElementById("job");
+  if (!job) return;
+
+  const API = job.dataset.api;
+  const LIVE = job.dataset.live;
+  const outcome = document.getElementById("outcome");
+  const connection = document.getElementById("connection");
+  let tab = "main";
+  let deadline = null; // when the current timed pause ends, in this browser's clock
+  let timer = null;
+
+  // -- the API, as the signed-in user (the session cookie counts only with this header) ---------
+
+  async function api(method, path, body) {
+    const init = { method, credentials: "same-origin", headers: { "X-Requested-With": "canary-web" } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      return { ok: false, status: 0, body: { code: "network", message: "the server cannot be reached" } };
+    }
+    let data = null;
+    try { data = await response.json(); } catch (err) { data = { message: response.statusText }; }
+    return { ok: response.ok, status: response.status, body: data };
+  }
+
+  function show(ok, text) {
+    outcome.hidden = false;
+    outcome.className = "outcome " + (ok ? "ok" : "error");
+    outcome.textContent = text;
+  }
+
+  async function operate(operation, body) {
+    const result = await api("POST", `${API}/${operation}`, body);
+    if (result.ok) {
+      show(true, `${operation}: ${result.body.message} (status ${result.body.phase})`);
+    } else {
+      const b = result.body || {};
+      show(false, `${operation} refused (${result.status} ${b.code || "error"}): ${b.message || "failed"}`);
+    }
+    refresh(true);
+    return result.ok;
+  }
+
+  // -- live part ---------------------------------------------------------------------------------
+
+  function applyTab() {
+    document.querySelectorAll("[data-tab]").forEach((b) => {
+      b.classList.toggle("active", b.dataset.tab === tab);
+      b.setAttribute("aria-selected", b.dataset.tab === tab ? "true" : "false");
+    });
+    document.querySelectorAll("[data-panel]").forEach((p) => { p.hidden = p.dataset.panel !== tab; });
+  }
+
+  function startCountdown() {
+    // The server says when the pause ends and what time it was: the difference, counted from now
+    // on this browser's clock, is immune to a browser whose clock is off.
+    const el = document.getElementById("countdown");
+    deadline = el ? Date.now() + (Number(el.dataset.endsAt) - Number(el.dataset.serverNow)) : null;
+    tick();
+  }
+
+  function tick() {
+    const el = document.getElementById("countdown");
+    if (!el || deadline === null) return;
+    const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+    el.textContent = (h ? `${h}h ` : "") + (h || m ? `${m}m ` : "") + `${s}s`;
+  }
+
+  function schedule() {
+    const root = document.getElementById("live-root");
+    const active = root && root.dataset.active === "true";
+    clearTimeout(timer);
+    timer = setTimeout(() => refresh(false), active ? 1000 : 3000);
+  }
+
+  async function refresh(now) {
+    if (!now && document.hidden) { schedule(); return; }
+    try {
+      const response = await fetch(LIVE, { credentials: "same-origin", headers: { "X-Requested-With": "canary-web" } });
+      if (response.ok) {
+        document.getElementById("live").innerHTML = await response.text();
+        connection.hidden = true;
+        applyTab();
+        startCountdown();
+      } else {
+        let message = response.statusText;
+        try { message = (await response.json()).message || message; } catch (err) { /* not JSON */ }
+        connection.hidden = false;
+        connection.textContent = `cannot refresh (${response.status}): ${message}`;
+      }
+    } catch (err) {
+      connection.hidden = false;
+      connection.textContent = "cannot refresh: the server cannot be reached";
+    }
+    schedule();
+  }
+
+  // -- confirmation dialog -----------------------------------------------------------------------
+
+  const confirmDialog = document.getElementById("confirm-dialog");
+  let pending = null;
+
+  function confirmThen(title, text, { reason = false, skipSteps = false } = {}, action) {
+    document.getElementById("confirm-title").textContent = title;
+    document.getElementById("confirm-text").textContent = text;
+    document.getElementById("confirm-reason-label").hidden = !reason;
+    document.getElementById("confirm-reason").value = "";
+    document.getElementById("confirm-skip-label").hidden = !skipSteps;
+    document.getElementById("confirm-skip-steps").checked = false;
+    pending = action;
+    confirmDialog.returnValue = "";
+    confirmDialog.showModal();
+  }
+
+  confirmDialog.addEventListener("close", () => {
+    const action = pending;
+    pending = null;
+    if (confirmDialog.returnValue === "ok" && action) {
+      action({
+        reason: document.getElementById("confirm-reason").value.trim() || undefined,
+        skipSteps: document.getElementById("confirm-skip-steps").checked,
+      });
+    }
+  });
+
+  const TEXTS = {
+    continue: ["Continue", "End the current pause: the release goes on with the next step.", false],
+    promote: ["Promote", "Skip the remaining steps and promote the canary to stable now.", false],
+    terminate: ["Terminate", "Stop the release: all traffic goes back to the stable version.", true],
+  };
+
+  document.querySelectorAll("[data-operation]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const operation = button.dataset.operation;
+      const [title, text, reason] = TEXTS[operation];
+      confirmThen(title, text, { reason }, (v) => operate(operation, v.reason ? { reason: v.reason } : {}));
+    });
+  });
+
+  document.addEventListener("click", (event) => {
+    const tabButton = event.target.closest("[data-tab]");
+    if (tabButton) { tab = tabButton.dataset.tab; applyTab(); return; }
+    const rollback = event.target.closest("[data-rollback]");
+    if (rollback) {
+      const revision = Number(rollback.dataset.rollback);
+      confirmThen(`Roll back to revision ${revision}`,
+        `Write revision ${revision}'s pod template back into the Deployment: a release of it starts.`,
+        { skipSteps: true }, (v) => operate("rollback", { revision, skipSteps: v.skipSteps }));
+    }
+  });
+
+  // -- update version ----------------------------------------------------------------------------
+
+  const versionDialog = document.getElementById("version-dialog");
+  document.getElementById("action-update-version").addEventListener("click", () => {
+    const select = document.getElementById("version-container");
+    const root = document.getElementById("live-root");
+    const containers = root && root.dataset.containers ? root.dataset.containers.split(",") : [];
+    select.replaceChildren();
+    containers.forEach((name) => select.add(new Option(name, name)));
+    if (containers.length > 1) select.add(new Option("all containers", "*"));
+    document.getElementById("version-image").value = "";
+    versionDialog.returnValue = "";
+    versionDialog.showModal();
+  });
+  versionDialog.addEventListener("close", () => {
+    if (versionDialog.returnValue !== "ok") return;
+    const image = document.getElementById("version-image").value.trim();
+    const container = document.getElementById("version-container").value || undefined;
+    operate("update-version", { image, container });
+  });
+
+  // -- update delivery job (the steps) -----------------------------------------------------------
+
+  const rulesDialog = document.getElementById("rules-dialog");
+  const stepList = document.getElementById("rules-steps");
+  let currentRules = null;
+
+  function addStep(kind, value) {
+    const row = document.getElementById("step-row").content.firstElementChild.cloneNode(true);
+    row.querySelector(".step-kind").value = kind;
+    row.querySelector(".step-value").value = value;
+    row.querySelector(".step-remove").addEventListener("click", () => row.remove());
+    stepList.append(row);
+  }
+
+  function stepToRow(step) {
+    if ("setWeight" in step) return ["setWeight", String(step.setWeight)];
+    if ("pause" in step) return ["pause", step.pause && step.pause.duration ? step.pause.duration : ""];
+    const scale = step.setCanaryScale || {};
+    return ["setCanaryScale", scale.replicas !== undefined && scale.replicas !== null ? String(scale.replicas)
+      : `${scale.percent}%`];
+  }
+
+  function rowToStep(row) {
+    const kind = row.querySelector(".step-kind").value;
+    const value = row.querySelector(".step-value").value.trim();
+    if (kind === "setWeight") return { setWeight: value === "" ? value : Number(value) };
+    if (kind === "pause") return { pause: value ? { duration: value } : {} };
+    return { setCanaryScale: value.endsWith("%") ? { percent: Number(value.slice(0, -1)) }
+      : { replicas: Number(value) } };
+  }
+
+  document.getElementById("rules-add").addEventListener("click", () => addStep("setWeight", ""));
+  document.getElementById("action-update-rules").addEventListener("click", async () => {
+    const result = await api("GET", API);
+    if (!result.ok) {
+      show(false, `cannot load the delivery rules (${result.status}): ${result.body.message}`);
+      return;
+    }
+    currentRules = result.body.rules;
+    stepList.replaceChildren();
+    currentRules.steps.forEach((step) => addStep(...stepToRow(step)));
+    document.getElementById("rules-deadline").value = currentRules.progressDeadline || "";
+    rulesDialog.returnValue = "";
+    rulesDialog.showModal();
+  });
+  rulesDialog.addEventListener("close", () => {
+    if (rulesDialog.returnValue !== "ok" || !currentRules) return;
+    const rules = { ...currentRules, steps: [...stepList.children].map(rowToStep) };
+    const deadline = document.getElementById("rules-deadline").value.trim();
+    if (deadline) rules.progressDeadline = deadline;
+    operate("update-rules", { rules });
+  });
+
+  applyTab();
+  startCountdown();
+  setInterval(tick, 250);
+  schedule();
+})();

@@ -1,0 +1,223 @@
+"""The web page: a job list and a job's details page, served by the API's own app.
+
+Server-rendered Jinja2 templates with a little plain JavaScript, no build step. The page signs
+in with an API token, kept in an HttpOnly, SameSite=Strict cookie; its scripts call the same
+JSON API as everyone else (so the same roles apply, and a refused operation shows the API's
+own message), adding the ``X-Requested-With`` header without which the API ignores the cookie.
+While a job is open, the page fetches its live part (``/live``, rendered by the same template
+as the first load) every second or so and swaps it in: no reload, and no second renderer in
+JavaScript that could drift from the server's.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
+
+from datetime import UTC, datetime
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, FastAPI, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from starter import client as canary
+from starter.api.app import SESSION_COOKIE, ClientHolder, JobName, Namespace
+from starter.api.auth import OPERATION_ROLES, Principal, TokenStore
+from starter.api.errors import ApiError, ErrorCode
+from starter.errors import CanaryError
+from workflows.models import JobDetails, JobVersions, Phase, StepStatus, Version
+from workflows.spec import NAME_PATTERN
+
+HERE = FilePath(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+# Phases in which the job moves by itself: the page polls faster then.
+ACTIVE_PHASES = {Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK}
+SESSION_HOURS = 12
+
+router = APIRouter(include_in_schema=False)
+
+
+# -- template helpers ----------------------------------------------------------------------------
+
+
+def _ago(value: datetime | None, now: datetime | None = None) -> str:
+    if value is None:
+        return ""
+    seconds = int(((now or datetime.now(UTC)) - value).total_seconds())
+    if seconds < 0:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def _images(images: dict[str, str]) -> str:
+    return ", ".join(f"{name}={image}" for name, image in sorted(images.items()))
+
+
+templates.env.filters["ago"] = _ago
+templates.env.filters["when"] = _when
+templates.env.filters["images"] = _images
+
+
+def step_state(job: JobDetails, index: int) -> str:
+    """The label a step shows: its status, with "paused" for the step the job waits in."""
+    step = job.steps[index]
+    if index == job.current_step and job.phase == Phase.PAUSED and step.status == StepStatus.RUNNING:
+        return "paused"
+    return step.status.value
+
+
+templates.env.globals["step_state"] = step_state
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+def _signed_in(request: Request) -> Principal | None:
+    tokens: TokenStore = request.app.state.tokens
+    token = request.cookies.get(SESSION_COOKIE)
+    return tokens.find(token) if token else None
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never an open redirect to another host."""
+    if not target:
+        return "/ui/jobs"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/ui/jobs"
+    return target
+
+
+def _context(request: Request, principal: Principal | None, **values: Any) -> dict[str, Any]:
+    roles = {operation: role.label for operation, role in OPERATION_ROLES.items()}
+    values.setdefault("now", datetime.now(UTC))
+    return {"request": request, "principal": principal, "roles": roles, **values}
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    """The page is the front door; the API lives under /api/v1 (documented at /docs)."""
+    return RedirectResponse("/ui/jobs", status_code=303)
+
+
+@router.get("/ui/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str | None = None) -> Response:
+    """The sign-in form: one field, the API token."""
+    return templates.TemplateResponse(request, "login.html", _context(request, None, next=_safe_next(next)))
+
+
+@router.post("/ui/login", response_class=HTMLResponse)
+async def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = ""
+                ) -> Response:
+    """Check the token and keep it in the session cookie; a wrong one shows the form again (401)."""
+    tokens: TokenStore = request.app.state.tokens
+    principal = tokens.find(token.strip()) if token.strip() else None
+    if principal is None:
+        return templates.TemplateResponse(
+            request, "login.html", _context(request, None, next=_safe_next(next), error="unknown token"),
+            status_code=401)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(SESSION_COOKIE, principal.token, max_age=SESSION_HOURS * 3600, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/ui/logout")
+async def logout() -> RedirectResponse:
+    """Forget the session cookie."""
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/ui/jobs", response_class=HTMLResponse)
+async def jobs_page(request: Request,
+                    namespace: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)] = None,
+                    status: Phase | None = None) -> Response:
+    """The job list, filtered like ``GET /api/v1/jobs``."""
+    principal = _signed_in(request)
+    if principal is None:
+        return _to_login(request)
+    holder: ClientHolder = request.app.state.clients
+    error = None
+    jobs: list[canary.JobSummary] = []
+    try:
+        jobs = await canary.list_jobs(await holder.get(), namespace, status.value if status else None)
+    except (ApiError, CanaryError) as err:
+        error = err.message
+    return templates.TemplateResponse(request, "jobs.html", _context(
+        request, principal, jobs=jobs, namespace=namespace or "", status=status.value if status else "",
+        phases=[p.value for p in Phase], error=error))
+
+
+async def _load(request: Request, namespace: str, name: str) -> tuple[JobDetails, JobVersions]:
+    holder: ClientHolder = request.app.state.clients
+    temporal = await holder.get()
+    return await canary.details(temporal, namespace, name), await canary.versions(temporal, namespace, name)
+
+
+def pause_ends_at(job: JobDetails, now: datetime) -> datetime | None:
+    """When the current timed pause ends: the page counts down to it in the browser."""
+    if job.pause_until is not None:
+        return job.pause_until
+    return None if job.pause_remaining is None else now + job.pause_remaining
+
+
+def _live_context(request: Request, principal: Principal, job: JobDetails, versions: JobVersions
+                  ) -> dict[str, Any]:
+    history: list[Version] = versions.history
+    now = datetime.now(UTC)
+    ends = pause_ends_at(job, now)
+    current = job.canary or job.stable
+    return _context(request, principal, job=job, versions=versions, history=history, now=now,
+                    pause_ends_ms=int(ends.timestamp() * 1000) if ends else None,
+                    server_now_ms=int(now.timestamp() * 1000), active=job.phase in ACTIVE_PHASES,
+                    containers=sorted(current.images) if current else [])
+
+
+@router.get("/ui/namespaces/{namespace}/jobs/{name}", response_class=HTMLResponse)
+async def job_page(request: Request, namespace: Namespace, name: JobName) -> Response:
+    """A job's details page; its live part refreshes itself."""
+    principal = _signed_in(request)
+    if principal is None:
+        return _to_login(request)
+    try:
+        job, versions = await _load(request, namespace, name)
+    except CanaryError as err:
+        return templates.TemplateResponse(request, "missing.html", _context(
+            request, principal, namespace=namespace, name=name, error=err.message), status_code=404
+            if err.message.startswith("no canary job") else 503)
+    return templates.TemplateResponse(request, "job.html", _live_context(request, principal, job, versions))
+
+
+@router.get("/ui/namespaces/{namespace}/jobs/{name}/live", response_class=HTMLResponse)
+async def job_live(request: Request, namespace: Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)],
+                   name: Annotated[str, Path(pattern=NAME_PATTERN, max_length=40)]) -> Response:
+    """The live part of the details page, for the page's polling script (errors as JSON)."""
+    principal = _signed_in(request)
+    if principal is None:
+        raise ApiError(ErrorCode.UNAUTHORIZED, "signed out: sign in again")
+    job, versions = await _load(request, namespace, name)
+    return templates.TemplateResponse(request, "_live.html", _live_context(request, principal, job, versions))
+
+
+def install_web(app: FastAPI) -> None:
+    """Add the page's routes and its static files to ``app``."""
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="static")
