@@ -22,7 +22,12 @@ mkdir -p "$BIN" "$SRC"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw
 
-command -v go >/dev/null || { echo "build-cluster: the Go toolchain (go) is required" >&2; exit 1; }
+command -v go >/dev/null || { echo "build-cluster: the Go toolchain (go 1.26 or newer) is required" >&2; exit 1; }
+go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ -z "$go_minor" ] || [ "$go_minor" -lt 26 ]; then
+  echo "build-cluster: Kubernetes $K8S_VERSION needs go 1.26 or newer; found $(go env GOVERSION)" >&2
+  exit 1
+fi
 
 log() { printf '[build-cluster] %s\n' "$*"; }
 
