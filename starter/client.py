@@ -309,7 +309,7 @@ async def operate(client: Client, namespace: str, name: str, operation: str, req
                 operation, request, result_type=OperationResult
             ), namespace, name)
     except WorkflowUpdateFailedError as err:
-        raise CanaryError(_update_failure(err)) from None
+        raise _update_failure(err) from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise CanaryError(
             f"canary job {_job(namespace, name)}: {operation} not answered within {timeout:.0f} s; "
@@ -317,11 +317,12 @@ async def operate(client: Client, namespace: str, name: str, operation: str, req
         ) from None
 
 
-def _update_failure(err: WorkflowUpdateFailedError) -> str:
-    """The validator's (or handler's) own message, without the SDK's wrapping."""
+def _update_failure(err: WorkflowUpdateFailedError) -> CanaryError:
+    """The validator's (or handler's) own message and kind, without the SDK's wrapping."""
     cause = err.cause
     while isinstance(cause, ApplicationError) and not cause.message and cause.cause is not None:
         cause = cause.cause
     if isinstance(cause, ApplicationError) and cause.message:
-        return cause.message
-    return str(cause) if cause is not None else str(err)
+        field = cause.details[0] if cause.details and isinstance(cause.details[0], str) else None
+        return CanaryError(cause.message, kind=cause.type, field=field)
+    return CanaryError(str(cause) if cause is not None else str(err))

@@ -113,7 +113,20 @@ class Interrupted(Exception):
 
 
 class OperationRejected(ValueError):
-    """An operation that is not valid now; its message goes back to the caller verbatim."""
+    """An operation the job's state does not allow now; its message goes back verbatim."""
+
+    kind = "OperationNotAllowed"
+    field: str | None = None
+
+
+class InvalidOperationInput(OperationRejected):
+    """An operation whose input can never work for this job; names the field to fix."""
+
+    kind = "InvalidOperationInput"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @workflow.defn(name=names.WORKFLOW_TYPE)
@@ -464,6 +477,7 @@ class CanaryJobWorkflow:
         self.state.pause_until = workflow.now() + timeout if timeout is not None else None
         self._set_phase(Phase.PAUSED)
         label = f"step {index + 1}: {describe_step(step)}"
+        evicted = False
         try:
             await self._interruptible(workflow.wait_condition(
                 lambda: self._continue_step == index, timeout=timeout, timeout_summary=label,
@@ -473,9 +487,14 @@ class CanaryJobWorkflow:
             if (step.pause.on_timeout or self.job.on_pause_timeout) == PauseTimeoutAction.ROLLBACK:
                 raise ReleaseFailed(f"{label} timed out and its policy is to roll back") from None
             self._event("pause-ended", f"{label} ran out; continuing")
+        except GeneratorExit:
+            # The worker evicts this run from its cache: no workflow calls may happen now.
+            evicted = True
+            raise
         finally:
             self.state.pause_until = None
-            self._set_phase(Phase.PROGRESSING)
+            if not evicted:
+                self._set_phase(Phase.PROGRESSING)
 
     async def _promote(self) -> None:
         canary = self.state.canary
@@ -668,14 +687,17 @@ class CanaryJobWorkflow:
             if phase == Phase.ROLLING_BACK:
                 raise OperationRejected("the release is already being rolled back")
         elif isinstance(request, UpdateVersionRequest):
-            validate_image(request.image)
+            try:
+                validate_image(request.image)
+            except ValueError as error:
+                raise InvalidOperationInput("image", str(error)) from None
             containers = self._containers()
             if request.container is None and len(containers) > 1:
-                raise OperationRejected(
+                raise InvalidOperationInput("container",
                     f"the pod template has {len(containers)} containers ({', '.join(containers)}): "
                     "name one with container, or use container '*' to set them all")
             if request.container not in (None, "*") and request.container not in containers:
-                raise OperationRejected(
+                raise InvalidOperationInput("container",
                     f"container {request.container!r} is not in the pod template; "
                     f"containers: {', '.join(containers) or 'none'}")
         elif isinstance(request, RollbackRequest):
@@ -683,15 +705,17 @@ class CanaryJobWorkflow:
             if version is None:
                 known = sorted({v.revision for v in self.state.history} | (
                     {self.state.stable.revision} if self.state.stable else set()))
-                raise OperationRejected(f"unknown revision {request.revision}; known revisions: "
-                                        f"{', '.join(map(str, known)) or 'none'}")
+                raise InvalidOperationInput("revision", f"unknown revision {request.revision}; known revisions: "
+                                            f"{', '.join(map(str, known)) or 'none'}")
             if version.template is None:
-                raise OperationRejected(f"revision {request.revision} is too old: its pod template was not kept")
+                raise InvalidOperationInput(
+                    "revision", f"revision {request.revision} is too old: its pod template was not kept")
         elif isinstance(request, UpdateRulesRequest):
             try:
                 DeliveryRules.model_validate(request.rules)
             except ValidationError as error:
-                raise OperationRejected(_validation_message(error)) from None
+                first = ".".join(str(p) for p in error.errors()[0]["loc"]) if error.errors() else ""
+                raise InvalidOperationInput(f"rules.{first}".rstrip("."), _validation_message(error)) from None
 
     def _containers(self) -> list[str]:
         source = self.state.canary or self.state.stable
@@ -761,10 +785,12 @@ class CanaryJobWorkflow:
         self._apply(operation, request)
 
     def _validate(self, operation: str, request: OperationRequest) -> None:
+        """Reject with a typed failure: clients tell bad input (and its field) from a state conflict."""
         try:
             self._check(operation, request)
-        except ValueError as error:
-            raise OperationRejected(str(error)) from None
+        except OperationRejected as error:
+            raise ApplicationError(str(error), *([error.field] if error.field else []), type=error.kind,
+                                   non_retryable=True) from None
 
     @workflow.update(name=names.UPDATE_VERSION)
     def update_version(self, request: UpdateVersionRequest) -> OperationResult:

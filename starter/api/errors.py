@@ -125,6 +125,11 @@ _RULES: list[tuple[re.Pattern[str], ErrorCode, str | None]] = [
 def classify(error: CanaryError) -> ApiError:
     """The API error for a client failure: status code, and the field when the input is at fault."""
     message = error.message.splitlines()[0] if error.message else "failed"
+    # The job's own refusals say what they are; the table below is for everything else.
+    if error.kind == "InvalidOperationInput":
+        return ApiError(ErrorCode.INVALID, message, [FieldError(field=error.field, reason=message)])
+    if error.kind == "OperationNotAllowed":
+        return ApiError(ErrorCode.CONFLICT, message)
     for pattern, code, field in _RULES:
         if pattern.search(message):
             errors = [FieldError(field=field, reason=message)] if field else None

@@ -16,6 +16,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -85,12 +86,23 @@ class Job:
 async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], what: str,
                      timeout: float = 20) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
-    value = await probe()
-    while not check(value):
+
+    async def attempt() -> T | None:
+        try:
+            return await probe()
+        except RPCError as error:
+            # A query that lands while the job continues-as-new waits for the new run's first
+            # task; under load that can exceed the query deadline. Ask again.
+            if "deadline" not in str(error):
+                raise
+            return None
+
+    value = await attempt()
+    while value is None or not check(value):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
         await asyncio.sleep(0.05)
-        value = await probe()
+        value = await attempt()
     return value
 
 

@@ -237,3 +237,24 @@ async def test_update_version_star_sets_every_container(start_job) -> None:
     paused = await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the release")
     assert paused.canary is not None
     assert paused.canary.images == {"app": "registry.local/all:9", "sidecar": "registry.local/all:9"}
+
+
+async def test_rejections_say_whether_the_input_or_the_state_is_at_fault(start_job) -> None:
+    job: Job = await start_job()
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    cases = [
+        (names.UPDATE_VERSION, UpdateVersionRequest(image="web:", container="app"), "InvalidOperationInput", "image"),
+        (names.UPDATE_VERSION, UpdateVersionRequest(image="web:2", container="db"), "InvalidOperationInput",
+         "container"),
+        (names.ROLLBACK, RollbackRequest(revision=4), "InvalidOperationInput", "revision"),
+        (names.UPDATE_RULES, UpdateRulesRequest(rules={"steps": [{"setWeight": 101}]}), "InvalidOperationInput",
+         "rules.steps.0.setWeight.setWeight"),
+        (names.CONTINUE, OperationRequest(), "OperationNotAllowed", None),
+        (names.TERMINATE, OperationRequest(), "OperationNotAllowed", None),
+    ]
+    for operation, request, kind, field in cases:
+        with pytest.raises(WorkflowUpdateFailedError) as error:
+            await job.operate(operation, request)
+        cause = error.value.cause
+        assert cause.type == kind, operation
+        assert (cause.details[0] if cause.details else None) == field, operation
