@@ -123,14 +123,12 @@ class LocalCluster(Service):
         self.pki = self.run_dir / "pki"
         self.logs = self.run_dir / "logs"
         self.kubeconfig = self.run_dir / "kubeconfig.yaml"
-        self.timings: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start every component in order and wait until a Deployment can become available."""
         self._check_binaries()
-        began = time.monotonic()
         try:
             for directory in (self.pki, self.logs, self.run_dir / "etcd"):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -146,7 +144,6 @@ class LocalCluster(Service):
         except BaseException:
             self.stop()
             raise
-        self.timings["total"] = time.monotonic() - began
 
     def stop(self, grace: float = 3.0) -> None:
         """Stop what this object started, newest first; SIGKILL whatever outlives ``grace``."""
@@ -237,8 +234,7 @@ class LocalCluster(Service):
                                      cwd=self.run_dir)
 
     def _wait(self, name: str, probe: Callable[[], bool], what: str) -> None:
-        began = time.monotonic()
-        deadline = began + self.start_timeout
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             process = self.processes.get(name)
             if process is not None and process.poll() is not None:
@@ -248,7 +244,6 @@ class LocalCluster(Service):
                 )
             with contextlib.suppress(Exception):
                 if probe():
-                    self.timings[name] = time.monotonic() - began
                     return
             time.sleep(0.2)
         raise ClusterError(

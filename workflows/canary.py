@@ -361,7 +361,6 @@ class CanaryJobWorkflow:
         canary = self._version(snapshot, trigger, actor)
         self.state.canary = canary
         self.state.last_error = None
-        self.state.releases_started += 1
         self._releasing = True
         self._continue_step = None
         self._clear_interrupt()

@@ -126,7 +126,6 @@ class JobState(_Model):
     events: list[Event] = Field(default_factory=list)
     next_revision: int = 1
     recent_requests: list[str] = Field(default_factory=list)
-    releases_started: int = 0
 
 
 class CanaryJobInput(_Model):

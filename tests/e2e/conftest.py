@@ -16,7 +16,7 @@ from devenv.temporal import local_env
 from starter import client as canary
 from tests.kube_helpers import deployment, eventually, service
 from worker import build_worker
-from workflows.models import JobDetails
+from workflows.models import JobDetails, Phase
 from workflows.spec import JobSpec
 
 T = TypeVar("T")
@@ -71,6 +71,12 @@ class Shop:
 
     async def apply(self, **fields: Any) -> str:
         return await canary.apply_job(self.temporal, self.spec(**fields))
+
+    async def attach(self, **fields: Any) -> JobDetails:
+        """Deploy the workload, apply its job, and wait until the job has taken it over."""
+        self.create_workload()
+        await self.apply(**fields)
+        return await self.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
 
     async def details(self) -> JobDetails:
         return await canary.details(self.temporal, self.namespace, "web")

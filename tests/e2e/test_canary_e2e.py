@@ -36,9 +36,7 @@ async def record_history(shop: Shop, name: str) -> None:
 
 
 async def test_edit_is_delivered_as_a_canary_and_promoted(shop: Shop) -> None:
-    shop.create_workload()
-    await shop.apply()
-    attached = await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    attached = await shop.attach()
     assert attached.stable is not None and attached.stable.images == {"app": "registry.local/web:1"}
     workload = shop.workload()
     assert workload.spec.paused is True
@@ -67,9 +65,7 @@ async def test_edit_is_delivered_as_a_canary_and_promoted(shop: Shop) -> None:
 
 
 async def test_a_crashing_canary_is_rolled_back_automatically(shop: Shop) -> None:
-    shop.create_workload()
-    await shop.apply(progressDeadline="5s")
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await shop.attach(progressDeadline="5s")
     shop.set_image("registry.local/web:bad", labels={SIMULATE_LABEL: "crash"})
     failed = await shop.wait(lambda d: d.phase == Phase.FAILED, "automatic rollback")
     assert failed.last_error is not None and "CrashLoopBackOff" in failed.last_error
@@ -79,9 +75,7 @@ async def test_a_crashing_canary_is_rolled_back_automatically(shop: Shop) -> Non
 
 
 async def test_terminate_returns_all_traffic_to_stable(shop: Shop) -> None:
-    shop.create_workload()
-    await shop.apply()
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await shop.attach()
     shop.set_image("registry.local/web:2")
     await shop.wait(lambda d: d.phase == Phase.PAUSED, "pause")
     result = await canary.operate(shop.temporal, shop.namespace, "web", names.TERMINATE,
@@ -96,9 +90,7 @@ async def test_terminate_returns_all_traffic_to_stable(shop: Shop) -> None:
 
 
 async def test_update_version_promote_and_rollback_to_a_historical_version(shop: Shop) -> None:
-    shop.create_workload()
-    await shop.apply()
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await shop.attach()
     with pytest.raises(CanaryError, match="must be lowercase"):
         await canary.operate(shop.temporal, shop.namespace, "web", names.UPDATE_VERSION,
                              UpdateVersionRequest(image="registry.local/Web:2"))
@@ -122,9 +114,7 @@ async def test_update_version_promote_and_rollback_to_a_historical_version(shop:
 
 
 async def test_update_rules_applies_to_the_running_release(shop: Shop) -> None:
-    shop.create_workload()
-    await shop.apply()
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await shop.attach()
     shop.set_image("registry.local/web:2")
     await shop.wait(lambda d: d.phase == Phase.PAUSED, "pause")
     await canary.operate(shop.temporal, shop.namespace, "web", names.UPDATE_RULES, UpdateRulesRequest(
@@ -136,9 +126,7 @@ async def test_update_rules_applies_to_the_running_release(shop: Shop) -> None:
 
 
 async def test_delete_gives_back_a_plain_serving_deployment(shop: Shop) -> None:
-    shop.create_workload()
-    await shop.apply()
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await shop.attach()
     shop.set_image("registry.local/web:2")
     await shop.wait(lambda d: d.phase == Phase.PAUSED, "pause")
     await canary.operate(shop.temporal, shop.namespace, "web", names.DELETE, OperationRequest())
@@ -163,9 +151,7 @@ async def test_attaching_a_missing_deployment_is_refused(shop: Shop) -> None:
 
 
 async def test_a_deployment_delivered_by_another_job_is_refused(shop: Shop) -> None:
-    shop.create_workload()
-    await shop.apply()
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await shop.attach()
     other = shop.spec(name="web-two")
     with pytest.raises(CanaryError, match="belongs to canary job 'web', not 'web-two'"):
         await canary.apply_job(shop.temporal, other)
@@ -175,9 +161,7 @@ async def test_a_deployment_delivered_by_another_job_is_refused(shop: Shop) -> N
 async def test_jobs_can_be_found_by_phase_with_the_temporal_cli(shop: Shop, dev_server) -> None:
     from devenv.temporal import temporal_cli
 
-    shop.create_workload()
-    await shop.apply()
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await shop.attach()
     shop.set_image("registry.local/web:2")
     await shop.wait(lambda d: d.phase == Phase.PAUSED, "pause")
     address = dev_server.client.service_client.config.target_host

@@ -21,9 +21,7 @@ async def test_history_and_watch_survive_continue_as_new(kube_api: ApiClient, na
     async with await local_env(dev_server_extra_args=extra) as env:
         async with build_worker(env.client, kube_api, activity_threads=20):
             shop = Shop(env.client, kube_api, namespace)
-            shop.create_workload()
-            await shop.apply(steps=[{"setWeight": 50}])
-            await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+            await shop.attach(steps=[{"setWeight": 50}])
             for n in range(2, 6):
                 shop.set_image(f"registry.local/web:{n}")
                 await shop.wait(lambda d, n=n: d.phase == Phase.HEALTHY and d.stable is not None
