@@ -34,6 +34,10 @@ class Phase(StrEnum):
     PROMOTING = "promoting"
     ROLLING_BACK = "rolling-back"
     FAILED = "failed"
+    # The Deployment (or its namespace) is gone; the job waits for it to come back.
+    WORKLOAD_MISSING = "workload-missing"
+    # The cluster refuses what the job must do (forbidden, invalid); the job retries later.
+    ERROR = "error"
     TERMINATED = "terminated"
     DELETED = "deleted"
 
@@ -180,6 +184,11 @@ class OperationRequest(_Model):
     request_id: str | None = Field(default=None, alias="requestId", max_length=128)
     actor: str | None = Field(default=None, max_length=256)
     reason: str | None = Field(default=None, max_length=1024)
+    # Which release (the canary's revision) and step (1-based, as shown) the caller means.
+    # When given and no longer current, the operation is refused rather than applied to
+    # whatever runs now: a `continue` meant for one gate never opens another.
+    release: int | None = Field(default=None, ge=1)
+    step: int | None = Field(default=None, ge=1)
 
 
 class UpdateVersionRequest(OperationRequest):

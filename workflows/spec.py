@@ -230,5 +230,14 @@ class JobSpec(DeliveryRules):
 
 
 def workflow_id(namespace: str, name: str) -> str:
-    """Readable, deterministic workflow id: one workflow per job."""
+    """Readable, deterministic workflow id: one workflow per job.
+
+    Both parts are DNS labels, which never contain ``/``, so no two jobs share an id (the
+    old ``canary-<namespace>-<job>`` gave ``a-b``/``c`` and ``a``/``b-c`` the same one).
+    """
+    return f"canary/{namespace}/{name}"
+
+
+def legacy_workflow_id(namespace: str, name: str) -> str:
+    """The id jobs created before ``canary/<namespace>/<job>`` run under; clients still find them."""
     return f"canary-{namespace}-{name}"
