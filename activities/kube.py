@@ -16,8 +16,10 @@ idempotent: a retried activity finds the work done and does nothing more.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,16 +43,20 @@ from activities.templates import (
     template_hash,
     user_template,
 )
+from workflows import port
 from workflows.images import validate_image
 from workflows.models import (
     AttachRequest,
     CanaryTemplateRequest,
     DetachRequest,
+    HoldStableRequest,
+    HoldStableResult,
     PromoteRequest,
     ReadyRequest,
     RolloutRequest,
     ScaleRequest,
     SetImageRequest,
+    StableRevisionRequest,
     WatchRequest,
     WorkloadChange,
     WorkloadRequest,
@@ -62,6 +68,9 @@ Obj = dict[str, Any]
 FIELD_MANAGER = "canary-delivery"
 REQUEST_TIMEOUT = 10.0
 CONFLICT_ATTEMPTS = 5
+# How long an activity waits for the Deployment controller to act on a write before it lets
+# Temporal retry: it normally answers within milliseconds.
+STABLE_SETTLE_SECONDS = 15.0
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -141,9 +150,9 @@ class KubeActivities:
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, bound to this client: what the worker registers."""
         return [self.inspect_workload, self.attach_workload, self.detach_workload, self.prepare_canary,
-                self.scale_canary, self.wait_canary_ready, self.scale_stable, self.promote_stable,
-                self.pause_stable, self.wait_stable_rolled_out, self.write_template, self.set_image,
-                self.watch_workload]
+                self.scale_canary, self.wait_canary_ready, self.scale_stable, self.hold_stable,
+                self.prepare_stable, self.promote_stable, self.pause_stable, self.wait_stable_rolled_out,
+                self.write_template, self.set_image, self.watch_workload]
 
     # -- raw API calls: server JSON in, server JSON out ---------------------------------------
 
@@ -196,12 +205,12 @@ class KubeActivities:
 
     # -- taking over and giving back -----------------------------------------------------------
 
-    @activity.defn(name="inspect_workload")
+    @activity.defn(name=port.INSPECT_WORKLOAD.name)
     def inspect_workload(self, req: WorkloadRequest) -> WorkloadSnapshot:
         """Report the Deployment's template, hash, images and replicas."""
         return snapshot(self._workload(req))
 
-    @activity.defn(name="attach_workload")
+    @activity.defn(name=port.ATTACH_WORKLOAD.name)
     def attach_workload(self, req: AttachRequest) -> WorkloadSnapshot:
         """Mark the Deployment as this job's and pause it, so template edits wait for the job.
 
@@ -225,7 +234,7 @@ class KubeActivities:
                     raise
         raise AssertionError("unreachable")
 
-    @activity.defn(name="detach_workload")
+    @activity.defn(name=port.DETACH_WORKLOAD.name)
     def detach_workload(self, req: DetachRequest) -> None:
         """Give the Deployment back: template, replicas, rolling out by itself; canary removed.
 
@@ -261,7 +270,7 @@ class KubeActivities:
 
     # -- the canary side -----------------------------------------------------------------------
 
-    @activity.defn(name="prepare_canary")
+    @activity.defn(name=port.PREPARE_CANARY.name)
     def prepare_canary(self, req: CanaryTemplateRequest) -> None:
         """Make ``<name>-canary`` run the template, at 0 replicas; nothing if it already does."""
         workload = self._workload(req)
@@ -301,7 +310,7 @@ class KubeActivities:
         }
         self._patch(req.namespace, name, body, APPLY, force=True)
 
-    @activity.defn(name="scale_canary")
+    @activity.defn(name=port.SCALE_CANARY.name)
     def scale_canary(self, req: ScaleRequest) -> None:
         """Set the canary Deployment's replicas (a missing canary is fine only at 0)."""
         name = canary_name(req.name)
@@ -314,7 +323,7 @@ class KubeActivities:
                 if not (not_found(error) and req.replicas == 0):
                     raise
 
-    @activity.defn(name="wait_canary_ready")
+    @activity.defn(name=port.WAIT_CANARY_READY.name)
     def wait_canary_ready(self, req: ReadyRequest) -> None:
         """Return once ``replicas`` canary pods of the template are Ready; else raise CanaryNotReady.
 
@@ -354,25 +363,147 @@ class KubeActivities:
 
     # -- the stable side (the user's Deployment) -----------------------------------------------
 
-    @activity.defn(name="scale_stable")
+    @activity.defn(name=port.SCALE_STABLE.name)
     def scale_stable(self, req: ScaleRequest) -> None:
         """Set the user's Deployment's replicas; paused, it scales the pods it already runs."""
         self._patch(req.namespace, req.name, {"spec": {"replicas": req.replicas}}, MERGE)
 
-    @activity.defn(name="promote_stable")
+    @activity.defn(name=port.PROMOTE_STABLE.name)
     def promote_stable(self, req: PromoteRequest) -> None:
         """Unpause the user's Deployment at ``replicas``: it rolls its new template out itself."""
         self._patch(req.namespace, req.name, {"spec": {"replicas": req.replicas, "paused": False}}, MERGE)
 
-    @activity.defn(name="pause_stable")
+    @activity.defn(name=port.PAUSE_STABLE.name)
     def pause_stable(self, req: WorkloadRequest) -> None:
         """Pause the user's Deployment again, so the next edit waits for the job."""
         self._patch(req.namespace, req.name, {"spec": {"paused": True}}, MERGE)
 
-    @activity.defn(name="wait_stable_rolled_out")
+    @activity.defn(name=port.HOLD_STABLE.name)
+    def hold_stable(self, req: HoldStableRequest) -> HoldStableResult:
+        """Hold the Deployment paused on ``template`` at ``replicas`` pods.
+
+        Paused, the Deployment scales the one ReplicaSet that has pods (or, when none has,
+        the one of its template), so this moves replicas without ever rolling a template out.
+        A template of the user's found in its place is set aside and returned: it becomes the
+        next release instead of riding along with this one.
+        """
+        displaced, _ = self._hold(req, req.template, req.template_hash, req.replicas)
+        return HoldStableResult(displaced=displaced)
+
+    @activity.defn(name=port.PREPARE_STABLE.name)
+    def prepare_stable(self, req: StableRevisionRequest) -> HoldStableResult:
+        """Empty the paused Deployment and make sure it has a ReplicaSet for ``template``.
+
+        This is how a version reaches the stable pods without a rollout that a concurrent edit
+        could join: at zero replicas the Deployment is unpaused just long enough for its
+        controller to create the new ReplicaSet (with no pods), then paused again; scaling the
+        paused Deployment up afterwards grows exactly that ReplicaSet. Canary pods carry the
+        traffic meanwhile. Retried, it finds the ReplicaSet there and only re-checks the hold.
+        """
+        displaced: WorkloadSnapshot | None = None
+        for _ in range(CONFLICT_ATTEMPTS):
+            moved, written = self._hold(req, req.template, req.template_hash, 0)
+            displaced = moved or displaced
+            deployment, rss = self._wait_observed(req, written, lambda d, rss: all(
+                int((rs.get("spec") or {}).get("replicas", 0)) == 0 for rs in rss))
+            if self._replica_set_for(rss, req.template_hash) is not None:
+                return HoldStableResult(displaced=displaced)
+            if snapshot(deployment).template_hash != req.template_hash or deployment["spec"].get("replicas"):
+                continue  # written over in between: hold it again
+            try:
+                unpaused = self._patch(req.namespace, req.name, [
+                    {"op": "test", "path": "/metadata/resourceVersion",
+                     "value": deployment["metadata"]["resourceVersion"]},
+                    {"op": "add", "path": "/spec/paused", "value": False}], JSON_PATCH)
+            except ApplicationError as error:
+                if error.type in (errors.KUBERNETES_CONFLICT, errors.KUBERNETES_INVALID):
+                    continue
+                raise
+            try:
+                self._wait_observed(req, unpaused, lambda d, rss: self._replica_set_for(
+                    rss, req.template_hash) is not None)
+            finally:
+                self._patch(req.namespace, req.name, {"spec": {"paused": True}}, MERGE)
+            # Next round: an edit that landed while unpaused (at zero pods) is set aside.
+        raise ApplicationError(f"{req.namespace}/{req.name}: the Deployment kept changing while its "
+                               "ReplicaSet was prepared", type=errors.KUBERNETES_CONFLICT)
+
+    def _hold(self, req: WorkloadRequest, template: Obj, hash_: str,
+              replicas: int) -> tuple[WorkloadSnapshot | None, Obj]:
+        """Patch template, replicas and paused in one write guarded by resourceVersion."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            deployment = self._workload(req)
+            self._check_owner(deployment, req.job, what="Deployment")
+            current = snapshot(deployment)
+            spec = deployment["spec"]
+            if current.template_hash == hash_ and spec.get("replicas") == replicas and spec.get("paused"):
+                return None, deployment
+            ops: list[Obj] = [{"op": "test", "path": "/metadata/resourceVersion",
+                               "value": deployment["metadata"]["resourceVersion"]}]
+            displaced = None
+            if current.template_hash != hash_:
+                displaced = current
+                ops.append({"op": "replace", "path": "/spec/template", "value": user_template(template)})
+            ops += [{"op": "add", "path": "/spec/replicas", "value": replicas},
+                    {"op": "add", "path": "/spec/paused", "value": True}]
+            try:
+                return displaced, self._patch(req.namespace, req.name, ops, JSON_PATCH)
+            except ApplicationError as error:
+                # A failed "test" is the API server's 422; a moved resourceVersion, a 409.
+                if error.type not in (errors.KUBERNETES_CONFLICT, errors.KUBERNETES_INVALID) or (
+                        attempt == CONFLICT_ATTEMPTS - 1):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _replica_sets(self, req: WorkloadRequest, deployment: Obj) -> list[Obj]:
+        """The ReplicaSets the Deployment controls."""
+        uid = deployment["metadata"]["uid"]
+        selector = selector_string(deployment["spec"]["selector"])
+        with kube_errors(f"list ReplicaSets of {req.namespace}/{req.name}"):
+            items: list[Obj] = self._json(self._apps.list_namespaced_replica_set(
+                req.namespace, label_selector=selector, _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT))["items"]
+        return [rs for rs in items
+                if any(ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or [])]
+
+    @staticmethod
+    def _replica_set_for(rss: list[Obj], hash_: str) -> Obj | None:
+        for rs in rss:
+            template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
+            ((template.get("metadata") or {}).get("labels") or {}).pop("pod-template-hash", None)
+            if template_hash(template) == hash_:
+                return rs
+        return None
+
+    def _wait_observed(self, req: WorkloadRequest, written: Obj,
+                       done: Callable[[Obj, list[Obj]], bool]) -> tuple[Obj, list[Obj]]:
+        """Wait (briefly) until the controller has seen ``written`` and ``done`` holds.
+
+        Short and inside the activity: the controller answers within milliseconds; if it does
+        not, the activity fails retryably and Temporal tries again.
+        """
+        generation = int(written["metadata"].get("generation", 0))
+        deadline = time.monotonic() + STABLE_SETTLE_SECONDS
+        while True:
+            deployment = self._workload(req)
+            observed = int((deployment.get("status") or {}).get("observedGeneration", 0)) >= generation
+            rss = self._replica_sets(req, deployment)
+            if observed and done(deployment, rss):
+                return deployment, rss
+            if time.monotonic() > deadline:
+                raise ApplicationError(
+                    f"{req.namespace}/{req.name}: the Deployment controller has not acted on the change "
+                    f"within {STABLE_SETTLE_SECONDS:.0f}s", type=errors.STABLE_NOT_ROLLED_OUT)
+            activity.heartbeat()
+            time.sleep(0.1)
+
+    @activity.defn(name=port.WAIT_STABLE_ROLLED_OUT.name)
     def wait_stable_rolled_out(self, req: RolloutRequest) -> None:
         """Return once every pod of the user's Deployment runs the template; else StableNotRolledOut."""
         deployment = self._workload(req)
+        if req.held:
+            self._check_held(req, deployment)
+            return
         meta, spec, status = deployment["metadata"], deployment["spec"], deployment.get("status") or {}
         current = snapshot(deployment).template_hash
         observed = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
@@ -395,14 +526,41 @@ class KubeActivities:
                 problem += f"; {reason}"
         raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT)
 
-    @activity.defn(name="write_template")
+    def _check_held(self, req: RolloutRequest, deployment: Obj) -> None:
+        """Pass once the ReplicaSet of ``template_hash`` has every pod available and no other has pods.
+
+        Judged by ReplicaSet, not by the Deployment's template: held paused, the Deployment may
+        already carry the user's next edit, which must not count as (or block) this version.
+        """
+        rss = self._replica_sets(req, deployment)
+        ours = self._replica_set_for(rss, req.template_hash)
+        others = sum(int((rs.get("status") or {}).get("replicas", 0)) for rs in rss if rs is not ours)
+        if ours is not None:
+            spec, status = ours.get("spec") or {}, ours.get("status") or {}
+            available = int(status.get("availableReplicas", 0))
+            if int(spec.get("replicas", 0)) == req.replicas and available >= req.replicas and others == 0:
+                return
+            problem = f"{available} of {req.replicas} pods of revision {req.template_hash} available"
+            if others:
+                problem += f", {others} pods of other revisions left"
+            pods = [p for p in self._pods(req.namespace, selector_string(deployment["spec"]["selector"]))
+                    if any(ref.get("uid") == ours["metadata"]["uid"]
+                           for ref in p["metadata"].get("ownerReferences") or [])]
+            reason = pod_problem(pods)
+            if reason:
+                problem += f"; {reason}"
+        else:
+            problem = f"the Deployment has no ReplicaSet for revision {req.template_hash}"
+        raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT)
+
+    @activity.defn(name=port.WRITE_TEMPLATE.name)
     def write_template(self, req: WriteTemplateRequest) -> WorkloadSnapshot:
         """Replace the Deployment's pod template wholesale (a merge would keep stale keys)."""
         self._workload(req)
         ops = [{"op": "replace", "path": "/spec/template", "value": user_template(req.template)}]
         return snapshot(self._patch(req.namespace, req.name, ops, JSON_PATCH))
 
-    @activity.defn(name="set_image")
+    @activity.defn(name=port.SET_IMAGE.name)
     def set_image(self, req: SetImageRequest) -> WorkloadSnapshot:
         """Set one container's image, or every container's, as ``kubectl set image`` does."""
         try:
@@ -423,7 +581,7 @@ class KubeActivities:
 
     # -- watching ------------------------------------------------------------------------------
 
-    @activity.defn(name="watch_workload")
+    @activity.defn(name=port.WATCH_WORKLOAD.name)
     def watch_workload(self, req: WatchRequest) -> WorkloadChange:
         """Return as soon as the Deployment's template or replicas differ from what the job knows.
 
@@ -433,7 +591,7 @@ class KubeActivities:
         watch connection is idle. On a retry the Deployment is listed again: comparing its
         current state is what counts, and replaying old events could report a stale version.
         """
-        progress: dict[str, str] = {"resourceVersion": req.resource_version or ""}
+        progress: dict[str, str] = {"resourceVersion": ""}
         stop = threading.Event()
         result: Future[WorkloadChange] = Future()
 
@@ -488,6 +646,8 @@ class KubeActivities:
                     if version:
                         progress["resourceVersion"] = str(version)
                     if event.get("type") == "DELETED":
+                        if req.known_missing:
+                            continue
                         return WorkloadChange(kind="deleted")
                     if event.get("type") in ("ADDED", "MODIFIED"):
                         change = self._compare(req, obj)
@@ -502,8 +662,10 @@ class KubeActivities:
     @staticmethod
     def _compare(req: WatchRequest, deployment: Obj | None) -> WorkloadChange | None:
         if deployment is None:
-            return WorkloadChange(kind="deleted")
+            return None if req.known_missing else WorkloadChange(kind="deleted")
         current = snapshot(deployment)
+        if req.known_missing:
+            return WorkloadChange(kind="created", snapshot=current)
         if current.template_hash != req.known_hash:
             return WorkloadChange(kind="template", snapshot=current)
         if req.known_replicas is not None and current.replicas != req.known_replicas:

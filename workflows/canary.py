@@ -1,40 +1,41 @@
 """The canary delivery job: one long-lived Temporal workflow per job.
 
 The workflow serialises everything that happens to one Deployment: edits seen by the watch,
-operator operations, timers. Handlers only record intent (state changes, an interrupt); the
-main loop acts on it, so every cluster write happens in one place and in one order. A
-release is a plain coroutine inside the main loop; operations that must stop it (terminate,
-promote, a newer version, new rules, delete) raise :class:`Interrupted` out of whatever it
-awaits, and the release cleans up before the main loop moves on.
+operator operations, timers. Handlers only record intent; the main loop acts on it, so every
+cluster write happens in one place and in one order. A release is a plain coroutine inside
+the main loop; what must stop it (delete, terminate, a missing Deployment, a newer version,
+promote, new rules) is read from that recorded intent by :meth:`_interrupt`, and raised as
+:class:`Interrupted` out of whatever the release awaits; the release cleans up before the
+main loop moves on.
 
-No I/O here: activities are called by name, and only pure modules are imported.
+The invariants this keeps (docs/design.md, "Invariants") are checked by the property test in
+tests/workflow/test_release_properties.py. No I/O here: activities are called through the
+table in :mod:`workflows.port`, and only pure modules are imported.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from enum import IntEnum
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import names
-    from workflows.images import validate_image
+    from workflows import names, port
+    from workflows.admission import OperationRejected, check
     from workflows.models import (
-        MAX_EVENTS,
-        MAX_VERSIONS,
         AttachRequest,
         CanaryJobInput,
         CanaryTemplateRequest,
         DetachRequest,
-        Event,
+        HoldStableRequest,
         JobDetails,
         JobState,
         JobVersions,
@@ -48,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
         RolloutRequest,
         ScaleRequest,
         SetImageRequest,
-        StepState,
+        StableRevisionRequest,
         StepStatus,
         Trigger,
         UpdateRulesRequest,
@@ -59,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         WorkloadRequest,
         WorkloadSnapshot,
         WriteTemplateRequest,
-        elapsed,
+        remaining,
         request_key,
     )
     from workflows.policy import (
@@ -77,8 +78,11 @@ with workflow.unsafe.imports_passed_through():
         SetCanaryScaleStep,
         SetWeightStep,
         describe_step,
+        validation_message,
     )
 
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 T = TypeVar("T")
 
 API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
@@ -89,9 +93,21 @@ POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeffici
 API_TIMEOUT = timedelta(seconds=30)
 # One readiness check; short, so an attempt lost with a dead worker is retried soon.
 POLL_ATTEMPT_TIMEOUT = timedelta(seconds=10)
-WATCH_HEARTBEAT = timedelta(seconds=30)
+# A dead worker's watch is retried elsewhere once its heartbeat is this late: edits are
+# noticed within a few seconds of a worker crash (the watch heartbeats every 0.5 s).
+WATCH_HEARTBEAT = timedelta(seconds=3)
+WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2.0,
+                          maximum_interval=timedelta(seconds=30))
+# How long a job in trouble (a refused write, a Deployment taken by another job) waits
+# before it tries again by itself.
+RETRY_TROUBLE = timedelta(minutes=1)
 MISSING_WORKLOAD_RECHECK = timedelta(minutes=1)
 RECENT_REQUESTS = 50
+
+# workflow.patched ids: runs that started on older code replay their old shape.
+PATCH_HELD_PROMOTION = "held-promotion"
+PATCH_WATCH_MISSING = "watch-missing-workload"
+PATCH_RELEASE_CONTINUE_AS_NEW = "continue-as-new-in-release"
 
 
 class Interrupt(IntEnum):
@@ -100,8 +116,9 @@ class Interrupt(IntEnum):
     RULES = 1
     PROMOTE = 2
     SUPERSEDE = 3
-    TERMINATE = 4
-    DELETE = 5
+    MISSING = 4
+    TERMINATE = 5
+    DELETE = 6
 
 
 class Interrupted(Exception):
@@ -112,21 +129,12 @@ class Interrupted(Exception):
         self.kind = kind
 
 
-class OperationRejected(ValueError):
-    """An operation the job's state does not allow now; its message goes back verbatim."""
-
-    kind = "OperationNotAllowed"
-    field: str | None = None
+class ReleaseFailed(Exception):
+    """The release cannot go on (a canary that never became Ready, a pause that ran out)."""
 
 
-class InvalidOperationInput(OperationRejected):
-    """An operation whose input can never work for this job; names the field to fix."""
-
-    kind = "InvalidOperationInput"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class ContinueAsNew(Exception):
+    """A paused release hands over to a fresh run; its state goes along."""
 
 
 @workflow.defn(name=names.WORKFLOW_TYPE)
@@ -139,14 +147,20 @@ class CanaryJobWorkflow:
         self.state: JobState = input.state.model_copy(deep=True) if input.state else JobState()
         self.max_history_events = input.max_history_events
         self.watch = input.watch
-        self._recheck = False
-        self._interrupt: Interrupt | None = None
-        self._interrupt_reason: str | None = None
-        self._interrupt_actor: str | None = None
-        self._continue_step: int | None = None
+        # Recorded intent, read by the main loop and by _interrupt().
+        self._delete: OperationRequest | None = None
+        self._terminate: OperationRequest | None = None
+        self._promote: OperationRequest | None = None
+        self._rules_changed = False
+        self._next: tuple[str, UpdateVersionRequest | RollbackRequest] | None = None
         self._pending_change: WorkloadSnapshot | None = None
-        self._ops: list[tuple[str, OperationRequest]] = []
-        self._releasing = False
+        self._pending_written = True  # False: the pending template is not in the Deployment now
+        self._reappeared: WorkloadSnapshot | None = None
+        self._opened_gate: int | None = None
+        self._continue_actor: str | None = None
+        self._recheck = False
+        self._trouble = False
+        self._writes = 0  # template writes by the job: a watch started before one is stale
         self._watch_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ main loop
@@ -171,25 +185,74 @@ class CanaryJobWorkflow:
             self._set_phase(self.state.phase)
         self._watch_task = asyncio.create_task(self._watch_loop())
         try:
+            if self.state.canary is not None:
+                await self._release(resume=True)
             while True:
-                await workflow.wait_condition(
-                    lambda: bool(self._ops) or self._pending_change is not None or self._should_continue_as_new()
-                )
-                if self._ops:
-                    operation, request = self._ops.pop(0)
-                    if operation == names.DELETE:
-                        await self._detach(request)
-                        await self._stop_watch()
-                        return "deleted"
-                    await self._run_operation(operation, request)
-                elif self._pending_change is not None:
-                    change, self._pending_change = self._pending_change, None
-                    await self._deliver_written(change, Trigger.EDIT, None, skip_steps=False)
-                elif self._should_continue_as_new():
-                    await self._continue_as_new()
+                if self._trouble:
+                    try:
+                        await workflow.wait_condition(self._has_work, timeout=RETRY_TROUBLE,
+                                                      timeout_summary="try again after the error")
+                    except TimeoutError:
+                        await self._recover()
+                        continue
+                else:
+                    await workflow.wait_condition(self._has_work)
+                if self._delete is not None:
+                    await self._detach(self._delete)
+                    await self._stop_watch()
+                    return "deleted"
+                await self._step_main_loop()
+        except ContinueAsNew:
+            await self._continue_as_new()
+            raise AssertionError("unreachable") from None
         finally:
             if self._watch_task is not None:
                 self._watch_task.cancel()
+
+    def _has_work(self) -> bool:
+        return (self._delete is not None or self._next is not None or self._pending_change is not None
+                or self._reappeared is not None or self._should_continue_as_new())
+
+    async def _step_main_loop(self) -> None:
+        """Act on one piece of recorded intent; a failure becomes the job's state, never its end."""
+        try:
+            if self._reappeared is not None:
+                snapshot, self._reappeared = self._reappeared, None
+                await self._take_over(snapshot)
+            elif self._next is not None:
+                operation, request = self._next
+                self._next = None
+                await self._run_operation(operation, request)
+            elif self._pending_change is not None:
+                await self._deliver_pending()
+            elif self._should_continue_as_new():
+                raise ContinueAsNew()
+        except ActivityError as error:
+            self._on_failure(error, "")
+
+    async def _recover(self) -> None:
+        """Try again what failed: take the Deployment over, or bring it back to rest."""
+        self._trouble = False
+        try:
+            if self.state.workload_missing:
+                snapshot = await self._call(port.INSPECT_WORKLOAD, WorkloadRequest(**self._ref()),
+                                            summary="look at the Deployment again")
+                await self._take_over(snapshot)
+            elif self.state.canary is None:
+                await self._settle()
+        except ActivityError as error:
+            self._on_failure(error, "")
+
+    def _on_failure(self, error: ActivityError, what: str) -> None:
+        """Turn a failed activity into the job's state: missing Deployment, or trouble to retry."""
+        message = _failure_message(error)
+        if _failure_type(error) == "WorkloadNotFound":
+            self._workload_gone(message)
+            return
+        self.state.last_error = f"{what}{message}"
+        self.state.add_event(workflow.now(), "error", self.state.last_error)
+        self._trouble = True
+        self._set_phase(Phase.ERROR)
 
     async def _stop_watch(self) -> None:
         """End the watch before the run ends: completing must be the run's last command."""
@@ -200,8 +263,11 @@ class CanaryJobWorkflow:
         await asyncio.gather(task, return_exceptions=True)
 
     def _should_continue_as_new(self) -> bool:
-        if self._ops or self._pending_change is not None or self._releasing:
+        if self._next is not None or self._pending_change is not None or self._delete is not None:
             return False
+        return self._history_long()
+
+    def _history_long(self) -> bool:
         info = workflow.info()
         if self.max_history_events is not None:
             return info.get_current_history_length() >= self.max_history_events
@@ -215,16 +281,14 @@ class CanaryJobWorkflow:
                            watch=self.watch)
         )
 
-    # ------------------------------------------------------------------ attach / detach
+    # ------------------------------------------------------------------ attach / detach / take over
 
     def _ref(self) -> dict[str, str]:
         return {"namespace": self.job.namespace, "name": self.job.workload.name, "job": self.job.name}
 
     async def _attach(self) -> None:
-        snapshot = await self._call(
-            "attach_workload", AttachRequest(**self._ref()), WorkloadSnapshot,
-            summary=f"attach Deployment {self.job.namespace}/{self.job.workload.name}",
-        )
+        snapshot = await self._call(port.ATTACH_WORKLOAD, AttachRequest(**self._ref()),
+                                    summary=f"attach Deployment {self.job.namespace}/{self.job.workload.name}")
         now = workflow.now()
         self.state.replicas = snapshot.replicas
         self.state.stable_replicas = snapshot.replicas
@@ -232,19 +296,60 @@ class CanaryJobWorkflow:
         self.state.stable = self._version(snapshot, Trigger.ATTACH, actor=None)
         self.state.stable.finished = now
         self.state.stable.outcome = Outcome.PROMOTED
-        self.state.history.append(self.state.stable.model_copy())
+        self.state.add_history(self.state.stable)
         self._event("attached", f"took over Deployment {self.job.workload.name}; "
                     f"revision {self.state.stable.revision} ({_images(snapshot.images)}) is stable")
         self._set_phase(Phase.HEALTHY)
 
+    async def _take_over(self, seen: WorkloadSnapshot) -> None:
+        """A Deployment of the job's name exists again: hold it as on attach.
+
+        What it runs now is what serves, so its template becomes the stable version (the same
+        revision when it is the stable template the job already knew).
+        """
+        snapshot = await self._call(port.ATTACH_WORKLOAD, AttachRequest(**self._ref()),
+                                    summary=f"take Deployment {self.job.workload.name} over again")
+        self.state.workload_missing = False
+        self.state.last_error = None
+        self.state.replicas = self.state.stable_replicas = snapshot.replicas
+        self.state.canary_replicas = 0
+        self.state.weight = self.state.actual_weight = 0
+        self._wrote(snapshot.template_hash)
+        stable = self.state.stable
+        if stable is None or stable.template_hash != snapshot.template_hash:
+            version = self._version(snapshot, Trigger.ATTACH, actor=None)
+            version.finished, version.outcome = workflow.now(), Outcome.PROMOTED
+            version.reason = "the Deployment was created again with this template"
+            self.state.stable = version
+            self.state.add_history(version)
+            stable = version
+        self._event("attached", f"Deployment {self.job.workload.name} is back; revision {stable.revision} "
+                    f"({_images(stable.images)}) is stable")
+        self._set_phase(Phase.HEALTHY)
+
+    def _workload_gone(self, message: str) -> None:
+        """The Deployment is missing: say so and wait for the watch to see it again."""
+        if not self.state.workload_missing:
+            self.state.workload_missing = True
+            self._event("workload-deleted", message)
+        self.state.last_error = message
+        self._pending_change = None
+        self._next = None
+        if self.state.canary is None:
+            self._set_phase(Phase.WORKLOAD_MISSING)
+
     async def _detach(self, request: OperationRequest) -> None:
         stable = self.state.stable
-        await self._call(
-            "detach_workload",
-            DetachRequest(**self._ref(), template=stable.template if stable else None,
-                          replicas=self.state.replicas),
-            None, summary="give the Deployment back",
-        )
+        try:
+            await self._call(
+                port.DETACH_WORKLOAD,
+                DetachRequest(**self._ref(), template=stable.template if stable else None,
+                              replicas=self.state.replicas),
+                summary="give the Deployment back",
+            )
+        except ActivityError as error:
+            # Nothing to give back can stop a delete; say what was left as it was.
+            self._event("error", f"giving the Deployment back failed: {_failure_message(error)}", request.actor)
         self._event("deleted", "job deleted; the Deployment runs on its own again", request.actor)
         self._set_phase(Phase.DELETED)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -255,58 +360,80 @@ class CanaryJobWorkflow:
         return Version(revision=revision, template_hash=snapshot.template_hash, images=snapshot.images,
                        trigger=trigger, started=workflow.now(), actor=actor, template=snapshot.template)
 
+    def _wrote(self, template_hash: str) -> None:
+        """The Deployment now holds ``template_hash`` by the job's hand: older watch results are stale."""
+        self.state.workload_hash = template_hash
+        self._writes += 1
+
     # ------------------------------------------------------------------ watch
 
     async def _watch_loop(self) -> None:
-        """Keep one watch on the Deployment running; every change lands in ``_pending_change``."""
+        """Keep one watch on the Deployment running; every change is recorded as intent."""
         while True:
-            known = self.state.workload_hash or ""
+            writes = self._writes
             try:
                 if not self.watch:
                     change = await self._recheck_on_nudge()
                 else:
-                    change = await workflow.execute_activity(
-                    "watch_workload",
-                    WatchRequest(**self._ref(), known_hash=known,
-                                 known_replicas=None if self._releasing else self.state.replicas),
-                    result_type=WorkloadChange,
-                    start_to_close_timeout=timedelta(hours=24),
-                    heartbeat_timeout=WATCH_HEARTBEAT,
-                    retry_policy=API_RETRY,
-                    summary="watch the Deployment for new versions",
-                )
+                    change = await self._watch_once()
             except ActivityError as error:
                 if isinstance(error.cause, CancelledError):
                     raise asyncio.CancelledError() from None
-                # Retrying cannot fix it (forbidden, say): tell the operator, look again later.
-                self.state.last_error = f"watching the Deployment failed: {_failure_message(error)}"
-                self._event("watch-failed", self.state.last_error)
-                await workflow.sleep(MISSING_WORKLOAD_RECHECK, summary="wait before watching again")
+                if _failure_type(error) == "WorkloadNotFound":
+                    change = WorkloadChange(kind="deleted")
+                else:
+                    # Retrying cannot fix it (forbidden, say): tell the operator, look again later.
+                    self.state.last_error = f"watching the Deployment failed: {_failure_message(error)}"
+                    self._event("watch-failed", self.state.last_error)
+                    await workflow.sleep(MISSING_WORKLOAD_RECHECK, summary="wait before watching again")
+                    continue
+            if writes != self._writes and change.kind != "deleted":
+                # The job wrote the template meanwhile: look again, from what it wrote.
+                self._recheck = self._recheck or not self.watch
                 continue
             self._on_workload_change(change)
-            if change.kind == "deleted" and self.watch:
+            if change.kind == "deleted" and self.watch and not workflow.patched(PATCH_WATCH_MISSING):
                 await workflow.sleep(MISSING_WORKLOAD_RECHECK, summary="wait for the Deployment to return")
+
+    async def _watch_once(self) -> WorkloadChange:
+        missing = self.state.workload_missing and workflow.patched(PATCH_WATCH_MISSING)
+        request = WatchRequest(**self._ref(), known_hash=self.state.workload_hash or "",
+                               known_replicas=None if self.state.canary is not None else self.state.replicas,
+                               known_missing=missing)
+        change: WorkloadChange = await workflow.execute_activity(
+            port.WATCH_WORKLOAD.name, request, result_type=WorkloadChange,
+            start_to_close_timeout=timedelta(hours=24), heartbeat_timeout=WATCH_HEARTBEAT,
+            retry_policy=WATCH_RETRY,
+            summary="wait for the Deployment to come back" if missing else "watch the Deployment for new versions",
+        )
+        return change
 
     async def _recheck_on_nudge(self) -> WorkloadChange:
         await workflow.wait_condition(lambda: self._recheck)
         self._recheck = False
-        snapshot = await self._call("inspect_workload", WorkloadRequest(**self._ref()), WorkloadSnapshot,
-                                    summary="look at the Deployment again")
+        try:
+            snapshot = await self._call(port.INSPECT_WORKLOAD, WorkloadRequest(**self._ref()),
+                                        summary="look at the Deployment again")
+        except ActivityError as error:
+            if _failure_type(error) == "WorkloadNotFound":
+                return WorkloadChange(kind="deleted")
+            raise
+        if self.state.workload_missing:
+            return WorkloadChange(kind="created", snapshot=snapshot)
         kind = "template" if snapshot.template_hash != self.state.workload_hash else "replicas"
         return WorkloadChange(kind=kind, snapshot=snapshot)
 
     def _on_workload_change(self, change: WorkloadChange) -> None:
         if change.kind == "deleted":
-            if not self.state.workload_missing:
-                self.state.workload_missing = True
-                self.state.last_error = f"Deployment {self.job.workload.name} was deleted"
-                self._event("workload-deleted", self.state.last_error)
+            self._workload_gone(f"Deployment {self.job.workload.name} was deleted")
             return
-        self.state.workload_missing = False
         snapshot = change.snapshot
         if snapshot is None:
             return
-        if change.kind == "replicas" and not self._releasing:
+        if change.kind == "created" or self.state.workload_missing:
+            self._reappeared = snapshot
+            return
+        if change.kind == "replicas" and self.state.canary is None:
             if snapshot.replicas != self.state.replicas:
                 self._event("scaled", f"Deployment scaled from {self.state.replicas} to {snapshot.replicas}")
                 self.state.replicas = snapshot.replicas
@@ -314,113 +441,143 @@ class CanaryJobWorkflow:
         if snapshot.template_hash == self.state.workload_hash:
             return
         self.state.workload_hash = snapshot.template_hash
-        self._pending_change = snapshot
-        if self._releasing:
-            self._raise_interrupt(Interrupt.SUPERSEDE, "the Deployment's pod template changed again", None)
+        if self._pending_change is not None or self._next is not None:
+            self._event("superseded", f"{_images(snapshot.images)} supersedes the change that was waiting")
+        self._next = None
+        self._pending_change, self._pending_written = snapshot, True
 
     # ------------------------------------------------------------------ operations (main loop side)
 
-    async def _run_operation(self, operation: str, request: OperationRequest) -> None:
+    async def _run_operation(self, operation: str, request: UpdateVersionRequest | RollbackRequest) -> None:
         if isinstance(request, UpdateVersionRequest):
             snapshot = await self._call(
-                "set_image", SetImageRequest(**self._ref(), image=request.image,
-                                             container=None if request.container == "*" else request.container),
-                WorkloadSnapshot, summary=f"set image {request.image}",
+                port.SET_IMAGE, SetImageRequest(**self._ref(), image=request.image,
+                                                container=None if request.container == "*" else request.container),
+                summary=f"set image {request.image}",
             )
+            self._wrote(snapshot.template_hash)
             await self._deliver_written(snapshot, Trigger.UPDATE_VERSION, request.actor, skip_steps=False)
-        elif isinstance(request, RollbackRequest):
-            version = self._find_version(request.revision)
-            assert version is not None and version.template is not None
-            snapshot = await self._call(
-                "write_template", WriteTemplateRequest(**self._ref(), template=version.template),
-                WorkloadSnapshot, summary=f"write revision {request.revision} back to the Deployment",
-            )
+        else:
+            version = self.state.find_version(request.revision)
+            if version is None or version.template is None:
+                self._event("rejected", f"revision {request.revision} is no longer kept", request.actor)
+                return
+            snapshot = await self._write_template(version.template,
+                                                  f"write revision {request.revision} back to the Deployment")
             await self._deliver_written(snapshot, Trigger.ROLLBACK, request.actor, skip_steps=request.skip_steps)
+
+    async def _write_template(self, template: dict[str, Any], summary: str) -> WorkloadSnapshot:
+        snapshot = await self._call(port.WRITE_TEMPLATE, WriteTemplateRequest(**self._ref(), template=template),
+                                    summary=summary)
+        self._wrote(snapshot.template_hash)
+        return snapshot
+
+    async def _deliver_pending(self) -> None:
+        """Deliver the user's newest edit; first put it back if a promotion had set it aside."""
+        snapshot = self._pending_change
+        assert snapshot is not None
+        if not self._pending_written:
+            snapshot = await self._write_template(snapshot.template, "put the edit made during the promotion back")
+        self._pending_change, self._pending_written = None, True
+        await self._deliver_written(snapshot, Trigger.EDIT, None, skip_steps=False)
 
     async def _deliver_written(self, snapshot: WorkloadSnapshot, trigger: Trigger, actor: str | None,
                                *, skip_steps: bool) -> None:
-        """Deliver the template now in the Deployment, unless it is the stable one.
-
-        Also used for templates the job wrote itself: the watch sees those too, but finds the
-        hash already known and reports nothing new.
-        """
+        """Deliver the template now in the Deployment, unless it is the stable one."""
         self.state.workload_hash = snapshot.template_hash
-        self._pending_change = None
+        if self._pending_change is not None and self._pending_change.template_hash == snapshot.template_hash:
+            self._pending_change = None
         if self.state.stable is not None and snapshot.template_hash == self.state.stable.template_hash:
             self._event("in-sync", f"the Deployment is back on stable revision {self.state.stable.revision}",
                         actor)
             self._set_phase(Phase.HEALTHY)
             return
-        await self._deliver(snapshot, trigger, actor=actor, skip_steps=skip_steps)
+        self.state.canary = self._version(snapshot, trigger, actor)
+        await self._release(resume=False, skip_steps=skip_steps)
 
     # ------------------------------------------------------------------ a release
 
-    async def _deliver(self, snapshot: WorkloadSnapshot, trigger: Trigger, *, actor: str | None,
-                       skip_steps: bool) -> None:
-        """Run one release to its end: promoted, failed, terminated or superseded."""
-        canary = self._version(snapshot, trigger, actor)
-        self.state.canary = canary
-        self.state.last_error = None
-        self._releasing = True
-        self._continue_step = None
-        self._clear_interrupt()
-        self._reset_steps()
-        self._event("release-started", f"revision {canary.revision} ({_images(canary.images)}) "
-                    f"started by {trigger.value}", actor)
-        self._set_phase(Phase.PROGRESSING)
+    async def _release(self, *, resume: bool, skip_steps: bool = False) -> None:
+        """Run the release of ``state.canary`` to its end: promoted, failed, terminated or superseded.
+
+        ``resume``: a run that continued-as-new mid-release picks it up at its current step.
+        """
+        canary = self.state.canary
+        assert canary is not None
+        self._rules_changed = False
+        self._promote = None
+        start = 0
+        if resume:
+            start = self.state.current_step or 0
+        else:
+            self.state.last_error = None
+            self.state.reset_steps(self.job.steps)
+            self._event("release-started", f"revision {canary.revision} ({_images(canary.images)}) "
+                        f"started by {canary.trigger.value}", canary.actor)
+            self._set_phase(Phase.PROGRESSING)
+        handed_over = False
         try:
-            await self._interruptible(self._call(
-                "prepare_canary",
-                CanaryTemplateRequest(**self._ref(), template=snapshot.template,
-                                      template_hash=snapshot.template_hash),
-                None, summary=f"prepare canary revision {canary.revision}",
-            ))
+            if not resume:
+                await self._interruptible(self._call(
+                    port.PREPARE_CANARY,
+                    CanaryTemplateRequest(**self._ref(), template=canary.template or {},
+                                          template_hash=canary.template_hash),
+                    summary=f"prepare canary revision {canary.revision}",
+                ))
             if skip_steps:
-                self._skip_steps_from(0, "skipped: rollback without steps")
+                self.state.skip_steps(workflow.now(), 0, None, "skipped: rollback without steps")
             else:
-                await self._run_steps()
-            await self._promote()
+                await self._run_steps(start)
+            await self._promote_canary()
+        except ContinueAsNew:
+            handed_over = True
+            raise
         except Interrupted as interrupted:
             await self._end_interrupted(interrupted.kind)
         except ReleaseFailed as failure:
             await self._abort(Outcome.FAILED, str(failure), actor=None)
         except ActivityError as error:
-            await self._abort(Outcome.FAILED, _failure_message(error), actor=None)
+            if _failure_type(error) == "WorkloadNotFound":
+                await self._end_interrupted(Interrupt.MISSING)
+            else:
+                await self._abort(Outcome.FAILED, _failure_message(error), actor=None)
         finally:
-            self._releasing = False
-            self._continue_step = None
-            self.state.current_step = None
-            self.state.pause_until = None
+            if not handed_over:
+                self._opened_gate = None
+                self.state.current_step = None
+                self.state.pause_until = None
 
-    async def _run_steps(self) -> None:
-        index = 0
+    async def _run_steps(self, index: int) -> None:
         while index < len(self.job.steps):
             step = self.job.steps[index]
             self.state.current_step = index
-            self._mark(index, StepStatus.RUNNING)
+            self.state.mark_step(workflow.now(), index, StepStatus.RUNNING)
             try:
                 await self._run_step(index, step)
             except Interrupted as interrupted:
                 if interrupted.kind == Interrupt.RULES:
-                    self._clear_interrupt()
-                    self._reset_steps()
+                    self._rules_changed = False
+                    self.state.reset_steps(self.job.steps)
                     index = resume_index(self.job.steps, self.state.weight)
-                    self._skip_steps_until(index, "skipped: the rules changed")
+                    self.state.skip_steps(workflow.now(), 0, index, "skipped: the rules changed")
                     continue
                 if interrupted.kind == Interrupt.PROMOTE:
-                    self._mark(index, StepStatus.SKIPPED, "skipped: promoted")
-                    self._skip_steps_from(index + 1, "skipped: promoted")
+                    self._promote = None
+                    self.state.mark_step(workflow.now(), index, StepStatus.SKIPPED, "skipped: promoted")
+                    self.state.skip_steps(workflow.now(), index + 1, None, "skipped: promoted")
                     return
-                self._mark(index, StepStatus.FAILED if interrupted.kind != Interrupt.SUPERSEDE
-                           else StepStatus.SKIPPED, interrupted.kind.name.lower())
+                self.state.mark_step(workflow.now(), index, StepStatus.FAILED if interrupted.kind != Interrupt.SUPERSEDE
+                                     else StepStatus.SKIPPED, interrupted.kind.name.lower())
                 raise
             except ActivityError as error:
-                self._mark(index, StepStatus.FAILED, _failure_message(error))
+                if _failure_type(error) == "WorkloadNotFound":
+                    raise
+                self.state.mark_step(workflow.now(), index, StepStatus.FAILED, _failure_message(error))
                 raise ReleaseFailed(f"step {index + 1} ({describe_step(step)}): {_failure_message(error)}") from None
             except ReleaseFailed as failure:
-                self._mark(index, StepStatus.FAILED, str(failure))
+                self.state.mark_step(workflow.now(), index, StepStatus.FAILED, str(failure))
                 raise
-            self._mark(index, StepStatus.SUCCEEDED)
+            self.state.mark_step(workflow.now(), index, StepStatus.SUCCEEDED)
             index += 1
 
     async def _run_step(self, index: int, step: SetWeightStep | PauseStep | SetCanaryScaleStep) -> None:
@@ -444,44 +601,54 @@ class CanaryJobWorkflow:
         the new pods are Ready. Shrinking the canary goes the other way round.
         """
         stable = max(0, stable)
-        canary_hash = self.state.canary.template_hash if self.state.canary else ""
         if canary >= self.state.canary_replicas:
-            await self._scale("scale_canary", canary, f"{label}: scale canary to {canary}")
-            await self._wait_canary_ready(canary, canary_hash, label)
-            await self._scale("scale_stable", stable, f"{label}: scale stable to {stable}")
+            await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
+            await self._interruptible(self._wait_canary_ready(canary, label))
+            await self._scale(port.SCALE_STABLE, stable, f"{label}: scale stable to {stable}")
         else:
-            await self._scale("scale_stable", stable, f"{label}: scale stable to {stable}")
-            await self._scale("scale_canary", canary, f"{label}: scale canary to {canary}")
+            await self._scale(port.SCALE_STABLE, stable, f"{label}: scale stable to {stable}")
+            await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
         self.state.canary_replicas = canary
         self.state.stable_replicas = stable
         self.state.actual_weight = effective_weight(canary, stable)
         self._set_phase(Phase.PROGRESSING)
 
-    async def _scale(self, activity: str, replicas: int, summary: str) -> None:
-        await self._interruptible(self._call(activity, ScaleRequest(**self._ref(), replicas=replicas), None,
+    async def _scale(self, activity: port.Activity[ScaleRequest, None], replicas: int, summary: str) -> None:
+        await self._interruptible(self._call(activity, ScaleRequest(**self._ref(), replicas=replicas),
                                              summary=summary))
 
-    async def _wait_canary_ready(self, replicas: int, template_hash: str, label: str) -> None:
-        await self._interruptible(workflow.execute_activity(
-            "wait_canary_ready",
-            ReadyRequest(**self._ref(), replicas=replicas, template_hash=template_hash),
+    async def _wait_canary_ready(self, replicas: int, label: str) -> None:
+        canary_hash = self.state.canary.template_hash if self.state.canary else ""
+        await workflow.execute_activity(
+            port.WAIT_CANARY_READY.name,
+            ReadyRequest(**self._ref(), replicas=replicas, template_hash=canary_hash),
             start_to_close_timeout=POLL_ATTEMPT_TIMEOUT,
             schedule_to_close_timeout=self.job.progress_deadline,
             retry_policy=POLL_RETRY,
             summary=f"{label}: wait for {replicas} canary pods Ready",
-        ))
+        )
 
     async def _pause(self, index: int, step: PauseStep) -> None:
         timeout = step.pause.duration if step.pause.duration is not None else self.job.max_pause
-        self.state.pause_until = workflow.now() + timeout if timeout is not None else None
+        resumed_until = self.state.pause_until if self.state.current_step == index else None
+        if resumed_until is not None and self.state.phase == Phase.PAUSED:
+            # A resumed pause keeps its end (and a timer needs a positive length).
+            timeout = max(timedelta(seconds=1), remaining(workflow.now(), resumed_until) or timedelta(0))
+        else:
+            self.state.gate += 1
+            self.state.pause_until = workflow.now() + timeout if timeout is not None else None
+        gate = self.state.gate
         self._set_phase(Phase.PAUSED)
         label = f"step {index + 1}: {describe_step(step)}"
-        evicted = False
+        evicted = handed_over = False
         try:
             await self._interruptible(workflow.wait_condition(
-                lambda: self._continue_step == index, timeout=timeout, timeout_summary=label,
+                lambda: self._opened_gate == gate or self._can_hand_over(), timeout=timeout, timeout_summary=label,
             ))
-            self._event("continued", f"step {index + 1} continued", self._interrupt_actor)
+            if self._opened_gate != gate:
+                handed_over = True
+                raise ContinueAsNew()
+            self._event("continued", f"step {index + 1} continued", self._continue_actor)
         except TimeoutError:
             if (step.pause.on_timeout or self.job.on_pause_timeout) == PauseTimeoutAction.ROLLBACK:
                 raise ReleaseFailed(f"{label} timed out and its policy is to roll back") from None
@@ -491,107 +658,206 @@ class CanaryJobWorkflow:
             evicted = True
             raise
         finally:
-            self.state.pause_until = None
-            if not evicted:
+            if not evicted and not handed_over:
+                self.state.pause_until = None
                 self._set_phase(Phase.PROGRESSING)
 
-    async def _promote(self) -> None:
+    def _can_hand_over(self) -> bool:
+        """A long release continues-as-new while it waits at a pause (never mid-step)."""
+        return self._interrupt() is None and self._history_long() and workflow.patched(PATCH_RELEASE_CONTINUE_AS_NEW)
+
+    async def _promote_canary(self) -> None:
         canary = self.state.canary
         assert canary is not None
         self._set_phase(Phase.PROMOTING)
         self.state.current_step = None
+        if not workflow.patched(PATCH_HELD_PROMOTION):
+            await self._promote_by_rollout(canary)
+            return
+        replicas, label = self.state.replicas, f"promote revision {canary.revision}"
+        try:
+            # 1. The canary carries all the traffic while the Deployment changes version.
+            await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=replicas),
+                             summary=f"{label}: scale canary to {replicas}")
+            await self._wait_canary_ready(replicas, label)
+        except ActivityError as error:
+            if _failure_type(error) == "WorkloadNotFound":
+                raise
+            raise ReleaseFailed(f"promotion: {_failure_message(error)}") from None
+        self.state.canary_replicas = replicas
+        try:
+            # 2. The paused Deployment, emptied, gets the canary's ReplicaSet and grows it.
+            await self._hold_stable(canary, 0)
+            await self._hold_stable(canary, replicas)
+            await workflow.execute_activity(
+                port.WAIT_STABLE_ROLLED_OUT.name,
+                RolloutRequest(**self._ref(), replicas=replicas, template_hash=canary.template_hash, held=True),
+                start_to_close_timeout=POLL_ATTEMPT_TIMEOUT, schedule_to_close_timeout=self.job.progress_deadline,
+                retry_policy=POLL_RETRY, summary=f"{label}: wait for the Deployment's pods",
+            )
+        except ActivityError as error:
+            if _failure_type(error) == "WorkloadNotFound":
+                raise
+            await self._restore_stable(f"promotion failed: {_failure_message(error)}")
+            return
+        await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=0), summary="scale the canary down")
+        self._promoted(canary)
+
+    async def _hold_stable(self, version: Version, replicas: int, *, replacing: str | None = None) -> None:
+        """Hold the Deployment on ``version`` at ``replicas``; an edit found there waits its turn.
+
+        ``replacing``: the template hash the job itself means to replace (a failed promotion's).
+        """
+        request_fields = {**self._ref(), "template": version.template or {}, "template_hash": version.template_hash}
+        if replicas == 0:
+            held = await self._call(port.PREPARE_STABLE, StableRevisionRequest(**request_fields),
+                                    summary=f"give the Deployment a ReplicaSet for revision {version.revision}")
+        else:
+            held = await self._call(port.HOLD_STABLE, HoldStableRequest(**request_fields, replicas=replicas),
+                                    summary=f"scale the Deployment to {replicas} on revision {version.revision}")
+        self.state.stable_replicas = replicas
+        if held.displaced is not None:
+            self._wrote(version.template_hash)
+            if held.displaced.template_hash not in (version.template_hash, replacing):
+                self._event("edit-held", f"an edit ({_images(held.displaced.images)}) arrived while the Deployment "
+                            "was changing version; it is the next release")
+                self._pending_change, self._pending_written = held.displaced, False
+
+    async def _restore_stable(self, reason: str) -> None:
+        """Put the Deployment back on the stable version after a failed promotion, paused."""
+        stable = self.state.stable
+        assert stable is not None and stable.template is not None
+        self._set_phase(Phase.ROLLING_BACK)
+        replicas = self.state.replicas
+        failed = self.state.canary.template_hash if self.state.canary else None
+        await self._hold_stable(stable, 0, replacing=failed)
+        await self._hold_stable(stable, replicas, replacing=failed)
+        await workflow.execute_activity(
+            port.WAIT_STABLE_ROLLED_OUT.name,
+            RolloutRequest(**self._ref(), replicas=replicas, template_hash=stable.template_hash, held=True),
+            start_to_close_timeout=POLL_ATTEMPT_TIMEOUT, retry_policy=POLL_RETRY,
+            summary=f"restore revision {stable.revision} on the Deployment's pods",
+        )
+        await self._abort(Outcome.FAILED, reason, actor=None)
+
+    async def _promote_by_rollout(self, canary: Version) -> None:
+        """How runs started on older code promote: unpause the Deployment and let it roll out."""
         request = self._ref()
-        await self._call("promote_stable", PromoteRequest(**request, replicas=self.state.replicas), None,
+        await self._call(port.PROMOTE_STABLE, PromoteRequest(**request, replicas=self.state.replicas),
                          summary=f"promote revision {canary.revision}: roll the Deployment out")
         await workflow.execute_activity(
-            "wait_stable_rolled_out",
+            port.WAIT_STABLE_ROLLED_OUT.name,
             RolloutRequest(**request, replicas=self.state.replicas, template_hash=canary.template_hash),
             start_to_close_timeout=POLL_ATTEMPT_TIMEOUT,
             schedule_to_close_timeout=self.job.progress_deadline,
             retry_policy=POLL_RETRY,
             summary=f"promote revision {canary.revision}: wait for the Deployment to roll out",
         )
-        await self._call("pause_stable", WorkloadRequest(**request), None,
+        await self._call(port.PAUSE_STABLE, WorkloadRequest(**request),
                          summary="hold the Deployment for the next release")
-        await self._call("scale_canary", ScaleRequest(**request, replicas=0), None,
-                         summary="scale the canary down")
+        await self._call(port.SCALE_CANARY, ScaleRequest(**request, replicas=0), summary="scale the canary down")
+        self._promoted(canary)
+
+    def _promoted(self, canary: Version) -> None:
         self.state.canary_replicas = 0
         self.state.stable_replicas = self.state.replicas
         self.state.weight = self.state.actual_weight = 0
-        self._finish_canary(Outcome.PROMOTED, None)
+        self.state.finish_canary(workflow.now(), Outcome.PROMOTED, None)
         self._event("promoted", f"revision {canary.revision} ({_images(canary.images)}) is stable")
         self.state.stable = canary
-        self.state.canary = None
         self._set_phase(Phase.HEALTHY)
 
     async def _end_interrupted(self, kind: Interrupt) -> None:
-        reason, actor = self._interrupt_reason, self._interrupt_actor
-        self._clear_interrupt()
-        if kind == Interrupt.TERMINATE:
-            await self._abort(Outcome.TERMINATED, reason or "terminated by an operator", actor=actor)
+        if kind == Interrupt.MISSING:
+            # Deleting the Deployment took the canary with it (ownerReference): nothing to write.
+            canary = self.state.canary
+            reason = f"Deployment {self.job.workload.name} was deleted"
+            self.state.finish_canary(workflow.now(), Outcome.FAILED, reason)
+            if canary is not None:
+                self._event(Outcome.FAILED.value, f"revision {canary.revision}: {reason}")
+            self.state.canary_replicas = self.state.weight = self.state.actual_weight = 0
+            self._workload_gone(reason)
+            self._set_phase(Phase.WORKLOAD_MISSING)
+        elif kind == Interrupt.TERMINATE:
+            request, self._terminate = self._terminate, None
+            assert request is not None
+            await self._abort(Outcome.TERMINATED, request.reason or "terminated by an operator", actor=request.actor)
         elif kind == Interrupt.DELETE:
-            await self._abort(Outcome.TERMINATED, "the job is being deleted", actor=actor)
+            assert self._delete is not None
+            await self._abort(Outcome.TERMINATED, "the job is being deleted", actor=self._delete.actor)
         else:
-            outcome = Outcome.ROLLED_BACK if any(op == names.ROLLBACK for op, _ in self._ops) else (
-                Outcome.SUPERSEDED)
-            await self._abort(outcome, reason or "a newer version replaced it", actor=actor, final=False)
+            request = self._next[1] if self._next is not None else None
+            if isinstance(request, RollbackRequest):
+                outcome, reason = Outcome.ROLLED_BACK, f"rolled back to revision {request.revision}"
+            elif request is not None:
+                outcome, reason = Outcome.SUPERSEDED, "a new version was set"
+            else:
+                outcome, reason = Outcome.SUPERSEDED, "the Deployment's pod template changed again"
+            await self._abort(outcome, reason, actor=request.actor if request else None, final=False)
 
     async def _abort(self, outcome: Outcome, reason: str, *, actor: str | None, final: bool = True) -> None:
         """Send all traffic back to stable and scale the canary down; record why."""
         self._set_phase(Phase.ROLLING_BACK)
-        request = self._ref()
-        # Stable first, so capacity never dips while the canary goes away.
-        await self._call("scale_stable", ScaleRequest(**request, replicas=self.state.replicas), None,
-                         summary="roll back: scale stable to full size")
-        await self._call("scale_canary", ScaleRequest(**request, replicas=0), None,
-                         summary="roll back: scale the canary down")
-        self.state.canary_replicas = 0
-        self.state.stable_replicas = self.state.replicas
-        self.state.weight = self.state.actual_weight = 0
         canary = self.state.canary
-        self._finish_canary(outcome, reason, actor)
-        self.state.canary = None
+        self.state.finish_canary(workflow.now(), outcome, reason, actor)
         if canary is not None:
             self._event(outcome.value, f"revision {canary.revision}: {reason}", actor)
         if outcome == Outcome.FAILED:
             self.state.last_error = f"revision {canary.revision if canary else '?'} failed: {reason}"
+        try:
+            await self._settle()
+        except ActivityError as error:
+            self._on_failure(error, "rolling back: ")
+            return
         if final:
             self._set_phase(Phase.FAILED if outcome == Outcome.FAILED else Phase.TERMINATED)
         else:
             self._set_phase(Phase.HEALTHY)
 
-    def _finish_canary(self, outcome: Outcome, reason: str | None, actor: str | None = None) -> None:
-        canary = self.state.canary
-        if canary is None:
-            return
-        canary.finished = workflow.now()
-        canary.outcome = outcome
-        canary.reason = reason
-        if actor:
-            canary.actor = actor
-        self.state.history.append(canary.model_copy())
-        self._trim_history()
-
-    def _trim_history(self) -> None:
-        history = self.state.history
-        if len(history) > MAX_VERSIONS:
-            del history[: len(history) - MAX_VERSIONS]
-        # Only the newest versions keep their template: enough to roll back, bounded in size.
-        for version in history[: max(0, len(history) - MAX_VERSIONS // 2)]:
-            version.template = None
+    async def _settle(self) -> None:
+        """Stable at full size, canary at zero: where the job rests between releases."""
+        request = self._ref()
+        # Stable first, so capacity never dips while the canary goes away.
+        await self._call(port.SCALE_STABLE, ScaleRequest(**request, replicas=self.state.replicas),
+                         summary="roll back: scale stable to full size")
+        await self._call(port.SCALE_CANARY, ScaleRequest(**request, replicas=0),
+                         summary="roll back: scale the canary down")
+        self.state.canary_replicas = 0
+        self.state.stable_replicas = self.state.replicas
+        self.state.weight = self.state.actual_weight = 0
+        if self.state.phase == Phase.ERROR:
+            self.state.last_error = None
+            self._set_phase(Phase.HEALTHY)
 
     # ------------------------------------------------------------------ interrupts and calls
 
+    def _interrupt(self) -> Interrupt | None:
+        """What the running release must stop for, derived from the recorded intent."""
+        if self._delete is not None:
+            return Interrupt.DELETE
+        if self._terminate is not None:
+            return Interrupt.TERMINATE
+        if self.state.workload_missing:
+            return Interrupt.MISSING
+        if self._next is not None or self._pending_change is not None:
+            return Interrupt.SUPERSEDE
+        if self._promote is not None:
+            return Interrupt.PROMOTE
+        if self._rules_changed:
+            return Interrupt.RULES
+        return None
+
     async def _interruptible(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` unless an interrupt arrives first; then cancel it and raise."""
-        if self._interrupt is not None:
+        kind = self._interrupt()
+        if kind is not None:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()
             elif isinstance(awaitable, asyncio.Future):
                 awaitable.cancel()
-            raise Interrupted(self._interrupt)
+            raise Interrupted(kind)
         task = asyncio.ensure_future(awaitable)
-        interrupted = asyncio.ensure_future(workflow.wait_condition(lambda: self._interrupt is not None))
+        interrupted = asyncio.ensure_future(workflow.wait_condition(lambda: self._interrupt() is not None))
         await workflow.wait([task, interrupted], return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             interrupted.cancel()
@@ -601,67 +867,25 @@ class CanaryJobWorkflow:
             await task
         except (asyncio.CancelledError, ActivityError):
             pass
-        assert self._interrupt is not None
-        raise Interrupted(self._interrupt)
+        kind = self._interrupt()
+        assert kind is not None
+        raise Interrupted(kind)
 
-    def _raise_interrupt(self, kind: Interrupt, reason: str | None, actor: str | None) -> None:
-        if self._interrupt is None or kind > self._interrupt:
-            self._interrupt = kind
-            self._interrupt_reason = reason
-            self._interrupt_actor = actor
-
-    def _clear_interrupt(self) -> None:
-        self._interrupt = None
-        self._interrupt_reason = None
-
-    async def _call(self, activity: str, request: Any, result_type: type[T] | None, *, summary: str) -> T:
-        result: T = await workflow.execute_activity(
-            activity, request, result_type=result_type, start_to_close_timeout=API_TIMEOUT,
+    async def _call(self, activity: port.Activity[Req, Res], request: Req, *, summary: str) -> Res:
+        result: Res = await workflow.execute_activity(
+            activity.name, request, result_type=activity.result, start_to_close_timeout=API_TIMEOUT,
             retry_policy=API_RETRY, summary=summary,
         )
         return result
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _reset_steps(self) -> None:
-        self.state.steps = [StepState(index=i, description=describe_step(step))
-                            for i, step in enumerate(self.job.steps)]
-
-    def _mark(self, index: int, status: StepStatus, message: str | None = None) -> None:
-        if index >= len(self.state.steps):
-            return
-        step = self.state.steps[index]
-        now = workflow.now()
-        if status == StepStatus.RUNNING:
-            step.started = now
-            step.finished = None
-        else:
-            step.finished = now
-        step.status = status
-        step.message = message
-
-    def _skip_steps_from(self, start: int, message: str) -> None:
-        for index in range(start, len(self.state.steps)):
-            self._mark(index, StepStatus.SKIPPED, message)
-
-    def _skip_steps_until(self, end: int, message: str) -> None:
-        for index in range(0, min(end, len(self.state.steps))):
-            self._mark(index, StepStatus.SKIPPED, message)
-
     def _set_phase(self, phase: Phase) -> None:
         self.state.phase = phase
         workflow.upsert_search_attributes([CANARY_PHASE.value_set(phase.value)])
 
     def _event(self, kind: str, message: str, actor: str | None = None) -> None:
-        self.state.events.append(Event(at=workflow.now(), kind=kind, message=message, actor=actor))
-        if len(self.state.events) > MAX_EVENTS:
-            del self.state.events[: len(self.state.events) - MAX_EVENTS]
-
-    def _find_version(self, revision: int) -> Version | None:
-        for version in [*self.state.history, self.state.stable, self.state.canary]:
-            if version is not None and version.revision == revision:
-                return version
-        return None
+        self.state.add_event(workflow.now(), kind, message, actor)
 
     # ------------------------------------------------------------------ operation handlers
     #
@@ -670,55 +894,7 @@ class CanaryJobWorkflow:
     # the same check and the same apply; a rejected signal is recorded as an event.
 
     def _check(self, operation: str, request: OperationRequest) -> None:
-        phase = self.state.phase
-        if phase == Phase.DELETED:
-            raise OperationRejected("the job is deleted")
-        if phase == Phase.INITIALIZING and operation != names.DELETE:
-            raise OperationRejected("the job is still attaching to its Deployment")
-        if operation == names.CONTINUE:
-            if phase != Phase.PAUSED:
-                raise OperationRejected(f"nothing to continue: the job is {phase.value}, not paused")
-        elif operation in (names.PROMOTE, names.TERMINATE):
-            if not self._releasing:
-                raise OperationRejected(f"no release is running (the job is {phase.value})")
-            if phase == Phase.PROMOTING and operation == names.TERMINATE:
-                raise OperationRejected("the release is already being promoted; it can no longer be terminated")
-            if phase == Phase.ROLLING_BACK:
-                raise OperationRejected("the release is already being rolled back")
-        elif isinstance(request, UpdateVersionRequest):
-            try:
-                validate_image(request.image)
-            except ValueError as error:
-                raise InvalidOperationInput("image", str(error)) from None
-            containers = self._containers()
-            if request.container is None and len(containers) > 1:
-                raise InvalidOperationInput("container",
-                    f"the pod template has {len(containers)} containers ({', '.join(containers)}): "
-                    "name one with container, or use container '*' to set them all")
-            if request.container not in (None, "*") and request.container not in containers:
-                raise InvalidOperationInput("container",
-                    f"container {request.container!r} is not in the pod template; "
-                    f"containers: {', '.join(containers) or 'none'}")
-        elif isinstance(request, RollbackRequest):
-            version = self._find_version(request.revision)
-            if version is None:
-                known = sorted({v.revision for v in self.state.history} | (
-                    {self.state.stable.revision} if self.state.stable else set()))
-                raise InvalidOperationInput("revision", f"unknown revision {request.revision}; known revisions: "
-                                            f"{', '.join(map(str, known)) or 'none'}")
-            if version.template is None:
-                raise InvalidOperationInput(
-                    "revision", f"revision {request.revision} is too old: its pod template was not kept")
-        elif isinstance(request, UpdateRulesRequest):
-            try:
-                DeliveryRules.model_validate(request.rules)
-            except ValidationError as error:
-                first = ".".join(str(p) for p in error.errors()[0]["loc"]) if error.errors() else ""
-                raise InvalidOperationInput(f"rules.{first}".rstrip("."), _validation_message(error)) from None
-
-    def _containers(self) -> list[str]:
-        source = self.state.canary or self.state.stable
-        return sorted(source.images) if source else []
+        check(operation, request, self.state, f"{self.job.namespace}/{self.job.workload.name}")
 
     def _apply(self, operation: str, request: OperationRequest) -> OperationResult:
         key = request_key(operation, request)
@@ -730,58 +906,69 @@ class CanaryJobWorkflow:
             del self.state.recent_requests[:-RECENT_REQUESTS]
         actor = request.actor
         if operation == names.CONTINUE:
-            if self._continue_step == self.state.current_step:
+            if self._opened_gate == self.state.gate:
                 return OperationResult(message="already continuing", phase=self.state.phase)
-            self._continue_step = self.state.current_step
-            self._interrupt_actor = actor
+            self._opened_gate = self.state.gate
+            self._continue_actor = actor
             message = f"continuing from step {(self.state.current_step or 0) + 1}"
         elif operation == names.PROMOTE:
-            if self.state.phase == Phase.PROMOTING or self._interrupt == Interrupt.PROMOTE:
+            if self.state.phase == Phase.PROMOTING or self._promote is not None:
                 return OperationResult(message="already promoting", phase=self.state.phase)
-            self._raise_interrupt(Interrupt.PROMOTE, request.reason, actor)
+            self._promote = request
             self._event("promote-requested", "promote now: remaining steps skipped", actor)
             message = "promoting now"
         elif operation == names.TERMINATE:
-            if self._interrupt == Interrupt.TERMINATE:
+            if self._terminate is not None:
                 return OperationResult(message="already terminating", phase=self.state.phase)
-            self._raise_interrupt(Interrupt.TERMINATE, request.reason or "terminated by an operator", actor)
+            self._terminate = request
+            self._drop_queued("terminated")
             self._event("terminate-requested", request.reason or "terminate requested", actor)
             message = "terminating: all traffic goes back to stable"
         elif operation == names.UPDATE_RULES:
             assert isinstance(request, UpdateRulesRequest)
             self.job = self.job.with_rules(DeliveryRules.model_validate(request.rules))
             self._event("rules-updated", f"steps: {'; '.join(describe_step(s) for s in self.job.steps)}", actor)
-            if self._releasing:
-                self._raise_interrupt(Interrupt.RULES, None, actor)
+            if self.state.canary is not None:
+                self._rules_changed = True
             message = "delivery rules updated"
         elif operation == names.DELETE:
-            self._ops.insert(0, (operation, request))
-            if self._releasing:
-                self._raise_interrupt(Interrupt.DELETE, "the job is being deleted", actor)
+            if self._delete is not None:
+                return OperationResult(message="already deleting", phase=self.state.phase)
+            self._delete = request
             message = "deleting the job"
         else:
-            self._ops.append((operation, request))
-            if self._releasing:
-                reason = (f"rolled back to revision {request.revision}" if isinstance(request, RollbackRequest)
-                          else "a new version was set")
-                self._raise_interrupt(Interrupt.SUPERSEDE, reason, actor)
+            assert isinstance(request, UpdateVersionRequest | RollbackRequest)
+            self._drop_queued(f"{operation} {_describe_request(request)}")
+            self._next = (operation, request)
             self._event(f"{operation}-requested", _describe_request(request), actor)
             message = f"{operation} accepted"
         return OperationResult(message=message, phase=self.state.phase)
 
+    def _drop_queued(self, why: str) -> None:
+        """The newest request wins: a version still waiting to start never starts."""
+        if self._next is not None:
+            operation, queued = self._next
+            self._event("superseded", f"{operation} {_describe_request(queued)} dropped before it started: {why}",
+                        queued.actor)
+            self._next = None
+        if self._pending_change is not None and why == "terminated":
+            self._event("superseded", f"the edit to {_images(self._pending_change.images)} is not delivered: "
+                        "the job was terminated")
+            self._pending_change = None
+
     def _signal(self, operation: str, model: type[OperationRequest], payload: Any) -> None:
-        """Validate and apply a signal; a bad one is recorded where the operator sees it."""
+        """Validate and apply a signal; a bad one is recorded where the operator sees it, never raised."""
+        actor = payload.get("actor") if isinstance(payload, dict) and isinstance(payload.get("actor"), str) else None
         try:
             request = model.model_validate(payload or {})
             self._check(operation, request)
+            self._apply(operation, request)
         except ValidationError as error:
-            self._event("rejected", f"{operation} signal rejected: {_validation_message(error)}")
-            return
+            self._event("rejected", f"{operation} signal rejected: {validation_message(error)}")
         except ValueError as error:
-            self._event("rejected", f"{operation} signal rejected: {error}",
-                        payload.get("actor") if isinstance(payload, dict) else None)
-            return
-        self._apply(operation, request)
+            self._event("rejected", f"{operation} signal rejected: {error}", actor)
+        except Exception as error:  # no input may fail a workflow task
+            self._event("rejected", f"{operation} signal rejected: {type(error).__name__}: {error}", actor)
 
     def _validate(self, operation: str, request: OperationRequest) -> None:
         """Reject with a typed failure: clients tell bad input (and its field) from a state conflict."""
@@ -859,54 +1046,34 @@ class CanaryJobWorkflow:
         """A nudge from outside (webhook, CI, tests): look at the Deployment again."""
         self._recheck = True
 
-    @workflow.signal(name=names.UPDATE_VERSION)
-    def signal_update_version(self, payload: Any = None) -> None:
-        """Signal form of ``update-version``."""
-        self._signal(names.UPDATE_VERSION, UpdateVersionRequest, payload)
-
-    @workflow.signal(name=names.CONTINUE)
-    def signal_continue(self, payload: Any = None) -> None:
-        """Signal form of ``continue``."""
-        self._signal(names.CONTINUE, OperationRequest, payload)
-
-    @workflow.signal(name=names.PROMOTE)
-    def signal_promote(self, payload: Any = None) -> None:
-        """Signal form of ``promote``."""
-        self._signal(names.PROMOTE, OperationRequest, payload)
-
-    @workflow.signal(name=names.TERMINATE)
-    def signal_terminate(self, payload: Any = None) -> None:
-        """Signal form of ``terminate``."""
-        self._signal(names.TERMINATE, OperationRequest, payload)
-
-    @workflow.signal(name=names.ROLLBACK)
-    def signal_rollback(self, payload: Any = None) -> None:
-        """Signal form of ``rollback``."""
-        self._signal(names.ROLLBACK, RollbackRequest, payload)
-
-    @workflow.signal(name=names.UPDATE_RULES)
-    def signal_update_rules(self, payload: Any = None) -> None:
-        """Signal form of ``update-rules``."""
-        self._signal(names.UPDATE_RULES, UpdateRulesRequest, payload)
-
-    @workflow.signal(name=names.DELETE)
-    def signal_delete(self, payload: Any = None) -> None:
-        """Signal form of ``delete``."""
-        self._signal(names.DELETE, OperationRequest, payload)
+    @workflow.signal(dynamic=True)
+    def signal_operation(self, name: str, args: Sequence[RawValue]) -> None:
+        """The signal form of every operation, for `temporal workflow signal` and CI systems."""
+        model = _SIGNAL_MODELS.get(name)
+        if model is None:
+            self._event("rejected", f"unknown signal {name[:100]!r}; operations: {', '.join(names.OPERATIONS)}")
+            return
+        payload: Any = None
+        if args:
+            try:
+                payload = workflow.payload_converter().from_payload(args[0].payload, Any)
+            except Exception as error:  # no input may fail a workflow task
+                self._event("rejected", f"{name} signal rejected: unreadable input ({type(error).__name__})")
+                return
+        self._signal(name, model, payload)
 
     # ------------------------------------------------------------------ queries
 
     @workflow.query(name=names.DETAILS_QUERY)
     def details(self) -> JobDetails:
         """Basic information, steps, weight, main version, recent events."""
-        remaining = elapsed(workflow.now(), self.state.pause_until) if self.state.pause_until else None
         return JobDetails(
             name=self.job.name, namespace=self.job.namespace, workload=self.job.workload.name,
             mode=self.job.mode.value, phase=self.state.phase, replicas=self.state.replicas,
             weight=self.state.weight, actual_weight=self.state.actual_weight,
             canary_replicas=self.state.canary_replicas,
             current_step=self.state.current_step, steps=self.state.steps, pause_until=self.state.pause_until,
-            pause_remaining=remaining,
+            pause_remaining=remaining(workflow.now(), self.state.pause_until),
             last_error=self.state.last_error, stable=_without_template(self.state.stable),
             canary=_without_template(self.state.canary),
             rules=self.job.rules.model_dump(mode="json"), events=self.state.events[-20:],
@@ -921,8 +1088,21 @@ class CanaryJobWorkflow:
         )
 
 
-class ReleaseFailed(Exception):
-    """The release cannot go on (a canary that never became Ready, a pause that ran out)."""
+_SIGNAL_MODELS: dict[str, type[OperationRequest]] = {
+    names.UPDATE_VERSION: UpdateVersionRequest,
+    names.CONTINUE: OperationRequest,
+    names.PROMOTE: OperationRequest,
+    names.TERMINATE: OperationRequest,
+    names.ROLLBACK: RollbackRequest,
+    names.UPDATE_RULES: UpdateRulesRequest,
+    names.DELETE: OperationRequest,
+}
+
+
+def _failure_type(error: ActivityError) -> str | None:
+    """The ApplicationError type behind an activity failure (None for timeouts and the like)."""
+    cause = error.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _failure_message(error: ActivityError) -> str:
@@ -941,14 +1121,6 @@ def _failure_message(error: ActivityError) -> str:
     return last
 
 
-def _validation_message(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "input"
-        parts.append(f"{path}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def _describe_request(request: OperationRequest) -> str:
     if isinstance(request, UpdateVersionRequest):
         return f"set image {request.image}" + (f" on container {request.container}" if request.container else "")
@@ -963,4 +1135,3 @@ def _images(images: dict[str, str]) -> str:
 
 def _without_template(version: Version | None) -> Version | None:
     return None if version is None else version.model_copy(update={"template": None})
-

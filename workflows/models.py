@@ -7,17 +7,19 @@ carried across continue-as-new, so every list in it is bounded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.spec import Duration, JobSpec
+from workflows.spec import Duration, JobSpec, describe_step
 
 PodTemplate = dict[str, Any]
 MAX_VERSIONS = 30
 MAX_EVENTS = 100
+MAX_MESSAGE = 1000  # an event's message; longer ones (a huge rejected input) are cut
 
 
 class _Model(BaseModel):
@@ -130,6 +132,66 @@ class JobState(_Model):
     events: list[Event] = Field(default_factory=list)
     next_revision: int = 1
     recent_requests: list[str] = Field(default_factory=list)
+    # Counts the manual gates (pauses) entered so far: a `continue` opens the gate it was
+    # accepted at, never one that starts later.
+    gate: int = 0
+
+    # -- bookkeeping: every method takes the time, so the workflow passes workflow.now() --------
+
+    def add_event(self, now: datetime, kind: str, message: str, actor: str | None = None) -> None:
+        """Append one line to the job's log, keeping the newest ``MAX_EVENTS``."""
+        self.events.append(Event(at=now, kind=kind, message=message[:MAX_MESSAGE], actor=actor))
+        del self.events[:-MAX_EVENTS]
+
+    def reset_steps(self, steps: Sequence[Any]) -> None:
+        """Show the release's steps afresh, all pending."""
+        self.steps = [StepState(index=i, description=describe_step(step)) for i, step in enumerate(steps)]
+
+    def mark_step(self, now: datetime, index: int, status: StepStatus, message: str | None = None) -> None:
+        """Record how step ``index`` of the current release stands."""
+        if not 0 <= index < len(self.steps):
+            return
+        step = self.steps[index]
+        if status == StepStatus.RUNNING:
+            step.started, step.finished = now, None
+        else:
+            step.finished = now
+        step.status, step.message = status, message
+
+    def skip_steps(self, now: datetime, start: int, end: int | None, message: str) -> None:
+        """Mark steps ``start`` up to ``end`` (exclusive; None: the last) as skipped."""
+        for index in range(start, len(self.steps) if end is None else min(end, len(self.steps))):
+            self.mark_step(now, index, StepStatus.SKIPPED, message)
+
+    def finish_canary(self, now: datetime, outcome: Outcome, reason: str | None, actor: str | None = None) -> None:
+        """End the running release: it goes into the history with its outcome."""
+        canary = self.canary
+        if canary is None:
+            return
+        canary.finished, canary.outcome, canary.reason = now, outcome, reason
+        if actor:
+            canary.actor = actor
+        self.add_history(canary)
+        self.canary = None
+
+    def add_history(self, version: Version) -> None:
+        """Keep a copy of ``version`` among the newest ``MAX_VERSIONS``."""
+        self.history.append(version.model_copy())
+        del self.history[:-MAX_VERSIONS]
+        # Only the newest versions keep their template: enough to roll back, bounded in size.
+        for old in self.history[: max(0, len(self.history) - MAX_VERSIONS // 2)]:
+            old.template = None
+
+    def find_version(self, revision: int) -> Version | None:
+        """The version with ``revision``, wherever the job keeps it."""
+        for version in [*self.history, self.stable, self.canary]:
+            if version is not None and version.revision == revision:
+                return version
+        return None
+
+    def known_revisions(self) -> list[int]:
+        """Every revision an operator may name."""
+        return sorted({v.revision for v in [*self.history, self.stable, self.canary] if v is not None})
 
 
 class CanaryJobInput(_Model):
@@ -162,14 +224,6 @@ class WorkloadChange(_Model):
 
     kind: str  # "template", "replicas" or "deleted"
     snapshot: WorkloadSnapshot | None = None
-
-
-class ScaleResult(_Model):
-    """Replica counts after a traffic shift."""
-
-    canary_replicas: int
-    stable_replicas: int
-    weight: int
 
 
 # --- operations ----------------------------------------------------------------------------
@@ -213,9 +267,8 @@ class UpdateRulesRequest(OperationRequest):
 
 
 class OperationResult(_Model):
-    """What an accepted operation did."""
+    """What an accepted operation did (a refused one raises instead)."""
 
-    accepted: bool = True
     message: str
     phase: Phase
 
@@ -261,9 +314,9 @@ def request_key(operation: str, request: OperationRequest) -> str | None:
     return f"{operation}:{request.request_id}" if request.request_id else None
 
 
-def elapsed(since: datetime | None, now: datetime) -> timedelta | None:
-    """Time from ``since`` to ``now``, never negative."""
-    return None if since is None else max(timedelta(0), now - since)
+def remaining(now: datetime, until: datetime | None) -> timedelta | None:
+    """Time left from ``now`` until ``until``, never negative."""
+    return None if until is None else max(timedelta(0), until - now)
 
 
 # --- activity requests ---------------------------------------------------------------------
@@ -312,6 +365,9 @@ class RolloutRequest(WorkloadRequest):
 
     replicas: int = Field(ge=0)
     template_hash: str
+    # True: judge by the ReplicaSet of ``template_hash`` (the Deployment is held paused and
+    # may already carry the user's next edit); False: by the Deployment's own status.
+    held: bool = False
 
 
 class WriteTemplateRequest(WorkloadRequest):
@@ -332,7 +388,31 @@ class WatchRequest(WorkloadRequest):
 
     known_hash: str
     known_replicas: int | None = None  # None: replica changes are the job's own (a release runs)
-    resource_version: str | None = None
+    # True: the job knows the Deployment is gone; return when it exists again.
+    known_missing: bool = False
+
+
+class HoldStableRequest(WorkloadRequest):
+    """Hold the user's Deployment paused on ``template`` at ``replicas`` pods."""
+
+    template: PodTemplate
+    template_hash: str
+    replicas: int = Field(ge=0)
+
+
+class StableRevisionRequest(WorkloadRequest):
+    """Empty the paused Deployment and make sure it has a ReplicaSet for ``template``."""
+
+    template: PodTemplate
+    template_hash: str
+
+
+class HoldStableResult(_Model):
+    """What holding the Deployment found: a template of the user's that it had to set aside."""
+
+    # The user's own edit, written while the job was moving the Deployment; it becomes the
+    # next release instead of riding along with this one.
+    displaced: WorkloadSnapshot | None = None
 
 
 class DetachRequest(WorkloadRequest):

@@ -7,7 +7,9 @@ a job that cannot run is refused before anything touches the cluster.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -21,6 +23,7 @@ from pydantic import (
     PlainSerializer,
     Tag,
     TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -29,6 +32,13 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DURATION = re.compile(r"^\s*(-?\d+)\s*(s|m|h|d)?\s*$")
 _ISO_DURATION = re.compile(r"^-?P")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+# Every duration a job holds (pauses, deadlines) is at most a year: longer waits are mistakes,
+# and unbounded ones overflow date arithmetic.
+MAX_DURATION = timedelta(days=365)
+MAX_DURATION_TEXT = "365d"
+# Argo Rollouts users rarely write more than ~30 steps; 100 keeps one release's history
+# (about 20 events a step) far below Temporal's limits.
+MAX_STEPS = 100
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -40,7 +50,10 @@ def parse_duration(value: Any) -> timedelta:
     elif isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and _ISO_DURATION.match(value):
-        seconds = TypeAdapter(timedelta).validate_python(value).total_seconds()
+        try:
+            seconds = TypeAdapter(timedelta).validate_python(value).total_seconds()
+        except (ValidationError, OverflowError):
+            raise ValueError(f"{value!r} is not a duration of at most {MAX_DURATION_TEXT}") from None
     elif isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
@@ -48,8 +61,14 @@ def parse_duration(value: Any) -> timedelta:
         seconds = int(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError("must be a duration such as 30s, 10m or 1h")
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration of at most {MAX_DURATION_TEXT}")
     if seconds < 0:
         raise ValueError("must not be negative")
+    if seconds > MAX_DURATION.total_seconds():
+        # A bound where the value enters: a timer of thousands of years would overflow the
+        # workflow's clock arithmetic and wedge the job.
+        raise ValueError(f"must be at most {MAX_DURATION_TEXT}")
     return timedelta(seconds=round(seconds))
 
 
@@ -173,7 +192,7 @@ class Traffic(_Strict):
 class DeliveryRules(_Strict):
     """The part of a job that ``update-rules`` may change while a release runs."""
 
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     traffic: Traffic = Traffic()
     progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
     on_pause_timeout: PauseTimeoutAction = Field(default=PauseTimeoutAction.CONTINUE, alias="onPauseTimeout")
@@ -241,3 +260,22 @@ def workflow_id(namespace: str, name: str) -> str:
 def legacy_workflow_id(namespace: str, name: str) -> str:
     """The id jobs created before ``canary/<namespace>/<job>`` run under; clients still find them."""
     return f"canary-{namespace}-{name}"
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as the user's field path: ``steps.0.setWeight``.
+
+    Tagged unions repeat the tag (``steps.0.setWeight.setWeight``); the user wrote it once.
+    """
+    parts: list[str] = []
+    for part in loc:
+        text = str(part)
+        if parts and parts[-1] == text and text in STEP_KINDS:
+            continue
+        parts.append(text)
+    return ".".join(parts)
+
+
+def validation_message(error: ValidationError) -> str:
+    """Every problem of a validation error, each with its field path."""
+    return "; ".join(f"{field_path(item['loc']) or 'input'}: {item['msg']}" for item in error.errors())

@@ -19,11 +19,14 @@ from workflows.models import (
     AttachRequest,
     CanaryTemplateRequest,
     DetachRequest,
+    HoldStableRequest,
+    HoldStableResult,
     PromoteRequest,
     ReadyRequest,
     RolloutRequest,
     ScaleRequest,
     SetImageRequest,
+    StableRevisionRequest,
     WatchRequest,
     WorkloadChange,
     WorkloadRequest,
@@ -82,7 +85,7 @@ class FakeKube:
         return [self.inspect_workload, self.attach_workload, self.prepare_canary, self.scale_canary,
                 self.scale_stable, self.wait_canary_ready, self.promote_stable, self.wait_stable_rolled_out,
                 self.pause_stable, self.write_template, self.set_image, self.watch_workload,
-                self.detach_workload]
+                self.detach_workload, self.hold_stable, self.prepare_stable]
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, request: WorkloadRequest) -> WorkloadSnapshot:
@@ -112,6 +115,7 @@ class FakeKube:
 
     @activity.defn(name="scale_stable")
     async def scale_stable(self, request: ScaleRequest) -> None:
+        self._require(request)
         self.replicas = request.replicas
         self.writes.append(("scale_stable", request.replicas))
 
@@ -130,8 +134,34 @@ class FakeKube:
 
     @activity.defn(name="wait_stable_rolled_out")
     async def wait_stable_rolled_out(self, request: RolloutRequest) -> None:
+        self._require(request)
         if template_hash(self.stable_template) != request.template_hash:
             raise ApplicationError("stable not rolled out", type="StableNotRolledOut")
+        if self.images(self.stable_template)["app"] in self.broken_images:
+            raise ApplicationError("stable pods not ready: CrashLoopBackOff", type="StableNotRolledOut")
+
+    def _hold(self, template: dict[str, Any], replicas: int) -> HoldStableResult:
+        displaced = None
+        if template_hash(self.template) != template_hash(template):
+            displaced = self.snapshot()
+            self.template = copy.deepcopy(template)
+        self.replicas, self.paused = replicas, True
+        if replicas == 0:
+            self.stable_template = copy.deepcopy(self.template)
+            self.writes.append(("prepare_stable", self.images()["app"]))
+        else:
+            self.writes.append(("hold_stable", replicas))
+        return HoldStableResult(displaced=displaced)
+
+    @activity.defn(name="hold_stable")
+    async def hold_stable(self, request: HoldStableRequest) -> HoldStableResult:
+        self._require(request)
+        return self._hold(request.template, request.replicas)
+
+    @activity.defn(name="prepare_stable")
+    async def prepare_stable(self, request: StableRevisionRequest) -> HoldStableResult:
+        self._require(request)
+        return self._hold(request.template, 0)
 
     @activity.defn(name="pause_stable")
     async def pause_stable(self, request: WorkloadRequest) -> None:

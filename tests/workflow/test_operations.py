@@ -85,7 +85,7 @@ async def test_update_version_starts_a_release_of_the_new_image(start_job) -> No
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
     result = await job.operate(names.UPDATE_VERSION,
                                UpdateVersionRequest(image="registry.local/web:5", container="app", actor="ci"))
-    assert result.accepted
+    assert "accepted" in result.message
     paused = await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the release")
     assert paused.canary is not None and paused.canary.trigger == Trigger.UPDATE_VERSION
     assert paused.canary.images == {"app": "registry.local/web:5", "sidecar": "proxy:1"}
@@ -248,7 +248,7 @@ async def test_rejections_say_whether_the_input_or_the_state_is_at_fault(start_j
          "container"),
         (names.ROLLBACK, RollbackRequest(revision=4), "InvalidOperationInput", "revision"),
         (names.UPDATE_RULES, UpdateRulesRequest(rules={"steps": [{"setWeight": 101}]}), "InvalidOperationInput",
-         "rules.steps.0.setWeight.setWeight"),
+         "rules.steps.0.setWeight"),
         (names.CONTINUE, OperationRequest(), "OperationNotAllowed", None),
         (names.TERMINATE, OperationRequest(), "OperationNotAllowed", None),
     ]

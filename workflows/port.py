@@ -1,0 +1,67 @@
+"""The Kubernetes port: every activity the workflow may call, by name, request and result type.
+
+The workflow cannot import ``activities/`` (it would drag the Kubernetes client into the
+sandbox), so the names live here once: the workflow calls through :class:`Activity` values,
+``activities/kube.py`` registers its methods under the same names, and a test checks that the
+real activities and the test fake both match this table, signatures included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from workflows.models import (
+    AttachRequest,
+    CanaryTemplateRequest,
+    DetachRequest,
+    HoldStableRequest,
+    HoldStableResult,
+    PromoteRequest,
+    ReadyRequest,
+    RolloutRequest,
+    ScaleRequest,
+    SetImageRequest,
+    StableRevisionRequest,
+    WatchRequest,
+    WorkloadChange,
+    WorkloadRequest,
+    WorkloadSnapshot,
+    WriteTemplateRequest,
+)
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+@dataclass(frozen=True)
+class Activity(Generic[Req, Res]):
+    """One activity: its registered name and the types that cross the Temporal boundary."""
+
+    name: str
+    request: type[Req]
+    result: type[Res] | None
+
+
+INSPECT_WORKLOAD = Activity("inspect_workload", WorkloadRequest, WorkloadSnapshot)
+ATTACH_WORKLOAD = Activity("attach_workload", AttachRequest, WorkloadSnapshot)
+DETACH_WORKLOAD = Activity[DetachRequest, None]("detach_workload", DetachRequest, None)
+PREPARE_CANARY = Activity[CanaryTemplateRequest, None]("prepare_canary", CanaryTemplateRequest, None)
+SCALE_CANARY = Activity[ScaleRequest, None]("scale_canary", ScaleRequest, None)
+WAIT_CANARY_READY = Activity[ReadyRequest, None]("wait_canary_ready", ReadyRequest, None)
+SCALE_STABLE = Activity[ScaleRequest, None]("scale_stable", ScaleRequest, None)
+HOLD_STABLE = Activity("hold_stable", HoldStableRequest, HoldStableResult)
+PREPARE_STABLE = Activity("prepare_stable", StableRevisionRequest, HoldStableResult)
+WAIT_STABLE_ROLLED_OUT = Activity[RolloutRequest, None]("wait_stable_rolled_out", RolloutRequest, None)
+WRITE_TEMPLATE = Activity("write_template", WriteTemplateRequest, WorkloadSnapshot)
+SET_IMAGE = Activity("set_image", SetImageRequest, WorkloadSnapshot)
+WATCH_WORKLOAD = Activity("watch_workload", WatchRequest, WorkloadChange)
+# Only runs that started before promotions held the Deployment paused call these two.
+PROMOTE_STABLE = Activity[PromoteRequest, None]("promote_stable", PromoteRequest, None)
+PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, None)
+
+ALL: tuple[Activity[object, object], ...] = (
+    INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
+    SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
+    WATCH_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE,
+)  # type: ignore[assignment]
