@@ -68,6 +68,8 @@ def check(operation: str, request: OperationRequest, state: JobState, workload: 
 
 def _check_release_operation(operation: str, request: OperationRequest, state: JobState) -> None:
     phase, canary = state.phase, state.canary
+    if canary is None and operation == names.TERMINATE and phase == Phase.ROLLING_BACK:
+        return  # a release is giving way to the next version: terminate stops that one from starting
     if canary is None:
         if operation == names.CONTINUE:
             raise OperationRejected(f"nothing to continue: the job is {phase.value}, not paused")

@@ -504,8 +504,9 @@ class CanaryJobWorkflow:
         """
         canary = self.state.canary
         assert canary is not None
+        # Intent meant for an earlier release never applies to this one.
         self._rules_changed = False
-        self._promote = None
+        self._promote = self._terminate = None
         start = 0
         if resume:
             start = self.state.current_step or 0
@@ -809,6 +810,9 @@ class CanaryJobWorkflow:
         except ActivityError as error:
             self._on_failure(error, "rolling back: ")
             return
+        if not final and self._terminate is not None:
+            # Terminated while giving way to a newer version: that version was dropped.
+            self._terminate, final, outcome = None, True, Outcome.TERMINATED
         if final:
             self._set_phase(Phase.FAILED if outcome == Outcome.FAILED else Phase.TERMINATED)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
@@ -55,6 +56,9 @@ class FakeKube:
         self.canary_template: dict[str, Any] | None = None
         self.canary_replicas = 0
         self.broken_images: set[str] = set()  # canaries with these images never become Ready
+        self.unpromotable_images: set[str] = set()  # Ready as a canary, never on the stable pods
+        self.on_prepare_stable: Callable[[], None] | None = None  # e.g. a user's edit mid-promotion
+        self.stable_log: list[str] = [image]  # every app image the stable pods ever ran, in order
         self.writes: list[tuple[str, Any]] = []
 
     # -- test controls ---------------------------------------------------------------------
@@ -64,7 +68,7 @@ class FakeKube:
             if c["name"] == container:
                 c["image"] = image
         if not self.paused:
-            self.stable_template = copy.deepcopy(self.template)
+            self._run_on_stable_pods(self.template)
 
     def images(self, template: dict[str, Any] | None = None) -> dict[str, str]:
         source = template if template is not None else self.template
@@ -129,7 +133,7 @@ class FakeKube:
     @activity.defn(name="promote_stable")
     async def promote_stable(self, request: PromoteRequest) -> None:
         self.replicas, self.paused = request.replicas, False
-        self.stable_template = copy.deepcopy(self.template)
+        self._run_on_stable_pods(self.template)
         self.writes.append(("promote_stable", self.images()["app"]))
 
     @activity.defn(name="wait_stable_rolled_out")
@@ -137,7 +141,7 @@ class FakeKube:
         self._require(request)
         if template_hash(self.stable_template) != request.template_hash:
             raise ApplicationError("stable not rolled out", type="StableNotRolledOut")
-        if self.images(self.stable_template)["app"] in self.broken_images:
+        if self.images(self.stable_template)["app"] in self.unpromotable_images:
             raise ApplicationError("stable pods not ready: CrashLoopBackOff", type="StableNotRolledOut")
 
     def _hold(self, template: dict[str, Any], replicas: int) -> HoldStableResult:
@@ -147,9 +151,9 @@ class FakeKube:
             self.template = copy.deepcopy(template)
         self.replicas, self.paused = replicas, True
         if replicas == 0:
-            self.stable_template = copy.deepcopy(self.template)
             self.writes.append(("prepare_stable", self.images()["app"]))
         else:
+            self._run_on_stable_pods(self.template)
             self.writes.append(("hold_stable", replicas))
         return HoldStableResult(displaced=displaced)
 
@@ -161,7 +165,16 @@ class FakeKube:
     @activity.defn(name="prepare_stable")
     async def prepare_stable(self, request: StableRevisionRequest) -> HoldStableResult:
         self._require(request)
-        return self._hold(request.template, 0)
+        result = self._hold(request.template, 0)
+        if self.on_prepare_stable is not None:
+            hook, self.on_prepare_stable = self.on_prepare_stable, None
+            hook()
+        return result
+
+    def _run_on_stable_pods(self, template: dict[str, Any]) -> None:
+        self.stable_template = copy.deepcopy(template)
+        if self.stable_log[-1] != self.images(template)["app"]:
+            self.stable_log.append(self.images(template)["app"])
 
     @activity.defn(name="pause_stable")
     async def pause_stable(self, request: WorkloadRequest) -> None:
@@ -189,7 +202,7 @@ class FakeKube:
     async def detach_workload(self, request: DetachRequest) -> None:
         if request.template is not None:
             self.template = copy.deepcopy(request.template)
-        self.stable_template = copy.deepcopy(self.template)
+        self._run_on_stable_pods(self.template)
         self.replicas, self.paused, self.owner = request.replicas, False, None
         self.canary_template, self.canary_replicas = None, 0
         self.writes.append(("detach", request.replicas))
