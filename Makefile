@@ -31,10 +31,11 @@ test: setup
 demo: setup
 	$(PY) -m starter.demo
 
-## lint: ruff and mypy, as CI runs them
+## lint: ruff, mypy and the import-layer contracts (pyproject.toml [tool.importlinter]), as CI runs them
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

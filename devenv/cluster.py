@@ -4,8 +4,16 @@ The tests, the demo and ``canaryctl dev up`` all need the same thing: an API ser
 controllers really create ReplicaSets and Pods, a scheduler that places them, and nodes that
 make them Running and Ready. This module starts etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler and kwok (simulated kubelets) from the binaries that
-``scripts/build-cluster.sh`` builds, all on 127.0.0.1 with free ports, in a fresh run
-directory, and stops every process it started.
+``scripts/build-cluster.sh`` builds, all on 127.0.0.1 with free ports, and stops every process
+it started.
+
+By default a cluster lives in a fresh run directory that ``stop()`` deletes (tests want a clean
+slate each time). With ``state_dir`` it is persistent instead, as the dev environment needs:
+the certificates, etcd's data, the kubeconfig and the ports (``ports.json``) stay in that
+directory, and the next start reuses them, so every object — Deployments, the kwok nodes —
+and the kubeconfig the user exported survive a restart. A recorded port that something else
+took meanwhile is replaced by a free one and the kubeconfig rewritten in place, so its path
+keeps working. Keys, the kubeconfig and etcd's data are readable by their owner only.
 
 Processes are started in their own session and with a parent-death signal, so a test run
 that is killed outright does not leave a control plane behind; ``stop()`` is the orderly
@@ -15,6 +23,7 @@ path and waits until every PID and port is gone.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -25,13 +34,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
-from devenv.processes import Service, free_port, log_tail, spawn, stop_all
+from devenv.files import make_private_dir, secure_tree, write_private
+from devenv.processes import Service, free_port, log_tail, port_in_use, spawn, stop_all
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -48,6 +58,9 @@ UPSTREAM_STAGES = (
     "pod/fast/pod-delete.yaml",
 )
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+PORTS_FILE = "ports.json"
+# Taints the node lifecycle controller puts on nodes whose kubelet (here: kwok) is not heard from.
+UNSCHEDULABLE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 SIMULATE_LABEL = "canary-delivery.dev/simulate"
 READY_DELAY_ANNOTATION = "canary-delivery.dev/ready-delay"
 
@@ -98,6 +111,32 @@ class Ports:
             self.kwok,
         ]
 
+    @classmethod
+    def reuse(cls, path: Path) -> Ports:
+        """The ports recorded in ``path``, each kept if still free and replaced otherwise.
+
+        Fresh ones for a missing or unreadable record: a state dir from before ports were
+        recorded starts like a new one, and its kubeconfig is rewritten anyway.
+        """
+        try:
+            recorded = {name: int(port) for name, port in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return cls()
+        names = [f.name for f in fields(cls)]
+        chosen: dict[str, int] = {}
+        for name in names:
+            port = recorded.get(name)
+            if port is not None and 0 < port < 65536 and port not in chosen.values() and not port_in_use(port):
+                chosen[name] = port
+        for name in names:
+            while name not in chosen or list(chosen.values()).count(chosen[name]) > 1:
+                chosen[name] = free_port()
+        return cls(**chosen)
+
+    def save(self, path: Path) -> None:
+        """Record the ports, so the next start of a persistent cluster listens on the same ones."""
+        write_private(path, json.dumps(vars(self), indent=2) + "\n")
+
 
 class LocalCluster(Service):
     """One control plane: start it, hand out its kubeconfig, stop it.
@@ -110,15 +149,24 @@ class LocalCluster(Service):
         *,
         home: Path = DEFAULT_HOME,
         run_dir: Path | None = None,
+        state_dir: Path | None = None,
         nodes: int = 3,
         start_timeout: float = 90.0,
     ) -> None:
+        """Set up a cluster; nothing starts yet.
+
+        ``state_dir`` makes the cluster persistent (kept on stop, reused on start); without it
+        the cluster runs in ``run_dir`` (a fresh temporary directory if None), deleted on stop.
+        """
+        if run_dir is not None and state_dir is not None:
+            raise ValueError("give run_dir (throwaway) or state_dir (persistent), not both")
         self.bin_dir = home / "bin"
         self.stages_dir = home / "kwok-stages"
-        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="canary-cluster-"))
+        self.persistent = state_dir is not None
+        self.run_dir = state_dir or run_dir or Path(tempfile.mkdtemp(prefix="canary-cluster-"))
         self.nodes = nodes
         self.start_timeout = start_timeout
-        self.ports = Ports()
+        self.ports = Ports.reuse(self.run_dir / PORTS_FILE) if self.persistent else Ports()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.pki = self.run_dir / "pki"
         self.logs = self.run_dir / "logs"
@@ -130,10 +178,14 @@ class LocalCluster(Service):
         """Start every component in order and wait until a Deployment can become available."""
         self._check_binaries()
         try:
-            for directory in (self.pki, self.logs, self.run_dir / "etcd"):
-                directory.mkdir(parents=True, exist_ok=True)
-            self._write_pki()
+            for directory in (self.run_dir, self.pki, self.logs, self.run_dir / "etcd"):
+                make_private_dir(directory)
+            if not self._pki_complete():
+                self._write_pki()
+            secure_tree(self.run_dir)  # also tightens a state dir written by an older version
             self._write_kubeconfig()
+            if self.persistent:
+                self.ports.save(self.run_dir / PORTS_FILE)
             self._write_kwok_config()
             self._start_etcd()
             self._start_apiserver()
@@ -149,6 +201,8 @@ class LocalCluster(Service):
         """Stop what this object started, newest first; SIGKILL whatever outlives ``grace``."""
         stop_all(reversed(list(self.processes.values())), grace)
         self.processes.clear()
+        if self.persistent:
+            return
         if self.run_dir.exists() and not os.environ.get("CANARY_KEEP_CLUSTER_DIR"):
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -178,6 +232,17 @@ class LocalCluster(Service):
                 f"cluster binaries missing in {self.bin_dir} ({', '.join(missing) or 'kwok stages'}): "
                 "run scripts/build-cluster.sh (or `make cluster`) first"
             )
+
+    def _pki_complete(self) -> bool:
+        """Whether an earlier start left every key and certificate; reuse them if so.
+
+        Reusing them is what keeps the user's kubeconfig and the service-account tokens stored
+        in etcd valid across restarts. Anything missing (a start killed while writing them)
+        means new ones, all of them: a partial set would not chain.
+        """
+        names = ("ca.crt", "ca.key", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key",
+                 "sa.key", "sa.pub")
+        return all((self.pki / name).is_file() and (self.pki / name).stat().st_size > 0 for name in names)
 
     def _write_pki(self) -> None:
         def openssl(*args: str) -> None:
@@ -222,7 +287,7 @@ class LocalCluster(Service):
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
             "current-context": "local",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
+        write_private(self.kubeconfig, yaml.safe_dump(config))
 
     def _write_kwok_config(self) -> None:
         parts = [(self.stages_dir / rel).read_text() for rel in UPSTREAM_STAGES]
@@ -331,8 +396,11 @@ class LocalCluster(Service):
 
         with self._client() as api:
             core = client.CoreV1Api(api)
-            for i in range(self.nodes):
-                name = f"kwok-node-{i}"
+            existing = {node.metadata.name for node in core.list_node().items}
+            wanted = [f"kwok-node-{i}" for i in range(self.nodes)]
+            for name in wanted:
+                if name in existing:  # a persistent cluster keeps its nodes; kwok takes them up again
+                    continue
                 core.create_node({
                     "apiVersion": "v1", "kind": "Node",
                     "metadata": {
@@ -346,10 +414,10 @@ class LocalCluster(Service):
                 })
 
             def nodes_schedulable() -> bool:
-                nodes = core.list_node().items
+                nodes = [n for n in core.list_node().items if n.metadata.name in wanted]
                 return len(nodes) == self.nodes and all(
                     any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
-                    and not any(t.key == "node.kubernetes.io/not-ready" for t in (n.spec.taints or []))
+                    and not any(t.key in UNSCHEDULABLE_TAINTS for t in (n.spec.taints or []))
                     for n in nodes
                 )
 
@@ -357,6 +425,7 @@ class LocalCluster(Service):
 
     def _smoke_test(self) -> None:
         from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
 
         with self._client() as api:
             apps = client.AppsV1Api(api)
@@ -364,6 +433,12 @@ class LocalCluster(Service):
             self._wait("kube-controller-manager",
                        lambda: core.read_namespaced_service_account("default", "default") is not None,
                        "the default ServiceAccount")
+            # A start killed half-way may have left the smoke Deployment in a persistent cluster.
+            with contextlib.suppress(ApiException):
+                apps.delete_namespaced_deployment("cluster-smoke", "default", propagation_policy="Foreground")
+            self._wait("kube-controller-manager", lambda: not _exists(
+                lambda: apps.read_namespaced_deployment("cluster-smoke", "default")),
+                "an old smoke Deployment to go")
             apps.create_namespaced_deployment("default", smoke_deployment())
 
             def available() -> bool:
@@ -380,6 +455,19 @@ class LocalCluster(Service):
             yield api
         finally:
             api.close()
+
+
+def _exists(read: Callable[[], object]) -> bool:
+    """Whether a read finds its object (404: no; any other error propagates)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        read()
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
 
 
 def smoke_deployment() -> dict[str, object]:

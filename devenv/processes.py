@@ -1,13 +1,16 @@
-"""Child processes of the embedded defaults: ports, spawning, stopping, log tails.
+"""Child processes of the embedded defaults: ports, spawning, stopping, log tails, PIDs.
 
 The local cluster, the Temporal dev server and the dev supervisor all start long-lived
-children and must never leave one behind, so they share these few primitives.
+children and must never leave one behind, so they share these few primitives. The PID
+helpers are for processes known only by a PID written to a file (``dev down`` stopping what
+another process started), where a recycled PID must not be mistaken for ours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -93,3 +96,47 @@ class Service:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (zombies count as gone: they only wait to be reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def command_line(pid: int) -> str:
+    """The process's command line, or "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def owned(pid: int, marker: str) -> bool:
+    """Alive and still the process we started (not a recycled PID): ``marker`` is in its command line."""
+    return pid_alive(pid) and marker in command_line(pid)
+
+
+def terminate(pid: int, marker: str, grace: float = 10.0) -> None:
+    """SIGTERM an owned process, SIGKILL it after ``grace``, and wait until it is gone."""
+    if not owned(pid, marker):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)

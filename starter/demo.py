@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from devenv import supervisor as dev
+from devenv import cli as dev
 from starter import client as canary
 from starter.render import pause_left
 from workflows import names
@@ -47,14 +47,13 @@ def say(text: str) -> None:
 
 def dev_up() -> dev.DevState:
     """Start the embedded defaults unless they already run; return where they are."""
-    state_dir = dev.DEFAULT_HOME
-    state = dev.read_state(state_dir)
-    if state is None or dev.supervisor_pid(state_dir) is None:
+    state = dev.running_state()
+    if state is None:
         say("==> starting the embedded defaults: Temporal dev server + UI, local Kubernetes cluster, worker")
         result = subprocess.run([sys.executable, "-m", "starter.cli", "dev", "up"], text=True)
         if result.returncode != 0:
             raise SystemExit("demo: `canaryctl dev up` failed (see above)")
-        state = dev.read_state(state_dir)
+        state = dev.running_state()
     if state is None:
         raise SystemExit("demo: the dev environment did not report its addresses")
     return state

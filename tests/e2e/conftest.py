@@ -12,9 +12,9 @@ from kubernetes.client import ApiClient
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from devenv.temporal import local_env
 from starter import client as canary
 from tests.kube_helpers import deployment, eventually, service
+from tests.temporal_envs import local_env
 from worker import build_worker
 from workflows.models import JobDetails, Phase
 from workflows.spec import JobSpec

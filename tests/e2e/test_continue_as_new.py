@@ -7,9 +7,9 @@ import pytest
 from kubernetes.client import ApiClient
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 
-from devenv.temporal import local_env
 from starter import client as canary
 from tests.e2e.conftest import Shop, until
+from tests.temporal_envs import local_env
 from worker import build_worker
 from workflows.models import Phase
 

@@ -23,9 +23,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from devenv.temporal import local_env
 from starter import client as api
 from starter.errors import CanaryError
+from tests.temporal_envs import local_env
 from workflows import names, search
 from workflows.models import (
     CanaryJobInput,

@@ -1,4 +1,4 @@
-"""``canaryctl dev up/status/down``: the supervisor, its state file, and nothing left behind."""
+"""``canaryctl dev up/status/down/reset``: the supervisor, its state, what survives, nothing left behind."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -19,9 +21,10 @@ from kubernetes import config as k8s_config
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from devenv import supervisor as dev
 from devenv.cluster import DEFAULT_HOME as CLUSTER_HOME
-from devenv.processes import free_port
+from devenv.cluster import PORTS_FILE, Ports
+from devenv.processes import free_port, pid_alive
+from devenv.supervisor import state as dev
 from starter.cli import run
 from tests.kube_helpers import deployment
 from workflows import names, search
@@ -62,7 +65,7 @@ def canaryctl(*args: str | Path, timeout: float = 60) -> subprocess.CompletedPro
 
 
 def alive(pid: int) -> bool:
-    return dev.pid_alive(pid)
+    return pid_alive(pid)
 
 
 async def temporal_answers(address: str) -> dict[str, Any]:
@@ -132,10 +135,12 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         assert f"export TEMPORAL_ADDRESS=127.0.0.1:{port}" in up.stdout.splitlines()
         assert f"Web UI:      http://127.0.0.1:{ui_port}" in up.stdout
         assert f"API + page:  http://127.0.0.1:{api_port}" in up.stdout
-        # the HTTP API, with the admin token dev up printed
-        assert f"(admin: {state['api_admin_token']})" in up.stdout
+        # the HTTP API, with the admin token dev up printed (and kept only in the tokens file)
+        token = dev.admin_token(Path(state["api_tokens_file"]))
+        assert token and f"API tokens:  {state['api_tokens_file']}  (admin: {token})" in up.stdout
+        assert token not in (state_dir / dev.STATE_FILE).read_text()
         whoami = urllib.request.Request(f"{state['api_url']}/api/v1/whoami",
-                                        headers={"Authorization": f"Bearer {state['api_admin_token']}"})
+                                        headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(whoami, timeout=5) as response:  # noqa: S310
             assert json.loads(response.read()) == {"name": "dev-admin", "role": "admin"}
 
@@ -158,6 +163,10 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         status = canaryctl("dev", "status", "--state-dir", state_dir, "-o", "json")
         assert status.returncode == 0, status.stdout
         assert all(json.loads(status.stdout)["alive"].values())
+        assert token not in status.stdout
+        status = canaryctl("dev", "status", "--state-dir", state_dir)
+        assert status.returncode == 0, status.stdout
+        assert f"API tokens:  {state['api_tokens_file']}\n" in status.stdout and token not in status.stdout
         again = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port),
                           "--ui-port", str(ui_port), "--worker", worker)
         assert again.returncode == 0 and "already running" in again.stdout
@@ -179,8 +188,8 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
     assert down.returncode == 0 and "stopped" in down.stdout, down
     assert [pid for pid in pids if alive(pid)] == []
     assert not (state_dir / dev.STATE_FILE).exists()
-    assert not (state_dir / "cluster").exists()
-    assert (state_dir / "temporal.db").exists()  # jobs survive a dev down / dev up
+    # jobs and cluster objects survive a dev down / dev up
+    assert (state_dir / "temporal.db").exists() and (state_dir / "cluster" / "kubeconfig.yaml").exists()
     assert canaryctl("dev", "status", "--state-dir", state_dir).returncode == 1
 
 
@@ -219,6 +228,124 @@ def test_dev_up_runs_the_project_worker(tmp_path: Path) -> None:
             time.sleep(1)
         assert got.returncode == 0 and json.loads(got.stdout)["phase"] == "healthy", (got.stdout, got.stderr)
         assert json.loads(got.stdout)["stable"]["images"] == {"app": "registry.local/web:1"}
+    finally:
+        down = canaryctl("dev", "down", "--state-dir", state_dir, timeout=120)
+    assert down.returncode == 0, down
+
+
+def test_recorded_ports_are_reused_while_free(tmp_path: Path) -> None:
+    """A persistent cluster comes back on its ports; one taken meanwhile is replaced, not shared."""
+    first = Ports()
+    first.save(tmp_path / PORTS_FILE)
+    assert Ports.reuse(tmp_path / PORTS_FILE) == first
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first.apiserver))
+        squatter.listen()
+        again = Ports.reuse(tmp_path / PORTS_FILE)
+    assert again.apiserver != first.apiserver
+    assert (again.etcd, again.kwok) == (first.etcd, first.kwok)
+    assert len(set(again.all())) == len(again.all())
+    assert Ports.reuse(tmp_path / "missing.json") != first
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def wait_until(check: Any, what: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def ready_pods(api: Any, name: str) -> list[Any]:
+    pods = k8s.CoreV1Api(api).list_namespaced_pod("default", label_selector=f"app={name}").items
+    return [pod for pod in pods if pod.spec.node_name and pod.spec.node_name.startswith("kwok-node-")
+            and any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))]
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(900)
+def test_cluster_survives_down_and_up_until_reset(tmp_path: Path) -> None:
+    """A Deployment made before ``dev down`` is there, Ready, after ``dev up``; ``dev reset`` empties it all.
+
+    Also: secrets at rest are their owner's only.
+    """
+    if not (CLUSTER_HOME / "bin" / "kube-apiserver").exists():
+        pytest.skip("cluster binaries missing: run scripts/build-cluster.sh")
+    state_dir = tmp_path / "dev"
+    flags = ("--state-dir", state_dir, "--port", str(free_port()), "--ui-port", str(free_port()),
+             "--api-port", str(free_port()), "--no-worker", "--nodes", "2")
+    try:
+        up = canaryctl("dev", "up", *flags, timeout=400)
+        assert up.returncode == 0, up.stderr
+        state = json.loads((state_dir / dev.STATE_FILE).read_text())
+        kubeconfig = Path(state["kubeconfig"])
+        assert kubeconfig == state_dir / "cluster" / "kubeconfig.yaml"
+
+        # secrets at rest: directories 0700, files 0600
+        cluster = state_dir / "cluster"
+        for directory in (state_dir, cluster, cluster / "pki", cluster / "etcd"):
+            assert mode(directory) == 0o700, directory
+        private = [state_dir / dev.API_TOKENS_FILE, state_dir / dev.STATE_FILE, state_dir / dev.PID_FILE,
+                   state_dir / "temporal.db", kubeconfig, *sorted((cluster / "pki").glob("*.key"))]
+        assert len(private) >= 8
+        assert {str(path): oct(mode(path)) for path in private} == {str(path): "0o600" for path in private}
+        loose = [p for p in state_dir.rglob("*") if p.is_file() and mode(p) & 0o077]
+        assert loose == []
+
+        api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        try:
+            k8s.AppsV1Api(api).create_namespaced_deployment(
+                "default", deployment("web", image="registry.local/web:1", replicas=3))
+            wait_until(lambda: len(ready_pods(api, "web")) == 3, "3 Ready pods of web")
+            pods = {pod.metadata.uid for pod in ready_pods(api, "web")}
+        finally:
+            api.close()
+        before = kubeconfig.read_text()
+
+        down = canaryctl("dev", "down", "--state-dir", state_dir, timeout=120)
+        assert down.returncode == 0, down
+        up = canaryctl("dev", "up", *flags, timeout=400)
+        assert up.returncode == 0, up.stderr
+        assert json.loads((state_dir / dev.STATE_FILE).read_text())["kubernetes_server"] == state["kubernetes_server"]
+        assert kubeconfig.read_text() == before  # the kubeconfig the user exported still works
+
+        api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        try:
+            web = k8s.AppsV1Api(api).read_namespaced_deployment("web", "default")
+            assert web.spec.template.spec.containers[0].image == "registry.local/web:1"
+            assert len(k8s.CoreV1Api(api).list_node().items) == 2
+            wait_until(lambda: {pod.metadata.uid for pod in ready_pods(api, "web")} == pods,
+                       "web's own pods Ready again after the restart")
+            # kwok has taken the nodes up again: a new pod becomes Ready on them
+            k8s.AppsV1Api(api).patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 4}})
+            wait_until(lambda: (k8s.AppsV1Api(api).read_namespaced_deployment_status("web", "default")
+                                .status.available_replicas or 0) == 4, "web scaled to 4 available")
+            assert len(ready_pods(api, "web")) == 4
+        finally:
+            api.close()
+
+        reset = canaryctl("dev", "reset", "--state-dir", state_dir, timeout=120)
+        assert reset.returncode == 0, reset
+        assert "reset" in reset.stdout
+        assert not (state_dir / "cluster").exists() and not (state_dir / "temporal.db").exists()
+        assert (state_dir / dev.API_TOKENS_FILE).exists()  # tokens handed out stay valid
+        assert canaryctl("dev", "status", "--state-dir", state_dir).returncode == 1
+
+        up = canaryctl("dev", "up", *flags, timeout=400)
+        assert up.returncode == 0, up.stderr
+        api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        try:
+            assert [d.metadata.name for d in k8s.AppsV1Api(api).list_namespaced_deployment("default").items] == []
+            assert len(k8s.CoreV1Api(api).list_node().items) == 2
+        finally:
+            api.close()
     finally:
         down = canaryctl("dev", "down", "--state-dir", state_dir, timeout=120)
     assert down.returncode == 0, down

@@ -12,7 +12,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devenv.processes import port_in_use
-from devenv.temporal import TemporalDevServer, local_env, time_skipping_env
+from devenv.temporal import TemporalDevServer
+from tests.temporal_envs import local_env, time_skipping_env
 from workflows import search
 
 EXPECTED = {key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in search.ALL}

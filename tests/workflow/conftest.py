@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest_asyncio
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.temporal_envs import time_skipping_env
 from tests.workflow.fake_kube import FakeKube
 from workflows import names
 from workflows.canary import CanaryJobWorkflow
 from workflows.models import CanaryJobInput, JobDetails, JobVersions, OperationRequest, OperationResult
-from workflows.search import ALL as SEARCH_ATTRIBUTES
 from workflows.spec import JobSpec
 
 T = TypeVar("T")
@@ -32,14 +27,7 @@ T = TypeVar("T")
 
 @pytest_asyncio.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    binary = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(binary), data_converter=pydantic_data_converter
-    ) as environment:
-        await environment.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-            namespace=environment.client.namespace,
-            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES},
-        ))
+    async with await time_skipping_env() as environment:
         yield environment
 
 

@@ -1,0 +1,384 @@
+"""The process behind ``canaryctl dev up``: owns the dev server, the cluster, the worker and the API.
+
+Why a separate process: ``dev up`` must return while the environment keeps running, and every
+child (Temporal, the control plane, the worker) carries a parent-death signal so that nothing
+outlives its owner by accident. So something has to stay alive as their parent: this
+supervisor, started detached in its own session. It writes ``state.json`` once everything is
+ready (``dev up`` waits for that file), keeps the worker and the API running (restarting them
+with backoff when they crash), and on SIGTERM (``dev down``) stops API, worker, cluster and
+server in that order and removes the state file.
+
+Both Temporal's database and the cluster live in the state directory and are kept across
+restarts. The supervisor runs with umask 077, so whatever it and its children create there
+(keys, databases, logs) is its owner's only.
+
+Run as ``python -m devenv.supervisor --state-dir DIR [--port P --ui-port U ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from devenv import cluster as cluster_module
+from devenv.cluster import LocalCluster
+from devenv.files import make_private_dir, secure_tree, write_private
+from devenv.processes import log_tail, spawn, stop_all
+from devenv.supervisor.state import (
+    API_LOG,
+    API_TOKENS_FILE,
+    CLUSTER_DIR,
+    DEFAULT_API_PORT,
+    DEFAULT_HOME,
+    DEFAULT_PORT,
+    DEFAULT_UI_PORT,
+    ERROR_FILE,
+    PID_FILE,
+    PROJECT_ROOT,
+    STATE_FILE,
+    TEMPORAL_DB,
+    TEMPORAL_DIR,
+    WORKER_LOG,
+    DevError,
+    DevState,
+    Options,
+    default_worker_script,
+)
+from devenv.temporal import DEFAULT_NAMESPACE, TemporalDevServer, temporal_cli
+from workflows.names import TASK_QUEUE
+
+WORKER_READY_TIMEOUT = 60.0
+API_READY_TIMEOUT = 30.0
+CHILD_GRACE = 10.0
+# A child that ran this long before crashing is restarted at once; one that keeps crashing waits
+# 2, 4, 8 ... up to 30 s between attempts.
+STABLE_RUN = 60.0
+MAX_BACKOFF = 30.0
+
+log = logging.getLogger("canary.dev")
+
+
+class _StopError(BaseException):
+    """A stop signal arrived; unwinds whatever is starting so that it cleans up.
+
+    A BaseException, like KeyboardInterrupt, so that the ``suppress(Exception)`` around
+    readiness probes (in LocalCluster) cannot swallow it.
+    """
+
+
+class Child:
+    """A Python program the supervisor keeps running: the worker, or the HTTP API.
+
+    Started with its output in a log in the state dir, ready once ``probe`` says so, and
+    restarted with backoff when it exits while the environment runs.
+    """
+
+    def __init__(self, label: str, argv: list[str], *, env: dict[str, str], cwd: Path, log_file: Path,
+                 probe: Callable[[], bool], ready_what: str, ready_timeout: float, poll_every: float) -> None:
+        self.label = label
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.log_file = log_file
+        self.probe = probe
+        self.ready_what = ready_what
+        self.ready_timeout = ready_timeout
+        self.poll_every = poll_every
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The PID of the current run."""
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Start a run."""
+        self.process = spawn(self.argv, log=self.log_file, cwd=self.cwd, env=self.env)
+        self.started = time.monotonic()
+        log.info("%s started (pid %s)", self.label, self.process.pid)
+
+    def wait_ready(self, checkpoint: Callable[[], None]) -> None:
+        """Return once the probe passes; raise if the child exits first or takes too long."""
+        assert self.process is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DevError(f"the {self.label} exited with status {self.process.returncode} before it could "
+                               f"{self.ready_what}; last lines of {self.log_file}:\n"
+                               f"{log_tail(self.log_file, lines=5)}")
+            if self.probe():
+                return
+            checkpoint()
+            time.sleep(self.poll_every)
+        raise DevError(f"the {self.label} did not {self.ready_what} within {self.ready_timeout:.0f} s")
+
+    def exited(self) -> bool:
+        """Whether the current run has ended."""
+        return self.process is not None and self.process.poll() is not None
+
+    def restart(self) -> None:
+        """Start again after a crash, waiting longer the more often it crashed in a row."""
+        assert self.process is not None
+        ran = time.monotonic() - self.started
+        self.restarts = 0 if ran > STABLE_RUN else self.restarts + 1
+        delay = min(MAX_BACKOFF, 2.0 ** self.restarts)
+        log.warning("%s (pid %s) exited with status %s after %.0f s; restarting in %.0f s; see %s", self.label,
+                    self.process.pid, self.process.returncode, ran, delay, self.log_file)
+        time.sleep(delay)
+        self.start()
+
+    def stop(self) -> None:
+        """Stop the current run, if any."""
+        if self.process is not None and self.process.poll() is None:
+            log.info("stopping the %s", self.label)
+            stop_all([self.process], CHILD_GRACE)
+
+
+class Supervisor:
+    """Start server, cluster, worker and API; watch them; stop them in order on a signal."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.state_dir = options.state_dir.resolve()
+        self.server: TemporalDevServer | None = None
+        self.cluster: LocalCluster | None = None
+        self.worker: Child | None = None
+        self.api: Child | None = None
+        self.stopping = False
+        self.stop_requested: str | None = None
+
+    def run(self) -> int:
+        """Run until stopped; the exit status tells ``dev up`` whether starting worked."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        os.umask(0o077)
+        status = 0
+        try:
+            make_private_dir(self.state_dir)
+            write_private(self.state_dir / PID_FILE, f"{os.getpid()}\n")
+            self._start()
+            self._write_state()
+            log.info("ready: temporal %s, kubernetes %s", self.server and self.server.address,
+                     self.cluster and self.cluster.server)
+            self._monitor()
+        except _StopError as stop:
+            log.info("stopping on %s", stop)
+        except Exception as err:
+            log.error("%s", err)
+            # ``dev up`` shows this instead of a log tail full of other processes' noise.
+            write_private(self.state_dir / ERROR_FILE, f"{err}\n")
+            status = 1
+        finally:
+            self.stopping = True
+            self._stop_all()
+            for name in (STATE_FILE, PID_FILE):
+                (self.state_dir / name).unlink(missing_ok=True)
+            log.info("stopped")
+        return status
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Raise once, to cut a long start short; the flag is checked between steps as well, in
+        # case the exception met a handler that kept going. During the stop itself, do nothing.
+        if self.stopping or self.stop_requested:
+            return
+        self.stop_requested = signal.Signals(signum).name
+        raise _StopError(self.stop_requested)
+
+    def _checkpoint(self) -> None:
+        if self.stop_requested:
+            raise _StopError(self.stop_requested)
+
+    # -- start ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        options = self.options
+        if options.worker_script is not None and not options.worker_script.is_file():
+            raise DevError(f"worker script {options.worker_script} not found: cannot start the worker "
+                           "(use --no-worker to start without one)")
+        temporal_cli()  # fail before anything starts if the wheel is missing
+        log.info("starting the Temporal dev server on 127.0.0.1:%s (UI %s)", options.port, options.ui_port)
+        self.server = TemporalDevServer(
+            port=options.port, ui_port=options.ui_port, db_filename=self.state_dir / TEMPORAL_DB,
+            run_dir=self.state_dir / TEMPORAL_DIR,
+        )
+        self.server.start()
+        # Its database predates the umask when an older version made it.
+        for path in self.state_dir.glob(f"{TEMPORAL_DB}*"):
+            path.chmod(0o600)
+        secure_tree(self.state_dir / TEMPORAL_DIR)
+        self._checkpoint()
+        cluster_dir = self.state_dir / CLUSTER_DIR
+        log.info("starting the local Kubernetes cluster in %s", cluster_dir)
+        self.cluster = LocalCluster(home=options.cluster_home or cluster_module.DEFAULT_HOME,
+                                    state_dir=cluster_dir, nodes=options.nodes)
+        self.cluster.start()
+        self._checkpoint()
+        if options.worker_script is not None:
+            self.worker = self._worker(options.worker_script.resolve())
+            self.worker.start()
+            self.worker.wait_ready(self._checkpoint)
+        self._checkpoint()
+        if options.api_port is not None:
+            self.api = self._api(options.api_port)
+            self.api.start()
+            self.api.wait_ready(self._checkpoint)
+        self._checkpoint()
+
+    def _worker(self, script: Path) -> Child:
+        """The worker, configured for this server and cluster; ready once it polls the task queue."""
+        assert self.server is not None and self.cluster is not None
+        env = dict(os.environ, TEMPORAL_ADDRESS=self.server.address, TEMPORAL_NAMESPACE=DEFAULT_NAMESPACE,
+                   KUBECONFIG=str(self.cluster.kubeconfig), PYTHONUNBUFFERED="1")
+        return Child("worker", [sys.executable, str(script)], env=env, cwd=script.parent,
+                     log_file=self.state_dir / WORKER_LOG, probe=self._has_pollers,
+                     ready_what=f"poll task queue {TASK_QUEUE}", ready_timeout=WORKER_READY_TIMEOUT,
+                     poll_every=0.5)
+
+    def _api(self, port: int) -> Child:
+        """``python -m starter.api`` (the HTTP API and web page); ready once its liveness probe answers."""
+        assert self.server is not None
+        tokens = self._api_tokens()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("CANARY_API_TOKENS", None)
+        url = f"http://127.0.0.1:{port}/healthz"
+
+        def answers() -> bool:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+                    return bool(response.status == 200)
+            return False
+
+        argv = [sys.executable, "-m", "starter.api", "--host", "127.0.0.1", "--port", str(port),
+                "--address", self.server.address, "--temporal-namespace", DEFAULT_NAMESPACE,
+                "--tokens-file", str(tokens)]
+        return Child("API", argv, env=env, cwd=PROJECT_ROOT, log_file=self.state_dir / API_LOG, probe=answers,
+                     ready_what=f"answer on {url}", ready_timeout=API_READY_TIMEOUT, poll_every=0.2)
+
+    def _api_tokens(self) -> Path:
+        """The dev environment's API tokens (one per role), made on first start and then kept."""
+        path = self.state_dir / API_TOKENS_FILE
+        if not path.exists():
+            tokens = [{"token": secrets.token_urlsafe(24), "role": role, "name": f"dev-{role}"}
+                      for role in ("admin", "operator", "viewer")]
+            write_private(path, json.dumps({"tokens": tokens}, indent=2) + "\n")
+        path.chmod(0o600)
+        return path
+
+    def _has_pollers(self) -> bool:
+        assert self.server is not None
+        with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
+            result = subprocess.run(
+                [str(temporal_cli()), "task-queue", "describe", "--task-queue", TASK_QUEUE,
+                 "--address", self.server.address, "--namespace", DEFAULT_NAMESPACE, "-o", "json"],
+                capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
+            )
+            if result.returncode == 0:
+                return bool(json.loads(result.stdout).get("pollers"))
+        return False
+
+    # -- run -----------------------------------------------------------------------------
+
+    def _monitor(self) -> None:
+        """Fail fast if the server or the cluster dies; restart a crashed worker or API with backoff."""
+        assert self.server is not None and self.cluster is not None
+        while True:
+            time.sleep(0.5)
+            self._checkpoint()
+            if self.server.process is None or self.server.process.poll() is not None:
+                raise DevError("the Temporal server exited; last lines of its log:\n"
+                               f"{self.server.log_tail()}")
+            for name, process in self.cluster.processes.items():
+                if process.poll() is not None:
+                    raise DevError(f"{name} exited with status {process.returncode}; "
+                                   f"last lines of its log:\n{self.cluster.log_tail(name)}")
+            for child in (self.worker, self.api):
+                if child is not None and child.exited():
+                    child.restart()
+                    self._write_state()
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def _stop_all(self) -> None:
+        for child in (self.api, self.worker):
+            if child is not None:
+                child.stop()
+        if self.cluster is not None:
+            log.info("stopping the cluster")
+            self.cluster.stop()
+        if self.server is not None:
+            log.info("stopping the Temporal server")
+            self.server.stop()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _write_state(self) -> None:
+        assert self.server is not None and self.cluster is not None and self.server.pid is not None
+        processes = {"temporal": self.server.pid, **self.cluster.pids}
+        for name, child in (("worker", self.worker), ("api", self.api)):
+            if child is not None and child.pid is not None:
+                processes[name] = child.pid
+        worker = self.options.worker_script
+        api_port = self.options.api_port
+        state = DevState(
+            state_dir=str(self.state_dir),
+            supervisor_pid=os.getpid(),
+            started=datetime.now(UTC),
+            temporal_address=self.server.address,
+            temporal_namespace=DEFAULT_NAMESPACE,
+            ui_url=self.server.ui_url,
+            db_filename=str(self.state_dir / TEMPORAL_DB),
+            kubernetes_server=self.cluster.server,
+            kubeconfig=str(self.cluster.kubeconfig),
+            worker_script=str(worker.resolve()) if worker else None,
+            worker_log=str(self.state_dir / WORKER_LOG) if worker else None,
+            processes=processes,
+            api_url=f"http://127.0.0.1:{api_port}" if api_port is not None else None,
+            api_tokens_file=str(self.state_dir / API_TOKENS_FILE) if api_port is not None else None,
+        )
+        write_private(self.state_dir / STATE_FILE, state.model_dump_json(indent=2) + "\n")
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devenv.supervisor``: run in the foreground until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m devenv.supervisor",
+                                     description="Run the dev environment in the foreground until SIGTERM.")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_HOME)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--ui-port", type=int, default=DEFAULT_UI_PORT)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--cluster-home", type=Path)
+    worker = parser.add_mutually_exclusive_group()
+    worker.add_argument("--worker", type=Path, help="worker script (default: the project's worker.py)")
+    worker.add_argument("--no-worker", action="store_true")
+    api = parser.add_mutually_exclusive_group()
+    api.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
+    api.add_argument("--no-api", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        script = None if args.no_worker else (args.worker or default_worker_script())
+    except DevError as err:
+        log.error("%s", err)
+        return 1
+    options = Options(state_dir=args.state_dir, port=args.port, ui_port=args.ui_port, nodes=args.nodes,
+                      worker_script=script, cluster_home=args.cluster_home,
+                      api_port=None if args.no_api else args.api_port)
+    return Supervisor(options).run()
