@@ -8,6 +8,7 @@ a job that cannot run is refused before anything touches the cluster.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     PlainSerializer,
     Tag,
     TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -241,3 +243,25 @@ def workflow_id(namespace: str, name: str) -> str:
 def legacy_workflow_id(namespace: str, name: str) -> str:
     """The id jobs created before ``canary/<namespace>/<job>`` run under; clients still find them."""
     return f"canary-{namespace}-{name}"
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as the user writes the field: ``steps.0.setWeight``.
+
+    A tagged step adds its tag to the location, which repeats the step's own key
+    (``steps.0.setWeight.setWeight``); the workflow, the API and ``canaryctl`` all name the
+    field the way it is written in the job, so the repetition is dropped here, once.
+    """
+    parts = list(loc)
+    return ".".join(str(part) for index, part in enumerate(parts)
+                    if not (part in STEP_KINDS and index + 1 < len(parts) and parts[index + 1] == part))
+
+
+def validation_message(error: ValidationError) -> str:
+    """Every problem pydantic found, as ``<field>: <reason>`` joined by ``; ``."""
+    problems = []
+    for item in error.errors():
+        path = field_path(item["loc"])
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{path}: {reason}" if path else reason)
+    return "; ".join(problems)
