@@ -126,7 +126,8 @@ def _namespace_missing(err: RPCError) -> bool:
     return any(detail.type_url.endswith(".NamespaceNotFoundFailure") for detail in err.grpc_status.details)
 
 
-def _rpc_error(client: Client, err: RPCError, missing: CanaryError | None = None) -> CanaryError:
+def _rpc_error(client: Client, err: RPCError, missing: CanaryError | None = None, job: str | None = None
+               ) -> CanaryError:
     """Turn a gRPC failure into the user's terms: which job, which server, what to do.
 
     ``missing`` is what a NOT_FOUND means for the call at hand (no such job, or a job that
@@ -141,15 +142,17 @@ def _rpc_error(client: Client, err: RPCError, missing: CanaryError | None = None
     if err.status == RPCStatusCode.UNAVAILABLE:
         return Unavailable(f"cannot reach Temporal at {_address(client)}: {message}")
     if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
-        return Unavailable("no answer from Temporal in time: is the canary worker running?")
+        what = f" for canary job {job}" if job else ""
+        return Unavailable(f"no answer from Temporal{what} in time: is the canary worker running?")
     return Unavailable(f"Temporal: {message}")
 
 
-async def _guard(client: Client, call: Awaitable[T], missing: CanaryError | None = None) -> T:
+async def _guard(client: Client, call: Awaitable[T], missing: CanaryError | None = None,
+                 job: str | None = None) -> T:
     try:
         return await call
     except RPCError as err:
-        raise _rpc_error(client, err, missing) from None
+        raise _rpc_error(client, err, missing, job) from None
 
 
 # -- finding a job ---------------------------------------------------------------------------
@@ -180,7 +183,7 @@ async def _find(client: Client, namespace: str, name: str) -> _Workflow | None:
     for workflow_id_ in (workflow_id(namespace, name), legacy_workflow_id(namespace, name)):
         handle = client.get_workflow_handle(workflow_id_)
         try:
-            description = await _guard(client, handle.describe(), _NOT_THERE)
+            description = await _guard(client, handle.describe(), _NOT_THERE, _job(namespace, name))
         except _NotThere:
             continue
         found = _Workflow(handle, description)
@@ -388,7 +391,7 @@ async def _query(client: Client, found: _Workflow, namespace: str, name: str, qu
     try:
         return await _guard(client, found.handle.query(
             query, result_type=result_type, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-        ), JobNotFound(f"no canary job {_job(namespace, name)}"))
+        ), JobNotFound(f"no canary job {_job(namespace, name)}"), _job(namespace, name))
     except WorkflowQueryFailedError as err:
         raise CanaryError(
             f"canary job {_job(namespace, name)}: query {query} failed: {err.message}") from None
@@ -456,7 +459,7 @@ async def _update(client: Client, found: _Workflow, namespace: str, name: str, o
         async with asyncio.timeout(timeout):
             return await _guard(client, found.handle.execute_update(
                 operation, request, result_type=OperationResult
-            ), ended)
+            ), ended, _job(namespace, name))
     except WorkflowUpdateFailedError as err:
         raise _update_failure(err) from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
