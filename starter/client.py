@@ -95,9 +95,9 @@ async def connect(
         async with asyncio.timeout(timeout):
             return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
     except TimeoutError:
-        raise CanaryError(f"cannot reach Temporal at {address}: no answer within {timeout:.0f} s") from None
+        raise Unavailable(f"cannot reach Temporal at {address}: no answer within {timeout:.0f} s") from None
     except (RuntimeError, RPCError, ValueError) as err:
-        raise CanaryError(f"cannot reach Temporal at {address}: {_connect_reason(err)}") from None
+        raise Unavailable(f"cannot reach Temporal at {address}: {_connect_reason(err)}") from None
 
 
 def _connect_reason(err: BaseException) -> str:
