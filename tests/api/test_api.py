@@ -248,7 +248,9 @@ async def test_create_list_continue_and_actor_over_http(
                          lambda r: len(r.json()) == 1, "the job in the list")
     assert listed.json()[0]["name"] == "web" and listed.json()[0]["workload"] == "web"
     assert [j["name"] for j in (await viewer.get(f"/api/v1/namespaces/{shop.namespace}/jobs")).json()] == ["web"]
-    assert (await viewer.get(f"/api/v1/namespaces/{shop.namespace}/jobs", params={"status": "paused"})).json() == []
+    for phase in ("paused", "workload-missing", "error"):
+        none = await viewer.get(f"/api/v1/namespaces/{shop.namespace}/jobs", params={"status": phase})
+        assert none.status_code == 200 and none.json() == []
 
     # Operations the job's state does not allow: 409 with the workflow's own reason.
     idle = error(await operator.post(job_url(shop, "/continue")), 409)
