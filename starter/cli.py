@@ -25,9 +25,9 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
 from devenv import cli as dev_cli
-from starter import client as api
+from starter import client as canary
 from starter import render
-from starter.errors import CanaryError
+from starter.errors import CanaryError, Conflict
 from workflows import names
 from workflows.models import (
     JobDetails,
@@ -38,7 +38,7 @@ from workflows.models import (
     UpdateRulesRequest,
     UpdateVersionRequest,
 )
-from workflows.spec import STEP_KINDS, DeliveryRules, JobSpec
+from workflows.spec import DeliveryRules, JobSpec, field_path
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DEFAULT_NAMESPACE = "default"
@@ -76,22 +76,12 @@ def load_document(path: str) -> Any:
         raise SpecError([f"{path}: not valid YAML or JSON: {problem}{where}"]) from None
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    # Drop the tag pydantic adds for a tagged step (steps.0.setWeight.setWeight -> steps.0.setWeight).
-    parts: list[str] = []
-    for index, part in enumerate(loc):
-        if part in STEP_KINDS and index + 1 < len(loc) and loc[index + 1] == part:
-            continue
-        parts.append(str(part))
-    return ".".join(parts)
-
-
 def validation_lines(err: ValidationError) -> list[str]:
     """``<field path>: <reason>`` for each problem pydantic found."""
     lines = []
     for problem in err.errors():
         message = str(problem["msg"]).removeprefix("Value error, ")
-        path = _field_path(tuple(problem["loc"]))
+        path = field_path(problem["loc"])
         lines.append(f"{path}: {message}" if path else message)
     return lines
 
@@ -158,7 +148,10 @@ def actor() -> str:
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     # A fresh request id per command: the workflow ignores a repeat of the same request.
-    return {"actor": actor(), "requestId": uuid.uuid4().hex, "reason": getattr(args, "reason", None)}
+    # ``release``/``step`` (continue, promote) name the gate meant; without them the client
+    # sends the ones the job shows now.
+    return {"actor": actor(), "requestId": uuid.uuid4().hex, "reason": getattr(args, "reason", None),
+            "release": getattr(args, "release", None), "step": getattr(args, "step", None)}
 
 
 # -- job commands ---------------------------------------------------------------------------
@@ -169,19 +162,20 @@ def _ns(args: argparse.Namespace) -> str:
 
 
 async def _connect(args: argparse.Namespace) -> Client:
-    return await api.connect(args.address, args.temporal_namespace)
+    return await canary.connect(args.address, args.temporal_namespace)
 
 
 async def _cmd_apply(args: argparse.Namespace) -> int:
     spec = load_job(args.filename, args.namespace)
     client = await _connect(args)
-    _out(await api.apply_job(client, spec, actor=actor(), request_id=uuid.uuid4().hex))
+    applied = await canary.apply_job(client, spec, actor=actor(), request_id=uuid.uuid4().hex)
+    _out(applied.message)
     return 0
 
 
 async def _cmd_list(args: argparse.Namespace) -> int:
     client = await _connect(args)
-    jobs = await api.list_jobs(client, args.namespace, args.phase, include_closed=args.all)
+    jobs = await canary.list_jobs(client, args.namespace, args.phase, include_closed=args.all)
     _out(_json(jobs) if args.output == "json" else render.render_jobs(jobs, _now()))
     return 0
 
@@ -190,7 +184,7 @@ async def _cmd_get(args: argparse.Namespace) -> int:
     client = await _connect(args)
     first = True
     while True:
-        job: JobDetails = await api.details(client, _ns(args), args.job)
+        job: JobDetails = await canary.details(client, _ns(args), args.job)
         if args.output == "json":
             _out(_json(job, indent=None if args.watch else 2))
         else:
@@ -208,17 +202,22 @@ async def _cmd_get(args: argparse.Namespace) -> int:
 
 async def _cmd_history(args: argparse.Namespace) -> int:
     client = await _connect(args)
-    result = await api.versions(client, _ns(args), args.job)
+    result = await canary.versions(client, _ns(args), args.job)
     _out(_json(result) if args.output == "json" else render.render_versions(result))
     return 0
 
 
 async def _operate(args: argparse.Namespace, operation: str, request: OperationRequest) -> int:
     client = await _connect(args)
-    result: OperationResult = await api.operate(client, _ns(args), args.job, operation, request,
-                                                timeout=args.timeout)
-    if not result.accepted:
-        raise CanaryError(f"{operation} not accepted: {result.message}")
+    try:
+        result: OperationResult = await canary.operate(client, _ns(args), args.job, operation, request,
+                                                       timeout=args.timeout)
+    except Conflict as err:
+        if request.release is None and request.step is None:
+            raise
+        # The job refused the release/step the user named: say which, and where to look.
+        raise Conflict(f"{err.message} (sent release {request.release or '-'}, step {request.step or '-'}; "
+                       f"`canaryctl get {args.job} -n {_ns(args)}` shows the current ones)") from None
     _out(f"{_ns(args)}/{args.job}: {result.message} (phase {result.phase.value})")
     return 0
 
@@ -298,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def operation(name: str, func: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
         p = command(name, func, help_text)
-        p.add_argument("--timeout", type=float, default=api.UPDATE_TIMEOUT,
+        p.add_argument("--timeout", type=float, default=canary.UPDATE_TIMEOUT,
                        help="seconds to wait for the job to answer (default: %(default).0f)")
         return p
 
@@ -308,8 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="container to change; required when the pod has several ('*': all of them)")
     p = operation("update-rules", _cmd_update_rules, "replace the job's steps and traffic policy")
     p.add_argument("-f", "--filename", required=True, help="rules file, or a whole job file")
-    operation("continue", _simple(names.CONTINUE), "end the current pause")
-    operation("promote", _simple(names.PROMOTE), "skip the remaining steps and promote the canary")
+    for name, help_text in ((names.CONTINUE, "end the current pause"),
+                            (names.PROMOTE, "skip the remaining steps and promote the canary")):
+        p = operation(name, _simple(name), help_text + " (of the release and step shown now, unless named)")
+        p.add_argument("--release", type=int, metavar="N",
+                       help="the release (canary revision) meant; refused if no longer current")
+        p.add_argument("--step", type=int, metavar="N",
+                       help="the step (1-based, as `get` shows it) meant; refused if no longer current")
     p = operation("terminate", _simple(names.TERMINATE), "abort the release and return to stable")
     p.add_argument("--reason", help="why (kept in the job's history)")
     p = operation("rollback", _cmd_rollback, "deliver an earlier revision again")

@@ -1,9 +1,9 @@
 """Talking to canary job workflows: start, list, inspect and operate them.
 
-These functions are shared by ``canaryctl`` and (later) an HTTP API, so they never print and
-every failure leaves as :class:`~starter.errors.CanaryError` with a one-line message. Each job
-is one workflow with a deterministic id (``workflows.spec.workflow_id``), so a job is always
-addressed by its Kubernetes namespace and name, never by a run id.
+These functions are shared by ``canaryctl``, the HTTP API and its web page, so they never
+print and every failure leaves as a typed :class:`~starter.errors.CanaryError` with a one-line
+message. Each job is one workflow with a deterministic id (``workflows.spec.workflow_id``), so
+a job is always addressed by its Kubernetes namespace and name, never by a run id.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import asyncio
 import os
 import re
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -30,7 +32,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from starter.errors import CanaryError
+from starter.errors import CanaryError, Conflict, InvalidInput, JobEnded, JobNotFound, Unavailable
 from workflows import names, search
 from workflows.models import (
     CanaryJobInput,
@@ -41,7 +43,7 @@ from workflows.models import (
     Phase,
     UpdateRulesRequest,
 )
-from workflows.spec import NAME_PATTERN, JobSpec, workflow_id
+from workflows.spec import NAME_PATTERN, JobSpec, legacy_workflow_id, workflow_id
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_TEMPORAL_NAMESPACE = "default"
@@ -52,6 +54,14 @@ QUERY_TIMEOUT = 10.0
 UPDATE_TIMEOUT = 60.0
 # A new job takes over its Deployment in one activity: seconds, unless no worker runs.
 ATTACH_TIMEOUT = 60.0
+# Operations that pass one gate of one release: sent with the release and step they mean.
+GATE_OPERATIONS = (names.CONTINUE, names.PROMOTE)
+# Failure types the job reports (workflows/canary.py, activities/errors.py), read by type.
+INVALID_OPERATION_INPUT = "InvalidOperationInput"
+ATTACH_FAILED = "AttachFailed"
+WORKLOAD_NOT_FOUND = "WorkloadNotFound"
+# Only for a workflow that fails its attach without the activity's failure type.
+_MISSING_WORKLOAD = re.compile(r"^refused: workload: Deployment \S+ not found$")
 
 T = TypeVar("T")
 
@@ -85,9 +95,9 @@ async def connect(
         async with asyncio.timeout(timeout):
             return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
     except TimeoutError:
-        raise CanaryError(f"cannot reach Temporal at {address}: no answer within {timeout:.0f} s") from None
+        raise Unavailable(f"cannot reach Temporal at {address}: no answer within {timeout:.0f} s") from None
     except (RuntimeError, RPCError, ValueError) as err:
-        raise CanaryError(f"cannot reach Temporal at {address}: {_connect_reason(err)}") from None
+        raise Unavailable(f"cannot reach Temporal at {address}: {_connect_reason(err)}") from None
 
 
 def _connect_reason(err: BaseException) -> str:
@@ -111,83 +121,197 @@ def _job(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def _rpc_error(
-    client: Client, err: RPCError, namespace: str | None = None, name: str | None = None
-) -> CanaryError:
-    """Turn a gRPC failure into the user's terms: which job, which server, what to do."""
+def _namespace_missing(err: RPCError) -> bool:
+    # The server says which thing is missing in the status details, not only in its message.
+    return any(detail.type_url.endswith(".NamespaceNotFoundFailure") for detail in err.grpc_status.details)
+
+
+def _rpc_error(client: Client, err: RPCError, missing: CanaryError | None = None, job: str | None = None
+               ) -> CanaryError:
+    """Turn a gRPC failure into the user's terms: which job, which server, what to do.
+
+    ``missing`` is what a NOT_FOUND means for the call at hand (no such job, or a job that
+    ended while we spoke to it).
+    """
     message = err.message or str(err)
-    lowered = message.lower()
     if err.status == RPCStatusCode.NOT_FOUND:
-        if "namespace" in lowered:
-            return CanaryError(f"Temporal namespace {client.namespace!r} not found at {_address(client)}")
-        if name is not None and namespace is not None:
-            if "already completed" in lowered:
-                return CanaryError(
-                    f"canary job {_job(namespace, name)} has ended; apply it again to restart it")
-            return CanaryError(f"no canary job {_job(namespace, name)}")
+        if _namespace_missing(err):
+            return Unavailable(f"Temporal namespace {client.namespace!r} not found at {_address(client)}")
+        if missing is not None:
+            return missing
     if err.status == RPCStatusCode.UNAVAILABLE:
-        return CanaryError(f"cannot reach Temporal at {_address(client)}: {message}")
+        return Unavailable(f"cannot reach Temporal at {_address(client)}: {message}")
     if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
-        what = f" for canary job {_job(namespace, name)}" if name and namespace else ""
-        return CanaryError(f"no answer from Temporal{what} in time: is the canary worker running?")
-    return CanaryError(f"Temporal: {message}")
+        what = f" for canary job {job}" if job else ""
+        return Unavailable(f"no answer from Temporal{what} in time: is the canary worker running?")
+    return Unavailable(f"Temporal: {message}")
 
 
-async def _guard(client: Client, call: Awaitable[T], namespace: str | None = None,
-                 name: str | None = None) -> T:
+async def _guard(client: Client, call: Awaitable[T], missing: CanaryError | None = None,
+                 job: str | None = None) -> T:
     try:
         return await call
     except RPCError as err:
-        raise _rpc_error(client, err, namespace, name) from None
+        raise _rpc_error(client, err, missing, job) from None
+
+
+# -- finding a job ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Workflow:
+    """A job's workflow as found: the handle every later call uses, and what describe said."""
+
+    handle: WorkflowHandle[Any, Any]
+    description: WorkflowExecutionDescription
+
+    @property
+    def running(self) -> bool:
+        return self.description.status in (None, WorkflowExecutionStatus.RUNNING)
+
+
+async def _find(client: Client, namespace: str, name: str) -> _Workflow | None:
+    """The job's workflow: under ``workflow_id``, or under the legacy id while only that one runs.
+
+    Jobs created by older clients run as ``canary-<namespace>-<job>`` until they end; they
+    must stay addressable, and a job must never get a second workflow under the new id while
+    its old one runs. A running workflow wins over an ended one; among ended ones, the new
+    id's. No run id: always the newest run, so continue-as-new and re-applied jobs stay
+    addressable.
+    """
+    ended: _Workflow | None = None
+    for workflow_id_ in (workflow_id(namespace, name), legacy_workflow_id(namespace, name)):
+        handle = client.get_workflow_handle(workflow_id_)
+        try:
+            description = await _guard(client, handle.describe(), _NOT_THERE, _job(namespace, name))
+        except _NotThere:
+            continue
+        found = _Workflow(handle, description)
+        if found.running:
+            return found
+        ended = ended or found
+    return ended
+
+
+class _NotThere(CanaryError):
+    """Internal: describe found no workflow under this id."""
+
+
+_NOT_THERE = _NotThere("no such workflow")
+
+
+async def _workflow(client: Client, namespace: str, name: str) -> _Workflow:
+    found = await _find(client, namespace, name)
+    if found is None:
+        raise JobNotFound(f"no canary job {_job(namespace, name)}")
+    return found
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """Why a job's workflow ended before it attached, and what kind of failure that is for the caller."""
+
+    reason: str  # "refused: <the job's reason>" or "its workflow was terminated before it attached"
+    kind: type[CanaryError]
+    field: str | None = None
+
+    def error(self, namespace: str, name: str) -> CanaryError:
+        """The answer to ``apply``: the job was refused (or killed) at creation."""
+        separator = " " if self.reason.startswith("refused") else ": "
+        return self.kind(f"canary job {_job(namespace, name)}{separator}{self.reason}", field=self.field)
+
+    def missing(self, namespace: str, name: str) -> JobNotFound:
+        """The answer to a lookup: for the caller such a job does not exist, and this is why."""
+        return JobNotFound(f"no canary job {_job(namespace, name)}: {self.reason}")
+
+
+async def _end_reason(found: _Workflow) -> _Ended:
+    """Why a job's workflow ended before it attached: its refusal, typed, or how it ended.
+
+    A missing Deployment is a bad ``workload.name`` (422 in the API); a Deployment that
+    another job delivers, or anything else the attach refused, is a conflict.
+    """
+    status = found.description.status
+    if status == WorkflowExecutionStatus.FAILED:
+        try:
+            await found.handle.result()
+        except WorkflowFailureError as failure:
+            reason = f"refused: {_failure_message(failure.cause)}"
+            types = _attach_failure_types(failure.cause)
+            # The second test is for a workflow that does not pass the activity's failure type on.
+            if WORKLOAD_NOT_FOUND in types or (not types - {ATTACH_FAILED} and _MISSING_WORKLOAD.search(reason)):
+                return _Ended(reason, InvalidInput, "workload.name")
+            return _Ended(reason, Conflict)
+    how = status.name.lower().replace("_", " ") if status else "ended"
+    return _Ended(f"its workflow was {how} before it attached", JobEnded)
+
+
+def _failure_message(cause: BaseException | None) -> str:
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
+
+
+def _attach_failure_types(cause: BaseException | None) -> set[str]:
+    """Every failure type in the chain, and in its details: what the activity reported."""
+    types: set[str] = set()
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            types.update(t for t in (cause.type, *cause.details) if isinstance(t, str))
+        cause = getattr(cause, "cause", None)
+    return types
 
 
 # -- jobs ------------------------------------------------------------------------------------
 
 
-def _handle(client: Client, namespace: str, name: str) -> WorkflowHandle[Any, Any]:
-    # No run id: always the newest run, so continue-as-new and re-applied jobs stay addressable.
-    return client.get_workflow_handle(workflow_id(namespace, name))
+class Applied(BaseModel):
+    """What ``apply`` did: created the job (and its workflow), or gave a running job new rules."""
+
+    created: bool
+    message: str
 
 
 async def apply_job(client: Client, spec: JobSpec, *, actor: str | None = None,
-                    request_id: str | None = None) -> str:
+                    request_id: str | None = None) -> Applied:
     """Create the job's workflow, or hand a running job its new rules; say which happened.
 
-    Starting with the FAIL conflict policy and catching "already started" has the effect of
-    USE_EXISTING (never a second run for one job) while telling us, through the public API,
-    that the job existed, so its rules must be sent as an ``update-rules`` update. A job that
-    has ended is simply started again. The workload of a running job cannot change this way.
+    A job running under either id (see :func:`_find`) gets an ``update-rules`` update; only
+    a job with no running workflow is started, under ``workflow_id``, with the FAIL conflict
+    policy: if another caller started it a moment ago, we configure theirs instead of
+    starting a second run. A job that ends while being configured is started afresh. The
+    workload of a running job cannot change this way.
     """
     for _ in range(3):
-        try:
-            await _guard(client, client.start_workflow(
-                names.WORKFLOW_TYPE,
-                CanaryJobInput(job=spec),
-                id=workflow_id(spec.namespace, spec.name),
-                task_queue=names.TASK_QUEUE,
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(search.CANARY_JOB, spec.name),
-                    SearchAttributePair(search.CANARY_NAMESPACE, spec.namespace),
-                    SearchAttributePair(search.CANARY_WORKLOAD, spec.workload.name),
-                ]),
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            ), spec.namespace, spec.name)
+        found = await _find(client, spec.namespace, spec.name)
+        if found is None or not found.running:
+            try:
+                await _guard(client, client.start_workflow(
+                    names.WORKFLOW_TYPE,
+                    CanaryJobInput(job=spec),
+                    id=workflow_id(spec.namespace, spec.name),
+                    task_queue=names.TASK_QUEUE,
+                    search_attributes=TypedSearchAttributes([
+                        SearchAttributePair(search.CANARY_JOB, spec.name),
+                        SearchAttributePair(search.CANARY_NAMESPACE, spec.namespace),
+                        SearchAttributePair(search.CANARY_WORKLOAD, spec.workload.name),
+                    ]),
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                ))
+            except WorkflowAlreadyStartedError:
+                continue  # started by someone else just now: configure theirs
             await _wait_attached(client, spec)
-            return f"canary job {_job(spec.namespace, spec.name)} created"
-        except WorkflowAlreadyStartedError:
-            pass
-        await _check_same_workload(client, spec)
+            return Applied(created=True, message=f"canary job {_job(spec.namespace, spec.name)} created")
+        _check_same_workload(found, spec)
         request = UpdateRulesRequest(
             rules=spec.rules.model_dump(mode="json", by_alias=True), actor=actor, request_id=request_id
         )
         try:
-            result = await operate(client, spec.namespace, spec.name, names.UPDATE_RULES, request)
-        except CanaryError as err:
-            if "has ended" in err.message:
-                continue  # ended between our start and our update: start it afresh
-            raise
-        return f"canary job {_job(spec.namespace, spec.name)} configured: {result.message}"
-    raise CanaryError(f"canary job {_job(spec.namespace, spec.name)} keeps ending while being applied")
+            result = await _update(client, found, spec.namespace, spec.name, names.UPDATE_RULES, request,
+                                   UPDATE_TIMEOUT)
+        except JobEnded:
+            continue  # ended between our look and our update: start it afresh
+        return Applied(created=False,
+                       message=f"canary job {_job(spec.namespace, spec.name)} configured: {result.message}")
+    raise Conflict(f"canary job {_job(spec.namespace, spec.name)} keeps ending while being applied")
 
 
 async def _wait_attached(client: Client, spec: JobSpec, timeout: float = ATTACH_TIMEOUT) -> None:
@@ -196,38 +320,27 @@ async def _wait_attached(client: Client, spec: JobSpec, timeout: float = ATTACH_
     A missing Deployment, or one that another job delivers, ends the workflow at once with
     the reason; the caller of ``apply`` must hear it, not find a failed workflow later.
     """
-    handle = _handle(client, spec.namespace, spec.name)
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
-        description = await _guard(client, handle.describe(), spec.namespace, spec.name)
-        if description.status == WorkflowExecutionStatus.FAILED:
-            try:
-                await handle.result()
-            except WorkflowFailureError as failure:
-                cause = failure.cause
-                message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-                raise CanaryError(f"canary job {_job(spec.namespace, spec.name)} refused: {message}") from None
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            raise CanaryError(f"canary job {_job(spec.namespace, spec.name)} ended while attaching "
-                              f"({description.status.name.lower() if description.status else 'unknown'})")
+        found = await _workflow(client, spec.namespace, spec.name)
+        if not found.running:
+            raise (await _end_reason(found)).error(spec.namespace, spec.name)
         try:
-            current = await details(client, spec.namespace, spec.name)
-        except CanaryError:
+            current = await _query(client, found, spec.namespace, spec.name, names.DETAILS_QUERY, JobDetails)
+        except Unavailable:
             current = None
         if current is not None and current.phase != Phase.INITIALIZING:
             return
         await asyncio.sleep(0.2)
-    raise CanaryError(f"canary job {_job(spec.namespace, spec.name)} did not attach within {timeout:.0f} s: "
+    raise Unavailable(f"canary job {_job(spec.namespace, spec.name)} did not attach within {timeout:.0f} s: "
                       "is the canary worker running?")
 
 
-async def _check_same_workload(client: Client, spec: JobSpec) -> None:
+def _check_same_workload(found: _Workflow, spec: JobSpec) -> None:
     """Refuse to re-point a running job at another Deployment (its state belongs to the old one)."""
-    description = await _guard(client, _handle(client, spec.namespace, spec.name).describe(),
-                               spec.namespace, spec.name)
-    current = description.typed_search_attributes.get(search.CANARY_WORKLOAD)
+    current = found.description.typed_search_attributes.get(search.CANARY_WORKLOAD)
     if current is not None and current != spec.workload.name:
-        raise CanaryError(
+        raise Conflict(
             f"canary job {_job(spec.namespace, spec.name)} delivers Deployment {current}, not "
             f"{spec.workload.name}; delete the job before pointing it at another workload"
         )
@@ -237,11 +350,12 @@ def _visibility_query(namespace: str | None, phase: str | None, include_closed: 
     clauses = [f"WorkflowType = '{names.WORKFLOW_TYPE}'"]
     if namespace is not None:
         if not re.fullmatch(NAME_PATTERN, namespace):
-            raise CanaryError(f"invalid namespace {namespace!r}")
+            raise InvalidInput(f"invalid namespace {namespace!r}", field="namespace")
         clauses.append(f"{search.CANARY_NAMESPACE.name} = '{namespace}'")
     if phase is not None:
         if phase not in {p.value for p in Phase}:
-            raise CanaryError(f"unknown phase {phase!r}; one of: {', '.join(p.value for p in Phase)}")
+            raise InvalidInput(f"unknown phase {phase!r}; one of: {', '.join(p.value for p in Phase)}",
+                               field="status")
         clauses.append(f"{search.CANARY_PHASE.name} = '{phase}'")
     if not include_closed:
         clauses.append("ExecutionStatus = 'Running'")
@@ -272,25 +386,42 @@ async def list_jobs(client: Client, namespace: str | None = None, phase: str | N
     return sorted(jobs, key=lambda job: (job.namespace, job.name, job.started))
 
 
-async def _query(client: Client, namespace: str, name: str, query: str, result_type: type[T]) -> T:
-    handle = _handle(client, namespace, name)
+async def _query(client: Client, found: _Workflow, namespace: str, name: str, query: str,
+                 result_type: type[T]) -> T:
     try:
-        return await _guard(client, handle.query(
+        return await _guard(client, found.handle.query(
             query, result_type=result_type, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-        ), namespace, name)
+        ), JobNotFound(f"no canary job {_job(namespace, name)}"), _job(namespace, name))
     except WorkflowQueryFailedError as err:
         raise CanaryError(
             f"canary job {_job(namespace, name)}: query {query} failed: {err.message}") from None
 
 
 async def details(client: Client, namespace: str, name: str) -> JobDetails:
-    """The job's current state (the ``details`` query)."""
-    return await _query(client, namespace, name, names.DETAILS_QUERY, JobDetails)
+    """The job's current state (the ``details`` query).
+
+    A job whose workflow ended before it attached (refused at creation, or killed) would
+    answer "initializing" for ever: for the caller it does not exist, and why is the answer.
+    """
+    found = await _workflow(client, namespace, name)
+    result = await _query(client, found, namespace, name, names.DETAILS_QUERY, JobDetails)
+    if result.phase == Phase.INITIALIZING:
+        await _check_attached(found, namespace, name)
+    return result
 
 
 async def versions(client: Client, namespace: str, name: str) -> JobVersions:
     """The job's main version and release history (the ``versions`` query)."""
-    return await _query(client, namespace, name, names.VERSIONS_QUERY, JobVersions)
+    found = await _workflow(client, namespace, name)
+    result = await _query(client, found, namespace, name, names.VERSIONS_QUERY, JobVersions)
+    if result.stable is None:
+        await _check_attached(found, namespace, name)
+    return result
+
+
+async def _check_attached(found: _Workflow, namespace: str, name: str) -> None:
+    if not found.running:
+        raise (await _end_reason(found)).missing(namespace, name)
 
 
 async def operate(client: Client, namespace: str, name: str, operation: str, request: OperationRequest,
@@ -298,31 +429,58 @@ async def operate(client: Client, namespace: str, name: str, operation: str, req
     """Run one operation as a Temporal update and return what the workflow says it did.
 
     An update (not a signal) so that the caller learns whether the operation was accepted:
-    a validator's rejection comes back as its own message.
+    a validator's rejection comes back typed (:class:`InvalidInput` or :class:`Conflict`).
+    ``continue`` and ``promote`` act on one gate: when the caller names neither the release
+    nor the step, the ones the job shows now are sent, so that a request that arrives after
+    that gate was passed is refused instead of opening the next one.
     """
     if operation not in names.OPERATIONS:
-        raise CanaryError(f"unknown operation {operation!r}; one of: {', '.join(names.OPERATIONS)}")
-    handle = _handle(client, namespace, name)
+        raise InvalidInput(f"unknown operation {operation!r}; one of: {', '.join(names.OPERATIONS)}",
+                           field="operation")
+    found = await _workflow(client, namespace, name)
+    if operation in GATE_OPERATIONS and request.release is None and request.step is None:
+        request = request.model_copy(update=gate(
+            await _query(client, found, namespace, name, names.DETAILS_QUERY, JobDetails)))
+    return await _update(client, found, namespace, name, operation, request, timeout)
+
+
+def gate(job: JobDetails) -> dict[str, int | None]:
+    """The release and (1-based) step a ``continue`` or ``promote`` means when sent now."""
+    return {"release": job.canary.revision if job.canary else None,
+            "step": job.current_step + 1 if job.current_step is not None else None}
+
+
+async def _update(client: Client, found: _Workflow, namespace: str, name: str, operation: str,
+                  request: OperationRequest, timeout: float) -> OperationResult:
+    ended = JobEnded(f"canary job {_job(namespace, name)} has ended; apply it again to restart it")
+    if not found.running:
+        raise ended
     try:
         async with asyncio.timeout(timeout):
-            return await _guard(client, handle.execute_update(
+            return await _guard(client, found.handle.execute_update(
                 operation, request, result_type=OperationResult
-            ), namespace, name)
+            ), ended, _job(namespace, name))
     except WorkflowUpdateFailedError as err:
         raise _update_failure(err) from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise CanaryError(
+        raise Unavailable(
             f"canary job {_job(namespace, name)}: {operation} not answered within {timeout:.0f} s; "
             "is the canary worker running? (it may still be applied when a worker picks it up)"
         ) from None
 
 
 def _update_failure(err: WorkflowUpdateFailedError) -> CanaryError:
-    """The validator's (or handler's) own message and kind, without the SDK's wrapping."""
+    """The validator's (or handler's) own message, typed by the rejection's kind.
+
+    ``InvalidOperationInput`` names the field to fix; every other rejection (``OperationNotAllowed``,
+    or anything a validator raised) is the job's state refusing the operation now.
+    """
     cause = err.cause
     while isinstance(cause, ApplicationError) and not cause.message and cause.cause is not None:
         cause = cause.cause
     if isinstance(cause, ApplicationError) and cause.message:
-        field = cause.details[0] if cause.details and isinstance(cause.details[0], str) else None
-        return CanaryError(cause.message, kind=cause.type, field=field)
-    return CanaryError(str(cause) if cause is not None else str(err))
+        if cause.type == INVALID_OPERATION_INPUT:
+            field = cause.details[0] if cause.details and isinstance(cause.details[0], str) else None
+            return InvalidInput(cause.message, field=field)
+        return Conflict(cause.message)
+    return Conflict(str(cause) if cause is not None else str(err))

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from starter import client as canary
 from starter.render import pause_left
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase, RollbackRequest
-from workflows.spec import JobSpec
+from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
 
 NAMESPACE = "demo"
 APP = "shop-web"
@@ -127,15 +128,17 @@ async def run(state: dev.DevState) -> None:
     temporal = await canary.connect(state.temporal_address, state.temporal_namespace)
     api = k8s_config.new_client_from_config(config_file=state.kubeconfig)
     apps = k8s.AppsV1Api(api)
-    # A job left over from an earlier demo run must not outlive its namespace.
-    try:
-        await temporal.get_workflow_handle(f"canary-{NAMESPACE}-{APP}").terminate("demo starts over")
-    except Exception:
-        pass
+    # A job left over from an earlier demo run (by this version or an older one) must not
+    # outlive its namespace.
+    for leftover in (workflow_id(NAMESPACE, APP), legacy_workflow_id(NAMESPACE, APP)):
+        try:
+            await temporal.get_workflow_handle(leftover).terminate("demo starts over")
+        except Exception:
+            pass
     deploy_sample_app(api)
 
     say(f"==> canaryctl apply: attaching canary job {NAMESPACE}/{APP}")
-    say("    " + await canary.apply_job(temporal, JOB, actor=ACTOR))
+    say("    " + (await canary.apply_job(temporal, JOB, actor=ACTOR)).message)
     attached = await follow(temporal, lambda d: d.phase == Phase.HEALTHY)
     assert attached.stable is not None
     say(f"    stable: revision {attached.stable.revision} {attached.stable.images}")
@@ -169,7 +172,8 @@ async def run(state: dev.DevState) -> None:
 
     say("")
     say("Where to look now:")
-    say(f"  Temporal UI:    {state.ui_url}/namespaces/{state.temporal_namespace}/workflows/canary-{NAMESPACE}-{APP}")
+    ui_id = urllib.parse.quote(workflow_id(NAMESPACE, APP), safe="")
+    say(f"  Temporal UI:    {state.ui_url}/namespaces/{state.temporal_namespace}/workflows/{ui_id}")
     if state.api_url:
         say(f"  web page:       {state.api_url}/ui/namespaces/{NAMESPACE}/jobs/{APP}  (sign in with the admin token in "
             f"{state.api_tokens_file})")

@@ -7,11 +7,11 @@ terminal encoding and ``| grep``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from starter.client import JobSummary
-from workflows.models import JobDetails, JobVersions, StepState, StepStatus, Version
+from workflows.models import JobDetails, JobVersions, Phase, StepState, StepStatus, Version
 
 _MARKS = {
     StepStatus.SUCCEEDED: "[x]",
@@ -22,6 +22,11 @@ _MARKS = {
 }
 _BOLD, _RESET = "\x1b[1m", "\x1b[0m"
 EVENTS_SHOWN = 5
+# Phases in which the job waits for the cluster rather than for its steps; said in words.
+PHASE_NOTES = {
+    Phase.WORKLOAD_MISSING: "the Deployment is gone; the job waits for it to come back",
+    Phase.ERROR: "the cluster refuses what the job must do; it retries (see the last error)",
+}
 
 
 def age(since: datetime | None, now: datetime) -> str:
@@ -55,11 +60,16 @@ def timestamp(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def image_pairs(images: Mapping[str, str], separator: str = ", ") -> str:
+    """``app=nginx:1.25, sidecar=envoy:1`` in container order: every image with its container."""
+    return separator.join(f"{name}={image}" for name, image in sorted(images.items()))
+
+
 def images(version: Version) -> str:
-    """``nginx:1.25`` for one container, ``app=...,sidecar=...`` for several."""
+    """``nginx:1.25`` for one container, ``app=...,sidecar=...`` for several (no spaces: a table cell)."""
     if len(version.images) == 1:
         return next(iter(version.images.values()))
-    return ",".join(f"{name}={image}" for name, image in sorted(version.images.items())) or "-"
+    return image_pairs(version.images, ",") or "-"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -107,7 +117,8 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
     lines = [
         f"Name:       {details.name}",
         f"Namespace:  {details.namespace}",
-        f"Phase:      {details.phase.value}",
+        f"Phase:      {details.phase.value}"
+        + (f" ({PHASE_NOTES[details.phase]})" if details.phase in PHASE_NOTES else ""),
         f"Mode:       {details.mode}",
         f"Workload:   Deployment/{details.workload}",
         f"Weight:     {weight}",

@@ -263,19 +263,22 @@ def legacy_workflow_id(namespace: str, name: str) -> str:
 
 
 def field_path(loc: Sequence[str | int]) -> str:
-    """A pydantic error location as the user's field path: ``steps.0.setWeight``.
+    """A pydantic error location as the user writes the field: ``steps.0.setWeight``.
 
-    Tagged unions repeat the tag (``steps.0.setWeight.setWeight``); the user wrote it once.
+    A tagged step adds its tag to the location, which repeats the step's own key
+    (``steps.0.setWeight.setWeight``); the workflow, the API and ``canaryctl`` all name the
+    field the way it is written in the job, so the repetition is dropped here, once.
     """
-    parts: list[str] = []
-    for part in loc:
-        text = str(part)
-        if parts and parts[-1] == text and text in STEP_KINDS:
-            continue
-        parts.append(text)
-    return ".".join(parts)
+    parts = list(loc)
+    return ".".join(str(part) for index, part in enumerate(parts)
+                    if not (part in STEP_KINDS and index + 1 < len(parts) and parts[index + 1] == part))
 
 
 def validation_message(error: ValidationError) -> str:
-    """Every problem of a validation error, each with its field path."""
-    return "; ".join(f"{field_path(item['loc']) or 'input'}: {item['msg']}" for item in error.errors())
+    """Every problem pydantic found, as ``<field>: <reason>`` joined by ``; ``."""
+    problems = []
+    for item in error.errors():
+        path = field_path(item["loc"])
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{path}: {reason}" if path else reason)
+    return "; ".join(problems)

@@ -18,24 +18,26 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from starter import client as canary
-from starter.api.auth import CREATE_ROLE, OPERATION_ROLES, Principal, Role, TokenStore
+from starter.api.auth import OPERATION_ROLES, Principal, TokenStore
+from starter.api.deps import ClientFactory, ClientHolder, Clients, Creator, JobName, Namespace, Viewer, operator
 from starter.api.errors import ApiError, ErrorBody, ErrorCode, FieldError, classify, invalid
+from starter.api.web import install_web
 from starter.client import JobSummary
 from starter.errors import CanaryError
 from workflows import names
@@ -49,19 +51,11 @@ from workflows.models import (
     UpdateRulesRequest,
     UpdateVersionRequest,
 )
-from workflows.spec import NAME_PATTERN, STEP_KINDS, DeliveryRules, JobSpec, workflow_id
+from workflows.spec import NAME_PATTERN, DeliveryRules, JobSpec, field_path
 
 log = logging.getLogger("canary.api")
 
-ClientFactory = Callable[[], Awaitable[Client]]
-
 API_PREFIX = "/api/v1"
-# The web page signs in by putting the token into this cookie (HttpOnly, SameSite=Strict).
-SESSION_COOKIE = "canary_session"
-# A cookie alone never authenticates an API call: the page's scripts also send this header,
-# which a cross-site form cannot, and no CORS is configured that would let another site do so.
-WEB_HEADER = "X-Requested-With"
-WEB_HEADER_VALUE = "canary-web"
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description} for status, description in [
@@ -69,14 +63,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "no token, or an unknown one"),
         (403, "the token's role may not do this"),
         (404, "no such job"),
-        (409, "the job's state does not allow this now"),
+        (409, "the job's state does not allow this now (for continue and promote: also when the release "
+              "or step named is no longer the current one)"),
         (422, "an input field is invalid; `field` names it"),
         (503, "Temporal, the canary worker or Kubernetes cannot be reached"),
     ]
 }
-
-Namespace = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="Kubernetes namespace of the job")]
-JobName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=40, description="name of the canary job")]
+# What the operation models' gate fields mean, for the OpenAPI document.
+GATE_FIELDS = {
+    "release": "The release (the canary's revision) the caller means. continue and promote: left out "
+               "together with `step`, the job's current release and step are read first and sent, so a "
+               "request that arrives after that gate was passed is refused (409) instead of opening the next.",
+    "step": "The step (1-based, as shown) the caller means; refused (409) when no longer current.",
+}
 
 
 class Health(BaseModel):
@@ -93,88 +92,18 @@ class WhoAmI(BaseModel):
     role: str
 
 
-class ClientHolder:
-    """Connects on first use and keeps the client; a failed connect is retried on the next call."""
-
-    def __init__(self, factory: ClientFactory) -> None:
-        self._factory = factory
-        self._client: Client | None = None
-        self._lock: asyncio.Lock | None = None
-
-    async def get(self) -> Client:
-        """The connected client, or a 503 saying why there is none."""
-        if self._client is not None:
-            return self._client
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._client is None:
-                try:
-                    self._client = await self._factory()
-                except CanaryError:
-                    raise
-                except Exception as err:  # the factory is the caller's: any failure means "no Temporal"
-                    raise ApiError(ErrorCode.UNAVAILABLE, f"cannot reach Temporal: {err}") from None
-            return self._client
-
-
-# -- authentication ----------------------------------------------------------------------------
-
-_bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                     description="A token configured by the operator; its role decides what it may do.")
-
-
-def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, tokens: TokenStore
-                  ) -> Principal:
-    """The bearer token's holder; the page's session cookie counts only with the page's header."""
-    token = credentials.credentials if credentials is not None else None
-    if token is None:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie and request.headers.get(WEB_HEADER) == WEB_HEADER_VALUE:
-            token = cookie
-    if not token:
-        raise ApiError(ErrorCode.UNAUTHORIZED, "a bearer token is required (Authorization: Bearer <token>)",
-                       headers={"WWW-Authenticate": "Bearer"})
-    principal = tokens.find(token)
-    if principal is None:
-        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown token",
-                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    return principal
-
-
-def _authorize(principal: Principal, needed: Role, what: str) -> Principal:
-    if principal.role < needed:
-        raise ApiError(ErrorCode.FORBIDDEN,
-                       f"{principal.name} has role {principal.role.label}; {what} needs role {needed.label}")
-    return principal
-
-
 # -- validation helpers ------------------------------------------------------------------------
 
-
-def field_path(loc: Sequence[int | str]) -> str:
-    """A dotted field path without pydantic's location prefix and step-kind tags.
-
-    ``("body", "steps", 0, "setWeight", "setWeight")`` becomes ``steps.0.setWeight``: the tag
-    pydantic adds for a tagged union repeats the step's own key.
-    """
-    parts = list(loc)
-    if parts and parts[0] in ("body", "path", "query", "header", "cookie"):
-        parts = parts[1:]
-    out: list[str] = []
-    for index, part in enumerate(parts):
-        if part in STEP_KINDS and index + 1 < len(parts) and parts[index + 1] == part:
-            continue
-        out.append(str(part))
-    return ".".join(out)
+_LOCATIONS = ("body", "path", "query", "header", "cookie")
 
 
 def field_errors(errors: Sequence[Any], prefix: str = "") -> list[FieldError]:
-    """Pydantic's error list as field/reason pairs."""
+    """Pydantic's error list as field/reason pairs, fields named as the user writes them."""
     result = []
     for problem in errors:
         loc = tuple(problem.get("loc", ()))
-        path = field_path(loc) or ("body" if loc[:1] == ("body",) else "")
+        path = field_path(loc[1:] if loc[:1] and loc[0] in _LOCATIONS else loc)
+        path = path or ("body" if loc[:1] == ("body",) else "")
         path = f"{prefix}.{path}" if prefix and path else (prefix or path)
         reason = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
         result.append(FieldError(field=path or None, reason=reason))
@@ -229,49 +158,24 @@ def create_app(client_factory: ClientFactory, tokens: TokenStore, *, web: bool =
     _install_error_handlers(app)
     app.include_router(router)
     if web:
-        from starter.api.web import install_web
-
         install_web(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
-# -- dependencies ------------------------------------------------------------------------------
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the gate fields of the operation models described."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description,
+                               routes=app.routes)
+        for schema in document.get("components", {}).get("schemas", {}).values():
+            for field, text in GATE_FIELDS.items():
+                if field in schema.get("properties", {}):
+                    schema["properties"][field]["description"] = text
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
-def require(role: Role, what: str) -> Callable[..., Principal]:
-    """A dependency that authenticates the caller and checks that its role may do ``what``."""
-
-    def dependency(request: Request,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-        return _authorize(_authenticate(request, credentials, request.app.state.tokens), role, what)
-
-    return dependency
-
-
-def _clients(request: Request) -> ClientHolder:
-    holder: ClientHolder = request.app.state.clients
-    return holder
-
-
-# The client is connected inside the handler, not as a dependency: FastAPI runs dependencies
-# before it validates the body, and a bad request must be a 422 even while Temporal is down.
-Clients = Annotated[ClientHolder, Depends(_clients)]
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER, "reading jobs"))]
-Creator = Annotated[Principal, Depends(require(CREATE_ROLE, "creating or replacing a job"))]
-
-
-def _operator(operation: str) -> Any:
-    return Depends(require(OPERATION_ROLES[operation], operation))
-
-
-UpdateVersionActor = Annotated[Principal, _operator(names.UPDATE_VERSION)]
-ContinueActor = Annotated[Principal, _operator(names.CONTINUE)]
-PromoteActor = Annotated[Principal, _operator(names.PROMOTE)]
-TerminateActor = Annotated[Principal, _operator(names.TERMINATE)]
-RollbackActor = Annotated[Principal, _operator(names.ROLLBACK)]
-UpdateRulesActor = Annotated[Principal, _operator(names.UPDATE_RULES)]
-DeleteActor = Annotated[Principal, _operator(names.DELETE)]
-OptionalRequest = Annotated[OperationRequest | None, Body()]
 Status = Annotated[Phase | None, Query(description="only jobs in this phase")]
 IncludeEnded = Annotated[bool, Query(alias="includeEnded", description="also jobs whose workflow has ended")]
 NamespaceFilter = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63,
@@ -345,53 +249,22 @@ async def list_namespace_jobs(namespace: Namespace, _: Viewer, clients: Clients,
             summary="A job's details: phase, steps, weight, main version, recent events")
 async def get_job(namespace: Namespace, name: JobName, _: Viewer, clients: Clients) -> JobDetails:
     """The workflow's ``details`` query."""
-    temporal = await clients.get()
-    job = await canary.details(temporal, namespace, name)
-    if job.phase == Phase.INITIALIZING:
-        await _check_attached(temporal, namespace, name)
-    return job
+    return await canary.details(await clients.get(), namespace, name)
 
 
 @router.get(f"{JOB}/versions", response_model=JobVersions, tags=["jobs"], responses=READ_JOB,
             summary="A job's main version (stable, canary) and historical versions")
 async def get_versions(namespace: Namespace, name: JobName, _: Viewer, clients: Clients) -> JobVersions:
     """The workflow's ``versions`` query."""
-    temporal = await clients.get()
-    result = await canary.versions(temporal, namespace, name)
-    if result.stable is None:
-        await _check_attached(temporal, namespace, name)
-    return result
-
-
-async def _check_attached(temporal: Client, namespace: str, name: str) -> None:
-    """404 for a job whose workflow ended before it attached (refused at creation, or killed).
-
-    Its workflow can still be queried, and would answer "initializing" for ever; for the caller
-    the job does not exist, and the reason it was refused is the useful answer.
-    """
-    handle = temporal.get_workflow_handle(workflow_id(namespace, name))
-    description = await handle.describe()
-    if description.status in (None, WorkflowExecutionStatus.RUNNING):
-        return
-    reason = ""
-    if description.status == WorkflowExecutionStatus.FAILED:
-        try:
-            await handle.result()
-        except WorkflowFailureError as failure:
-            cause = failure.cause
-            reason = f": refused: {cause.message if isinstance(cause, ApplicationError) else cause}"
-    else:
-        reason = f": its workflow was {description.status.name.lower().replace('_', ' ')} before it attached"
-    raise ApiError(ErrorCode.NOT_FOUND, f"no canary job {namespace}/{name}{reason}")
+    return await canary.versions(await clients.get(), namespace, name)
 
 
 async def _apply(temporal: Client, spec: JobSpec, principal: Principal, response: Response) -> OperationResult:
     log.info("%s applies canary job %s/%s", principal.name, spec.namespace, spec.name)
-    message = await canary.apply_job(temporal, spec, actor=principal.name)
-    # apply_job says which happened; a created job answers 201, new rules for a running one 200.
-    response.status_code = 201 if message.endswith(" created") else 200
+    applied = await canary.apply_job(temporal, spec, actor=principal.name)
+    response.status_code = 201 if applied.created else 200
     job = await canary.details(temporal, spec.namespace, spec.name)
-    return OperationResult(message=message, phase=job.phase)
+    return OperationResult(message=applied.message, phase=job.phase)
 
 
 @router.post(f"{API_PREFIX}/jobs", response_model=OperationResult, tags=["jobs"], responses=APPLY,
@@ -424,86 +297,89 @@ async def _operate(temporal: Client, namespace: str, name: str, operation: str, 
     # The actor is who holds the token, whatever the body claims: the job's history must not lie.
     request = (request or OperationRequest()).model_copy(update={"actor": principal.name})
     log.info("%s: %s on canary job %s/%s", principal.name, operation, namespace, name)
-    result = await canary.operate(temporal, namespace, name, operation, request)
-    if not result.accepted:
-        raise ApiError(ErrorCode.CONFLICT, f"{operation} not accepted: {result.message}")
-    return result
+    return await canary.operate(temporal, namespace, name, operation, request)
 
 
-def _op_summary(text: str, operation: str) -> str:
-    return f"{text} (role {OPERATION_ROLES[operation].label})"
-
-
-@router.post(f"{JOB}/{names.UPDATE_VERSION}", response_model=OperationResult, tags=["operations"],
-             responses=WRITE, summary=_op_summary("Set a new image: a release starts", names.UPDATE_VERSION))
-async def update_version(namespace: Namespace, name: JobName, request: UpdateVersionRequest,
-                         principal: UpdateVersionActor, clients: Clients, http: Request) -> OperationResult:
-    """``canaryctl set-image``."""
-    request = await strictly(http, UpdateVersionRequest, request) or request
-    return await _operate(await clients.get(), namespace, name, names.UPDATE_VERSION, request, principal)
-
-
-@router.post(f"{JOB}/{names.CONTINUE}", response_model=OperationResult, tags=["operations"], responses=WRITE,
-             summary=_op_summary("End the current pause", names.CONTINUE))
-async def continue_release(namespace: Namespace, name: JobName, principal: ContinueActor, clients: Clients,
-                           http: Request, request: OptionalRequest = None) -> OperationResult:
-    """``canaryctl continue``; the body is optional."""
-    request = await strictly(http, OperationRequest, request)
-    return await _operate(await clients.get(), namespace, name, names.CONTINUE, request, principal)
-
-
-@router.post(f"{JOB}/{names.PROMOTE}", response_model=OperationResult, tags=["operations"], responses=WRITE,
-             summary=_op_summary("Skip the remaining steps and promote now", names.PROMOTE))
-async def promote(namespace: Namespace, name: JobName, principal: PromoteActor, clients: Clients,
-                  http: Request, request: OptionalRequest = None) -> OperationResult:
-    """``canaryctl promote``; the body is optional."""
-    request = await strictly(http, OperationRequest, request)
-    return await _operate(await clients.get(), namespace, name, names.PROMOTE, request, principal)
-
-
-@router.post(f"{JOB}/{names.TERMINATE}", response_model=OperationResult, tags=["operations"], responses=WRITE,
-             summary=_op_summary("Abort the release: all traffic back to stable", names.TERMINATE))
-async def terminate(namespace: Namespace, name: JobName, principal: TerminateActor, clients: Clients,
-                    http: Request, request: OptionalRequest = None) -> OperationResult:
-    """``canaryctl terminate``; ``reason`` is kept in the job's history."""
-    request = await strictly(http, OperationRequest, request)
-    return await _operate(await clients.get(), namespace, name, names.TERMINATE, request, principal)
-
-
-@router.post(f"{JOB}/{names.ROLLBACK}", response_model=OperationResult, tags=["operations"], responses=WRITE,
-             summary=_op_summary("Deliver a historical revision again (skipSteps: at once)", names.ROLLBACK))
-async def rollback(namespace: Namespace, name: JobName, request: RollbackRequest, principal: RollbackActor,
-                   clients: Clients, http: Request) -> OperationResult:
-    """``canaryctl rollback``."""
-    request = await strictly(http, RollbackRequest, request) or request
-    return await _operate(await clients.get(), namespace, name, names.ROLLBACK, request, principal)
-
-
-@router.post(f"{JOB}/{names.UPDATE_RULES}", response_model=OperationResult, tags=["operations"],
-             responses=WRITE, summary=_op_summary("Replace the steps and traffic policy", names.UPDATE_RULES))
-async def update_rules(namespace: Namespace, name: JobName, request: UpdateRulesRequest,
-                       principal: UpdateRulesActor, clients: Clients, http: Request) -> OperationResult:
-    """``canaryctl update-rules``; the rules are checked here too, so a 422 names the field at fault."""
-    request = await strictly(http, UpdateRulesRequest, request) or request
+def _checked_rules(request: UpdateRulesRequest) -> UpdateRulesRequest:
+    """The rules are checked here too, so a 422 names the field at fault before the job is asked."""
     try:
         rules = DeliveryRules.model_validate_json(json.dumps(request.rules), strict=True)
     except ValidationError as err:
         raise _validation_error(field_errors(err.errors(), "rules")) from None
-    request = request.model_copy(update={"rules": rules.model_dump(mode="json", by_alias=True)})
-    return await _operate(await clients.get(), namespace, name, names.UPDATE_RULES, request, principal)
+    return request.model_copy(update={"rules": rules.model_dump(mode="json", by_alias=True)})
 
 
-@router.post(f"{JOB}/{names.DELETE}", response_model=OperationResult, tags=["operations"], responses=WRITE,
-             summary=_op_summary("Give the Deployment back and end the job", names.DELETE))
-async def delete(namespace: Namespace, name: JobName, principal: DeleteActor, clients: Clients,
-                 http: Request, request: OptionalRequest = None) -> OperationResult:
-    """``canaryctl delete``; the body is optional."""
-    request = await strictly(http, OperationRequest, request)
-    return await _operate(await clients.get(), namespace, name, names.DELETE, request, principal)
+@dataclass(frozen=True)
+class _Operation:
+    """One ``POST .../jobs/{name}/<operation>`` route: its body model and what it says in the docs."""
+
+    name: str
+    model: type[OperationRequest]
+    summary: str
+    description: str
+    optional_body: bool = False
+    check: Callable[[Any], OperationRequest] | None = None
+
+
+_GATE_NOTE = (" The body may name the `release` and `step` meant; without them the job's current ones are "
+              "read and sent, so a repeated or late request never passes a later gate: it is refused (409).")
+OPERATIONS = [
+    _Operation(names.UPDATE_VERSION, UpdateVersionRequest, "Set a new image: a release starts",
+               "``canaryctl set-image``."),
+    _Operation(names.CONTINUE, OperationRequest, "End the current pause",
+               "``canaryctl continue``; the body is optional." + _GATE_NOTE, optional_body=True),
+    _Operation(names.PROMOTE, OperationRequest, "Skip the remaining steps and promote now",
+               "``canaryctl promote``; the body is optional." + _GATE_NOTE, optional_body=True),
+    _Operation(names.TERMINATE, OperationRequest, "Abort the release: all traffic back to stable",
+               "``canaryctl terminate``; ``reason`` is kept in the job's history.", optional_body=True),
+    _Operation(names.ROLLBACK, RollbackRequest, "Deliver a historical revision again (skipSteps: at once)",
+               "``canaryctl rollback``."),
+    _Operation(names.UPDATE_RULES, UpdateRulesRequest, "Replace the steps and traffic policy",
+               "``canaryctl update-rules``; the rules are checked here too, so a 422 names the field at fault.",
+               check=_checked_rules),
+    _Operation(names.DELETE, OperationRequest, "Give the Deployment back and end the job",
+               "``canaryctl delete``; the body is optional.", optional_body=True),
+]
+
+
+def _add_operation(op: _Operation) -> None:
+    """Register the route of one operation: authenticate, validate strictly, stamp the actor, run."""
+    Actor = Annotated[Principal, operator(op.name)]  # noqa: N806
+
+    async def run(namespace: str, name: str, principal: Principal, clients: ClientHolder, http: Request,
+                  request: OperationRequest | None) -> OperationResult:
+        request = await strictly(http, op.model, request)
+        if request is not None and op.check is not None:
+            request = op.check(request)
+        return await _operate(await clients.get(), namespace, name, op.name, request, principal)
+
+    Model = op.model  # noqa: N806  (a type, used as one)
+    Optional = Annotated[Model | None, Body()]  # type: ignore[valid-type]  # noqa: N806
+
+    async def without_body(namespace: Namespace, name: JobName, principal: Actor, clients: Clients,
+                           http: Request, request: Optional = None) -> OperationResult:
+        return await run(namespace, name, principal, clients, http, request)
+
+    async def with_body(namespace: Namespace, name: JobName, request: Model,  # type: ignore[valid-type]
+                        principal: Actor, clients: Clients, http: Request) -> OperationResult:
+        return await run(namespace, name, principal, clients, http, request)
+
+    route: Callable[..., Awaitable[OperationResult]] = without_body if op.optional_body else with_body
+    router.add_api_route(
+        f"{JOB}/{op.name}", route, methods=["POST"], name=op.name.replace("-", "_"), response_model=OperationResult,
+        tags=["operations"], responses=WRITE, description=op.description,
+        summary=f"{op.summary} (role {OPERATION_ROLES[op.name].label})")
+
+
+for _op in OPERATIONS:
+    _add_operation(_op)
+
+
+DeleteActor = Annotated[Principal, operator(names.DELETE)]
 
 
 @router.delete(JOB, response_model=OperationResult, tags=["jobs"], responses=WRITE,
-               summary=_op_summary("Delete the job (same as POST .../delete)", names.DELETE))
+               summary=f"Delete the job (same as POST .../delete) (role {OPERATION_ROLES[names.DELETE].label})")
 async def delete_job(namespace: Namespace, name: JobName, principal: DeleteActor, clients: Clients
                      ) -> OperationResult:
     """The REST form of ``delete``, for clients that expect DELETE on the resource."""

@@ -16,23 +16,25 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, FastAPI, Form, Path, Query, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from starter import client as canary
-from starter.api.app import SESSION_COOKIE, ClientHolder, JobName, Namespace
-from starter.api.auth import OPERATION_ROLES, Principal, TokenStore
-from starter.api.errors import ApiError, ErrorCode
+from starter.api.auth import OPERATION_ROLES, Principal
+from starter.api.deps import SESSION_COOKIE, JobName, Namespace, clients, tokens
+from starter.api.errors import ApiError, ErrorCode, classify
 from starter.errors import CanaryError
+from starter.render import PHASE_NOTES, age, image_pairs
 from workflows.models import JobDetails, JobVersions, Phase, StepStatus, Version
 from workflows.spec import NAME_PATTERN
 
 HERE = FilePath(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-# Phases in which the job moves by itself: the page polls faster then.
-ACTIVE_PHASES = {Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK}
+# Phases in which the job moves by itself (or waits to recover by itself): the page polls faster then.
+ACTIVE_PHASES = {Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK,
+                 Phase.WORKLOAD_MISSING, Phase.ERROR}
 SESSION_HOURS = 12
 
 router = APIRouter(include_in_schema=False)
@@ -42,28 +44,18 @@ router = APIRouter(include_in_schema=False)
 
 
 def _ago(value: datetime | None, now: datetime | None = None) -> str:
-    if value is None:
-        return ""
-    seconds = int(((now or datetime.now(UTC)) - value).total_seconds())
-    if seconds < 0:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+    return f"{age(value, now or datetime.now(UTC))} ago" if value else ""
 
 
 def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
 
 
-def _images(images: dict[str, str]) -> str:
-    return ", ".join(f"{name}={image}" for name, image in sorted(images.items()))
-
-
 templates.env.filters["ago"] = _ago
 templates.env.filters["when"] = _when
-templates.env.filters["images"] = _images
+templates.env.filters["images"] = image_pairs
+# What a phase that needs the operator's eye means, shown beside its badge.
+templates.env.globals["phase_notes"] = {phase.value: note for phase, note in PHASE_NOTES.items()}
 
 
 def step_state(job: JobDetails, index: int) -> str:
@@ -81,9 +73,8 @@ templates.env.globals["step_state"] = step_state
 
 
 def _signed_in(request: Request) -> Principal | None:
-    tokens: TokenStore = request.app.state.tokens
     token = request.cookies.get(SESSION_COOKIE)
-    return tokens.find(token) if token else None
+    return tokens(request).find(token) if token else None
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -126,8 +117,7 @@ async def login_page(request: Request, next: str | None = None) -> Response:
 async def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = ""
                 ) -> Response:
     """Check the token and keep it in the session cookie; a wrong one shows the form again (401)."""
-    tokens: TokenStore = request.app.state.tokens
-    principal = tokens.find(token.strip()) if token.strip() else None
+    principal = tokens(request).find(token.strip()) if token.strip() else None
     if principal is None:
         return templates.TemplateResponse(
             request, "login.html", _context(request, None, next=_safe_next(next), error="unknown token"),
@@ -154,7 +144,7 @@ async def jobs_page(request: Request,
     principal = _signed_in(request)
     if principal is None:
         return _to_login(request)
-    holder: ClientHolder = request.app.state.clients
+    holder = clients(request)
     error = None
     jobs: list[canary.JobSummary] = []
     try:
@@ -167,8 +157,7 @@ async def jobs_page(request: Request,
 
 
 async def _load(request: Request, namespace: str, name: str) -> tuple[JobDetails, JobVersions]:
-    holder: ClientHolder = request.app.state.clients
-    temporal = await holder.get()
+    temporal = await clients(request).get()
     return await canary.details(temporal, namespace, name), await canary.versions(temporal, namespace, name)
 
 
@@ -201,14 +190,12 @@ async def job_page(request: Request, namespace: Namespace, name: JobName) -> Res
         job, versions = await _load(request, namespace, name)
     except CanaryError as err:
         return templates.TemplateResponse(request, "missing.html", _context(
-            request, principal, namespace=namespace, name=name, error=err.message), status_code=404
-            if err.message.startswith("no canary job") else 503)
+            request, principal, namespace=namespace, name=name, error=err.message), status_code=classify(err).status)
     return templates.TemplateResponse(request, "job.html", _live_context(request, principal, job, versions))
 
 
 @router.get("/ui/namespaces/{namespace}/jobs/{name}/live", response_class=HTMLResponse)
-async def job_live(request: Request, namespace: Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)],
-                   name: Annotated[str, Path(pattern=NAME_PATTERN, max_length=40)]) -> Response:
+async def job_live(request: Request, namespace: Namespace, name: JobName) -> Response:
     """The live part of the details page, for the page's polling script (errors as JSON)."""
     principal = _signed_in(request)
     if principal is None:

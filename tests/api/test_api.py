@@ -146,6 +146,12 @@ async def test_openapi_documents_the_project_models_and_the_errors(api_server: A
             assert {"404", "409"} <= set(op["responses"])
     continue_body = operations[("POST", "/api/v1/namespaces/{namespace}/jobs/{name}/continue")]["requestBody"]
     assert "OperationRequest" in str(continue_body)
+    # The gate a continue or promote means: documented on the model, and on the routes.
+    gate = schemas["OperationRequest"]["properties"]
+    assert "409" in gate["release"]["description"] and "1-based" in gate["step"]["description"]
+    for operation in ("continue", "promote"):
+        assert "`release` and `step`" in operations[("POST", f"/api/v1/namespaces/{{namespace}}/jobs/{{name}}/"
+                                                             f"{operation}")]["description"]
 
 
 # -- input errors ------------------------------------------------------------------------------
@@ -229,8 +235,8 @@ async def test_create_list_continue_and_actor_over_http(
     shop.create_workload()
     created = await admin.put(job_url(shop), json=job_body(shop))
     assert created.status_code == 201, created.text
-    assert created.json() == {"accepted": True, "message": f"canary job {shop.namespace}/web created",
-                              "phase": "healthy"}
+    assert (created.json()["message"], created.json()["phase"]) == (f"canary job {shop.namespace}/web created",
+                                                                   "healthy")
     again = await admin.put(job_url(shop), json=job_body(shop, progressDeadline="30s"))
     assert again.status_code == 200 and "configured" in again.json()["message"]
 
@@ -242,7 +248,9 @@ async def test_create_list_continue_and_actor_over_http(
                          lambda r: len(r.json()) == 1, "the job in the list")
     assert listed.json()[0]["name"] == "web" and listed.json()[0]["workload"] == "web"
     assert [j["name"] for j in (await viewer.get(f"/api/v1/namespaces/{shop.namespace}/jobs")).json()] == ["web"]
-    assert (await viewer.get(f"/api/v1/namespaces/{shop.namespace}/jobs", params={"status": "paused"})).json() == []
+    for phase in ("paused", "workload-missing", "error"):
+        none = await viewer.get(f"/api/v1/namespaces/{shop.namespace}/jobs", params={"status": phase})
+        assert none.status_code == 200 and none.json() == []
 
     # Operations the job's state does not allow: 409 with the workflow's own reason.
     idle = error(await operator.post(job_url(shop, "/continue")), 409)

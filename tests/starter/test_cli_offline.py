@@ -101,6 +101,23 @@ def test_address_from_environment_and_after_subcommand(tmp_path: Path) -> None:
     assert f"127.0.0.1:{other}" in result.stderr
 
 
+def test_gate_flags_are_checked_before_any_server_is_asked() -> None:
+    for flag in ("--release", "--step"):
+        result = canaryctl("continue", "web", flag, "0", "--address", "127.0.0.1:1")
+        field = flag.removeprefix("--")
+        assert assert_clean_error(result, 2) == [f"error: {field}: Input should be greater than or equal to 1"]
+    assert canaryctl("promote", "web", "--step", "two").returncode == 2
+    assert "--release" not in canaryctl("terminate", "--help").stdout
+
+
+def test_new_phases_are_list_filters() -> None:
+    port = free_port()
+    for phase in ("workload-missing", "error"):
+        result = canaryctl("list", "--phase", phase, "--address", f"127.0.0.1:{port}")
+        refused = f"error: cannot reach Temporal at 127.0.0.1:{port}: Connection refused"
+        assert assert_clean_error(result, 1) == [refused]  # past argument parsing: the phase is accepted
+
+
 def test_unknown_phase_and_command_are_usage_errors() -> None:
     result = canaryctl("list", "--phase", "sleeping")
     assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr

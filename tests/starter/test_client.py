@@ -19,12 +19,15 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 from temporalio import workflow
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from starter import client as api
-from starter.errors import CanaryError
+from starter.errors import CanaryError, Conflict, JobEnded, JobNotFound, Unavailable
 from tests.temporal_envs import local_env
 from workflows import names, search
 from workflows.models import (
@@ -41,7 +44,7 @@ from workflows.models import (
     UpdateVersionRequest,
     Version,
 )
-from workflows.spec import JobSpec, describe_step
+from workflows.spec import JobSpec, describe_step, legacy_workflow_id, workflow_id
 
 T = TypeVar("T")
 CANARYCTL = Path(sys.executable).with_name("canaryctl")
@@ -54,6 +57,7 @@ class StandInJob:
         self.job = input.job
         self.phase = Phase.PAUSED
         self.image = "nginx:1"
+        self.step = 0  # index of the step the release is at
         self.ops: list[tuple[str, OperationRequest]] = []
 
     @workflow.run
@@ -89,7 +93,19 @@ class StandInJob:
 
     @workflow.update(name=names.CONTINUE)
     def continue_(self, request: OperationRequest) -> OperationResult:
+        self.step += 1
+        self._set_phase(Phase.PROGRESSING)
         return self._done(names.CONTINUE, request, "continuing")
+
+    @continue_.validator
+    def _check_gate(self, request: OperationRequest) -> None:
+        # The real job's rule: a continue names the gate it means, or the one it waits at now.
+        if self.phase != Phase.PAUSED:
+            raise ApplicationError(f"nothing to continue: the job is {self.phase.value}, not paused",
+                                   type="OperationNotAllowed")
+        if (request.release, request.step) not in ((None, None), (2, self.step + 1)):
+            raise ApplicationError(f"release {request.release} step {request.step} is not current "
+                                   f"(release 2, step {self.step + 1})", type="OperationNotAllowed")
 
     @workflow.update(name=names.TERMINATE)
     def terminate(self, request: OperationRequest) -> OperationResult:
@@ -104,7 +120,10 @@ class StandInJob:
     def update_rules(self, request: UpdateRulesRequest) -> OperationResult:
         merged = JobSpec.model_validate({**self.job.model_dump(), **request.rules})
         self.job = self.job.with_rules(merged.rules)
-        return self._done(names.UPDATE_RULES, request, f"{len(self.job.steps)} steps")
+        result = self._done(names.UPDATE_RULES, request, f"{len(self.job.steps)} steps")
+        self.step = 0  # the release starts over under the new rules, at its first gate
+        self._set_phase(Phase.PAUSED)
+        return result
 
     @workflow.update(name=names.DELETE)
     def delete(self, request: OperationRequest) -> OperationResult:
@@ -121,9 +140,10 @@ class StandInJob:
             name=self.job.name, namespace=self.job.namespace, workload=self.job.workload.name,
             mode=self.job.mode.value, phase=self.phase, replicas=4, weight=25, actual_weight=25,
             canary_replicas=1,
-            current_step=0, steps=[StepState(index=i, description=describe_step(s))
+            current_step=self.step, steps=[StepState(index=i, description=describe_step(s))
                                    for i, s in enumerate(self.job.steps)],
-            last_error=None, stable=self._version(), canary=None,
+            last_error=None, stable=self._version(),
+            canary=self._version().model_copy(update={"revision": 2}) if self.phase != Phase.HEALTHY else None,
             rules=self.job.rules.model_dump(mode="json"), events=[])
 
     @workflow.query(name=names.VERSIONS_QUERY)
@@ -163,8 +183,9 @@ async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0) -
         await asyncio.sleep(0.2)
 
 
-async def operations(client: Client, spec: JobSpec) -> list[dict[str, Any]]:
-    handle = client.get_workflow_handle(f"canary-{spec.namespace}-{spec.name}")
+async def operations(client: Client, spec: JobSpec, legacy: bool = False) -> list[dict[str, Any]]:
+    make_id = legacy_workflow_id if legacy else workflow_id
+    handle = client.get_workflow_handle(make_id(spec.namespace, spec.name))
     result: list[dict[str, Any]] = await handle.query("operations")
     return result
 
@@ -177,18 +198,25 @@ async def test_connect_uses_environment_and_pydantic(address: str, monkeypatch: 
     assert client.data_converter.payload_converter_class.__name__ == "PydanticPayloadConverter"
 
 
+async def test_an_unknown_temporal_namespace_is_named(address: str) -> None:
+    client = await api.connect(address, "no-such-namespace")
+    with pytest.raises(Unavailable, match=f"^Temporal namespace 'no-such-namespace' not found at {address}$"):
+        await api.details(client, "shop", "web")
+
+
 async def test_apply_creates_then_configures(env: WorkflowEnvironment) -> None:
     client, spec = env.client, job()
-    assert await api.apply_job(client, spec) == f"canary job shop/{spec.name} created"
-    description = await client.get_workflow_handle(f"canary-shop-{spec.name}").describe()
+    created = await api.apply_job(client, spec)
+    assert created == api.Applied(created=True, message=f"canary job shop/{spec.name} created")
+    description = await client.get_workflow_handle(f"canary/shop/{spec.name}").describe()
     assert description.task_queue == names.TASK_QUEUE
     assert description.typed_search_attributes.get(search.CANARY_JOB) == spec.name
     assert description.typed_search_attributes.get(search.CANARY_NAMESPACE) == "shop"
     assert description.typed_search_attributes.get(search.CANARY_WORKLOAD) == "web"
 
     changed = spec.with_rules(job().rules.model_copy(update={"steps": job().steps[:1]}))
-    message = await api.apply_job(client, changed, actor="bob")
-    assert message == f"canary job shop/{spec.name} configured: 1 steps by bob"
+    applied = await api.apply_job(client, changed, actor="bob")
+    assert applied == api.Applied(created=False, message=f"canary job shop/{spec.name} configured: 1 steps by bob")
     [op] = await operations(client, spec)
     assert op["operation"] == names.UPDATE_RULES and op["actor"] == "bob"
     assert op["rules"]["steps"] == [{"setWeight": 25}]
@@ -209,8 +237,8 @@ async def test_apply_restarts_an_ended_job(env: WorkflowEnvironment) -> None:
     spec = job()
     await api.apply_job(env.client, spec)
     await api.operate(env.client, "shop", spec.name, names.DELETE, OperationRequest())
-    await asyncio.wait_for(env.client.get_workflow_handle(f"canary-shop-{spec.name}").result(), 30)
-    assert await api.apply_job(env.client, spec) == f"canary job shop/{spec.name} created"
+    await asyncio.wait_for(env.client.get_workflow_handle(f"canary/shop/{spec.name}").result(), 30)
+    assert (await api.apply_job(env.client, spec)).created
 
 
 async def test_queries_operations_and_errors(env: WorkflowEnvironment) -> None:
@@ -231,16 +259,16 @@ async def test_queries_operations_and_errors(env: WorkflowEnvironment) -> None:
                           UpdateVersionRequest(image="nginx:2"))
     assert str(rejected.value) == "nginx:2 is already the current image"
 
-    with pytest.raises(CanaryError, match="^no canary job shop/missing$"):
+    with pytest.raises(JobNotFound, match="^no canary job shop/missing$"):
         await api.details(client, "shop", "missing")
-    with pytest.raises(CanaryError, match="^no canary job shop/missing$"):
+    with pytest.raises(JobNotFound, match="^no canary job shop/missing$"):
         await api.operate(client, "shop", "missing", names.PROMOTE, OperationRequest())
     with pytest.raises(CanaryError, match="unknown operation"):
         await api.operate(client, "shop", spec.name, "explode", OperationRequest())
 
     await api.operate(client, "shop", spec.name, names.DELETE, OperationRequest())
-    await asyncio.wait_for(client.get_workflow_handle(f"canary-shop-{spec.name}").result(), 30)
-    with pytest.raises(CanaryError, match=f"^canary job shop/{spec.name} has ended"):
+    await asyncio.wait_for(client.get_workflow_handle(f"canary/shop/{spec.name}").result(), 30)
+    with pytest.raises(JobEnded, match=f"^canary job shop/{spec.name} has ended"):
         await api.operate(client, "shop", spec.name, names.PROMOTE, OperationRequest())
 
 
@@ -269,12 +297,94 @@ async def test_no_worker_means_a_clear_timeout(
                                              id="canary-shop-orphan", task_queue="nobody-polls-this")
     monkeypatch.setattr(api, "QUERY_TIMEOUT", 1.0)
     try:
-        with pytest.raises(CanaryError, match="is the canary worker running"):
+        with pytest.raises(Unavailable, match="^no answer from Temporal for canary job shop/orphan in time: is the "
+                                              "canary worker running"):
             await api.details(env.client, "shop", "orphan")
-        with pytest.raises(CanaryError, match="promote not answered within 1 s; is the canary worker"):
+        # promote reads the gate it means first: no worker answers that either
+        with pytest.raises(Unavailable, match="is the canary worker running"):
             await api.operate(env.client, "shop", "orphan", names.PROMOTE, OperationRequest(), timeout=1)
+        with pytest.raises(Unavailable, match="promote not answered within 1 s; is the canary worker"):
+            await api.operate(env.client, "shop", "orphan", names.PROMOTE, OperationRequest(release=2, step=1),
+                              timeout=1)
     finally:
         await handle.terminate()
+
+
+async def start_legacy(client: Client, spec: JobSpec) -> None:
+    """A job as a client before ``canary/<namespace>/<job>`` started it."""
+    await client.start_workflow(
+        names.WORKFLOW_TYPE, CanaryJobInput(job=spec), id=legacy_workflow_id(spec.namespace, spec.name),
+        task_queue=names.TASK_QUEUE, search_attributes=TypedSearchAttributes([
+            SearchAttributePair(search.CANARY_JOB, spec.name),
+            SearchAttributePair(search.CANARY_NAMESPACE, spec.namespace),
+            SearchAttributePair(search.CANARY_WORKLOAD, spec.workload.name)]))
+
+
+async def exists(client: Client, workflow: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow).describe()
+    except RPCError as err:
+        assert err.status == RPCStatusCode.NOT_FOUND
+        return False
+    return True
+
+
+async def test_a_job_started_under_the_legacy_id_stays_addressable(env: WorkflowEnvironment) -> None:
+    client, spec = env.client, job()
+    await start_legacy(client, spec)
+
+    assert (await api.details(client, "shop", spec.name)).name == spec.name
+    assert (await api.versions(client, "shop", spec.name)).stable is not None
+    await api.operate(client, "shop", spec.name, names.UPDATE_VERSION, UpdateVersionRequest(image="nginx:7"))
+    applied = await api.apply_job(client, spec.with_rules(spec.rules.model_copy(update={"steps": spec.steps[:1]})))
+    assert applied.created is False and "configured" in applied.message
+    # Never a second workflow for a job that runs under its old id.
+    assert not await exists(client, workflow_id("shop", spec.name))
+    assert [op["operation"] for op in await operations(client, spec, legacy=True)] == [
+        names.UPDATE_VERSION, names.UPDATE_RULES]
+    with pytest.raises(CanaryError, match="delivers Deployment web, not api"):
+        await api.apply_job(client, job(spec.name, workload="api"))
+
+    await api.operate(client, "shop", spec.name, names.DELETE, OperationRequest())
+    await asyncio.wait_for(client.get_workflow_handle(legacy_workflow_id("shop", spec.name)).result(), 30)
+    with pytest.raises(JobEnded):
+        await api.operate(client, "shop", spec.name, names.PROMOTE, OperationRequest())
+    # Applied again once its old workflow has ended, the job moves to the new id for good.
+    assert (await api.apply_job(client, spec)).created
+    assert (await client.get_workflow_handle(workflow_id("shop", spec.name)).describe()).status == \
+        WorkflowExecutionStatus.RUNNING
+    await api.operate(client, "shop", spec.name, names.UPDATE_VERSION, UpdateVersionRequest(image="nginx:8"))
+    assert [op["operation"] for op in await operations(client, spec)] == [names.UPDATE_VERSION]
+
+
+async def test_jobs_whose_legacy_ids_collide_get_workflows_of_their_own(env: WorkflowEnvironment) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    first, second = job(f"c-{suffix}", namespace="a-b"), job(f"b-c-{suffix}", namespace="a")
+    assert legacy_workflow_id(first.namespace, first.name) == legacy_workflow_id(second.namespace, second.name)
+    assert (await api.apply_job(env.client, first)).created
+    assert (await api.apply_job(env.client, second)).created
+    await api.operate(env.client, "a", second.name, names.UPDATE_VERSION, UpdateVersionRequest(image="nginx:2"))
+    assert (await api.details(env.client, "a-b", first.name)).phase == Phase.PAUSED
+    assert (await api.details(env.client, "a", second.name)).phase == Phase.PROGRESSING
+
+
+async def test_continue_names_the_gate_it_was_sent_for(env: WorkflowEnvironment) -> None:
+    client, spec = env.client, job()
+    await api.apply_job(client, spec)
+    result = await api.operate(client, "shop", spec.name, names.CONTINUE, OperationRequest(actor="erin"))
+    assert result.message == "continuing by erin"
+    [sent] = await operations(client, spec)
+    assert (sent["release"], sent["step"]) == (2, 1)  # what details showed: release 2, step 1
+
+    await api.apply_job(client, spec)  # the stand-in starts over at its first gate
+    with pytest.raises(Conflict, match="^release 2 step 5 is not current"):
+        await api.operate(client, "shop", spec.name, names.CONTINUE, OperationRequest(release=2, step=5))
+    # Twenty at once at one gate: one passes it, the others are refused, none opens another.
+    outcomes = await asyncio.gather(*(api.operate(client, "shop", spec.name, names.CONTINUE, OperationRequest())
+                                      for _ in range(20)), return_exceptions=True)
+    assert sum(isinstance(o, OperationResult) for o in outcomes) == 1
+    assert all(isinstance(o, (OperationResult, Conflict)) for o in outcomes), outcomes
+    assert (await api.details(client, "shop", spec.name)).current_step == 1
 
 
 # -- canaryctl against the same server ---------------------------------------------------------
@@ -322,7 +432,12 @@ async def test_cli_session(env: WorkflowEnvironment, address: str, tmp_path: Pat
     (tmp_path / "rules.yaml").write_text("steps: [{setWeight: 10}, {setWeight: 60}, {pause: {}}]\n")
     assert await ok("update-rules", name, "-f", "rules.yaml") == (
         f"shop/{name}: 3 steps by dana (phase progressing)\n")
-    await ok("continue", name)
+    assert await canaryctl(address, "continue", name, "-n", "shop", "--release", "2", "--step", "4") == (
+        1, "", "error: release 2 step 4 is not current (release 2, step 1) (sent release 2, step 4; "
+               f"`canaryctl get {name} -n shop` shows the current ones)\n")
+    await ok("continue", name, "--release", "2", "--step", "1")
+    assert await canaryctl(address, "continue", name, "-n", "shop") == (
+        1, "", "error: nothing to continue: the job is progressing, not paused\n")
     assert await canaryctl(address, "get", "ghost", "-n", "shop") == (
         1, "", "error: no canary job shop/ghost\n")
 
@@ -330,6 +445,7 @@ async def test_cli_session(env: WorkflowEnvironment, address: str, tmp_path: Pat
     assert [op["operation"] for op in ops] == [names.UPDATE_VERSION, names.TERMINATE, names.ROLLBACK,
                                                names.UPDATE_RULES, names.CONTINUE]
     assert all(op["actor"] == "dana" and op["requestId"] for op in ops)
+    assert (ops[-1]["release"], ops[-1]["step"]) == (2, 1)
 
     # --watch redraws until the job is idle (promote makes the stand-in healthy)
     command = [str(CANARYCTL)] if CANARYCTL.exists() else [sys.executable, "-m", "starter.cli"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from starter.client import JobSummary
-from starter.render import age, duration, render_details, render_jobs, render_versions, table
+from starter.render import age, duration, image_pairs, images, render_details, render_jobs, render_versions, table
 from workflows.models import (
     Event,
     JobDetails,
@@ -82,6 +82,15 @@ def test_details_idle_job_with_error() -> None:
     assert "  canary  -" in text.splitlines()
 
 
+def test_phases_that_wait_for_the_cluster_say_so() -> None:
+    missing = render_details(details(phase=Phase.WORKLOAD_MISSING), NOW)
+    assert "Phase:      workload-missing (the Deployment is gone; the job waits for it to come back)" in missing
+    error = render_details(details(phase=Phase.ERROR, last_error="deployments.apps is forbidden"), NOW)
+    assert "Phase:      error (the cluster refuses what the job must do; it retries" in error
+    assert "Last error: deployments.apps is forbidden" in error
+    assert "Phase:      paused\n" in render_details(details(), NOW)
+
+
 def test_versions_table() -> None:
     history = [version(1, "nginx:1.25", finished=NOW, outcome=Outcome.PROMOTED),
                version(2, "nginx:1.26", reason="error rate", outcome=Outcome.ROLLED_BACK, finished=NOW)]
@@ -99,13 +108,18 @@ def test_versions_table() -> None:
 
 def test_jobs_table_and_helpers() -> None:
     jobs = [JobSummary(namespace="shop", name="web", workload="web", phase="paused", status="running",
-                       started=NOW - timedelta(minutes=5), workflow_id="canary-shop-web")]
+                       started=NOW - timedelta(minutes=5), workflow_id="canary/shop/web")]
     assert render_jobs(jobs, NOW).splitlines() == [
         "NAMESPACE  NAME  WORKLOAD  PHASE   STATUS   AGE",
         "shop       web   web       paused  running  5m",
     ]
     assert render_jobs([], NOW) == "no canary jobs"
+    waiting = jobs[0].model_copy(update={"phase": "workload-missing"})
+    assert render_jobs([waiting], NOW).splitlines()[1].split()[3] == "workload-missing"
     assert age(NOW - timedelta(days=2, hours=1), NOW) == "2d"
     assert age(None, NOW) == "-"
     assert [duration(timedelta(seconds=s)) for s in (0, 59, 3600, 93784)] == ["0s", "59s", "1h", "1d2h3m4s"]
     assert table(["A", "B"], [["long value", "x"]]).splitlines()[1] == "long value  x"
+    two = version(1, "x", images={"sidecar": "envoy:1", "app": "web:2"})
+    assert images(two) == "app=web:2,sidecar=envoy:1"  # one table cell
+    assert image_pairs(two.images) == "app=web:2, sidecar=envoy:1"

@@ -30,6 +30,9 @@ async def test_pages_need_a_session_and_the_cookie_is_safe(api_server: ApiServer
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
         jobs = await http.get("/ui/jobs")
         assert jobs.status_code == 200 and "victor-viewer" in jobs.text
+        for phase in ("workload-missing", "error"):  # the phases that wait for the cluster are filters too
+            filtered = await http.get("/ui/jobs", params={"status": phase})
+            assert filtered.status_code == 200 and f'<option value="{phase}" selected>' in filtered.text
         missing = await http.get("/ui/namespaces/nowhere/jobs/ghost")
         assert missing.status_code == 404 and "no canary job nowhere/ghost" in missing.text
 

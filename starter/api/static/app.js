@@ -140,11 +140,25 @@
     terminate: ["Terminate", "Stop the release: all traffic goes back to the stable version.", true],
   };
 
+  // continue and promote act on the gate the page showed when clicked: if the job has moved on
+  // since, the API refuses (409) rather than passing whatever gate the job waits at now.
+  const GATED = new Set(["continue", "promote"]);
+
+  function shownGate() {
+    const root = document.getElementById("live-root");
+    const gate = {};
+    if (root && root.dataset.release) gate.release = Number(root.dataset.release);
+    if (root && root.dataset.step) gate.step = Number(root.dataset.step);
+    return gate;
+  }
+
   document.querySelectorAll("[data-operation]").forEach((button) => {
     button.addEventListener("click", () => {
       const operation = button.dataset.operation;
       const [title, text, reason] = TEXTS[operation];
-      confirmThen(title, text, { reason }, (v) => operate(operation, v.reason ? { reason: v.reason } : {}));
+      const gate = GATED.has(operation) ? shownGate() : {};
+      confirmThen(title, text, { reason },
+        (v) => operate(operation, { ...gate, ...(v.reason ? { reason: v.reason } : {}) }));
     });
   });
 
