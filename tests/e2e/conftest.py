@@ -17,7 +17,7 @@ from starter import client as canary
 from tests.kube_helpers import deployment, eventually, service
 from worker import build_worker
 from workflows.models import JobDetails, Phase
-from workflows.spec import JobSpec
+from workflows.spec import JobSpec, workflow_id
 
 T = TypeVar("T")
 
@@ -113,7 +113,7 @@ class Shop:
 @pytest_asyncio.fixture
 async def shop(temporal: Client, kube_api: ApiClient, namespace: str) -> AsyncIterator[Shop]:
     yield Shop(temporal, kube_api, namespace)
-    handle = temporal.get_workflow_handle(f"canary-{namespace}-web")
+    handle = temporal.get_workflow_handle(workflow_id(namespace, "web"))
     try:
         await handle.terminate("test over")
     except Exception:
