@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kubernetes import client as k8s
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -41,7 +42,7 @@ from starter import client as canary  # noqa: E402
 from starter.errors import CanaryError  # noqa: E402
 from workflows import names  # noqa: E402
 from workflows.models import OperationRequest, Phase  # noqa: E402
-from workflows.spec import JobSpec  # noqa: E402
+from workflows.spec import JobSpec, workflow_id  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "worker_kill.json"
 NAMESPACE, NAME = "bench-kill", "web"
@@ -132,6 +133,19 @@ class Bench:
                 raise SystemExit(f"the job did not reach {sorted(phases)} within {timeout:.0f} s")
             await asyncio.sleep(0.1)
 
+    async def wait_watch_running(self, timeout: float = 300) -> None:
+        """Until a worker has picked up the job's watch: the crash must take a running watch along."""
+        handle = self.temporal.get_workflow_handle(workflow_id(NAMESPACE, NAME))
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if any(p.activity_type.name == "watch_workload"
+                   and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in pending):
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no watch running within {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+
     async def run(self, worker: Worker, rounds: int) -> list[float]:
         self.setup()
         spec = JobSpec.model_validate({"name": NAME, "namespace": NAMESPACE, "workload": {"name": NAME},
@@ -140,7 +154,7 @@ class Bench:
         await self.wait_phase({Phase.HEALTHY})
         samples: list[float] = []
         for n in range(1, rounds + 1):
-            await asyncio.sleep(1)  # the watch is (re)started on the worker about to be killed
+            await self.wait_watch_running()
             worker.crash_and_replace()
             started = time.monotonic()
             self.set_image(f"registry.local/{NAME}:{n}")

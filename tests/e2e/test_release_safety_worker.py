@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from devenv.cluster import READY_DELAY_ANNOTATION, LocalCluster
 from starter import client as canary
 from tests.e2e.conftest import Shop, until
-from tests.e2e.worker_process import WorkerProcess, scheduled_writes
+from tests.e2e.worker_process import WorkerProcess, running_activities, scheduled_writes
 from workflows import names
 from workflows.models import OperationRequest, Phase, StepStatus
 
@@ -38,9 +38,10 @@ def worker(dev_server: WorkflowEnvironment, cluster: LocalCluster, tmp_path: Pat
 
 async def test_an_edit_after_a_worker_crash_starts_a_release_promptly(shop: Shop, worker: WorkerProcess) -> None:
     shop.create_workload()
-    await worker.start_job(shop.temporal, shop.spec())
+    handle = await worker.start_job(shop.temporal, shop.spec())
     await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
-    # The watch now runs on this worker; the crash takes it along.
+    await until(lambda: running_activities(handle), lambda running: "watch_workload" in running,
+                "the watch running on the worker about to crash")
     worker.restart()
     shop.set_image(NEW)
     await until(lambda: asyncio.to_thread(shop.canary_replicas), lambda n: n > 0,

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from workflows.canary import CanaryJobWorkflow
@@ -68,3 +68,10 @@ async def scheduled_writes(handle: WorkflowHandle[CanaryJobWorkflow, str]) -> Co
             payload = json.loads(attributes.input.payloads[0].data) if attributes.input.payloads else {}
             scheduled[f"{attributes.activity_type.name}:{payload.get('replicas', '')}"] += 1
     return scheduled
+
+
+async def running_activities(handle: WorkflowHandle[CanaryJobWorkflow, str]) -> list[str]:
+    """Activities a worker has picked up and not finished: what a crash of that worker loses."""
+    description = await handle.describe()
+    return [pending.activity_type.name for pending in description.raw_description.pending_activities
+            if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED]
