@@ -17,7 +17,7 @@ from tests.e2e.conftest import Shop, until
 from tests.kube_helpers import deployment
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase
-from workflows.spec import workflow_id
+from workflows.spec import legacy_workflow_id, workflow_id
 
 pytestmark = pytest.mark.cluster
 STABLE = "registry.local/web:1"
@@ -99,8 +99,8 @@ async def test_jobs_whose_ids_used_to_collide_run_side_by_side(temporal: Client,
         for shop, (namespace, job) in zip(shops, pairs, strict=True):
             shop.create_workload()
             await canary.apply_job(temporal, shop.spec(name=job))
-        ids = {workflow_id(namespace, job) for namespace, job in pairs}
-        assert len(ids) == 2
+        assert len({legacy_workflow_id(namespace, job) for namespace, job in pairs}) == 1  # the old clash
+        assert len({workflow_id(namespace, job) for namespace, job in pairs}) == 2
 
         async def both() -> list[JobDetails]:
             return [await canary.details(temporal, namespace, job) for namespace, job in pairs]
@@ -114,6 +114,13 @@ async def test_jobs_whose_ids_used_to_collide_run_side_by_side(temporal: Client,
             "registry.local/web:side-0", "registry.local/web:side-1"]
         for shop in shops:
             assert shop.canary_replicas() == 1
+        # An operation on one job leaves the other alone.
+        (first_ns, first_job), (second_ns, second_job) = pairs
+        await canary.operate(temporal, first_ns, first_job, names.TERMINATE, OperationRequest(actor="e2e"))
+        await until(lambda: canary.details(temporal, first_ns, first_job), lambda d: d.phase == Phase.TERMINATED,
+                    f"{first_ns}/{first_job} terminated")
+        other = await canary.details(temporal, second_ns, second_job)
+        assert other.phase == Phase.PAUSED and shops[1].canary_replicas() == 1
     finally:
         for namespace, job in pairs:
             try:
