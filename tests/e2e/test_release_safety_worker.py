@@ -76,7 +76,7 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
 
     await wait_job(shop, lambda d: d.phase == Phase.PROGRESSING and bool(d.steps)
                     and d.steps[0].status == StepStatus.RUNNING, "step 1 waiting for its canary")
-    worker.restart()
+    await worker.crash_holding(handle, "wait_canary_ready")
     gate = await wait_job(shop, lambda d: d.phase in ENDED or (d.phase == Phase.PAUSED and d.current_step == 1),
                            "the gate", timeout=90)
     assert gate.phase == Phase.PAUSED, (gate.phase, gate.last_error)
@@ -84,7 +84,7 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
     await canary.operate(shop.temporal, shop.namespace, "web", names.CONTINUE, OperationRequest(actor="e2e"))
     promoting = await wait_job(shop, lambda d: d.phase in ENDED or d.phase == Phase.PROMOTING, "the promotion")
     assert promoting.phase == Phase.PROMOTING, (promoting.phase, promoting.last_error)
-    worker.restart()
+    await worker.crash_holding(handle, "wait_stable_rolled_out")
 
     done = await wait_job(shop, lambda d: d.phase != Phase.PROMOTING and d.canary is None, "the release ended",
                            timeout=90)

@@ -3,6 +3,7 @@ node loss would (SIGKILL: no cleanup, running activity attempts simply vanish)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -48,6 +49,27 @@ class WorkerProcess:
         """kill -9, then a new worker at once: what a supervisor does after a crash."""
         self.kill()
         self.start()
+
+    async def crash_holding(self, handle: WorkflowHandle[CanaryJobWorkflow, str], activity: str,
+                            within: float = 10.0) -> bool:
+        """kill -9 the worker while it holds an attempt of ``activity``, then start a new one.
+
+        Poll-style activities run for milliseconds, so a plain kill nearly always lands between
+        attempts. Frozen (SIGSTOP), the worker's open long-polls still take the next attempt from
+        the server and never run it: killed then, that attempt is lost the way a crash mid-call
+        loses it. Returns whether an attempt was held (else it is a plain crash after ``within``).
+        """
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        held = False
+        while not held and loop.time() < deadline:
+            held = activity in await running_activities(handle)
+            if not held:
+                await asyncio.sleep(0.05)
+        self.restart()
+        return held
 
     async def start_job(self, temporal: Client, spec: JobSpec) -> WorkflowHandle[CanaryJobWorkflow, str]:
         """Start the job on this worker's queue under the id every client uses for it."""
