@@ -94,3 +94,12 @@ async def test_a_job_of_ten_thousand_steps_is_refused(
     assert status == cli.EXIT_USAGE, f"10,000 steps were accepted (status {status}): {err}"
     assert "steps" in err and "100" in err, err
     assert not await job_exists(shop)
+
+    # The same bound on a running job's new rules.
+    await shop.apply()
+    with pytest.raises(CanaryError) as refused:
+        await canary.operate(shop.temporal, shop.namespace, "web", names.UPDATE_RULES,
+                             UpdateRulesRequest(rules={"steps": steps}, actor="e2e"))
+    assert refused.value.kind == "InvalidOperationInput" and "steps" in (refused.value.field or ""), refused.value
+    assert "100" in refused.value.message
+    assert len((await shop.details()).rules["steps"]) == 4
