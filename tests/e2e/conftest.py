@@ -17,7 +17,7 @@ from tests.kube_helpers import deployment, eventually, service
 from tests.temporal_envs import local_env
 from worker import build_worker
 from workflows.models import JobDetails, Phase
-from workflows.spec import JobSpec
+from workflows.spec import JobSpec, workflow_id
 
 T = TypeVar("T")
 
@@ -84,17 +84,34 @@ class Shop:
     async def wait(self, check: Callable[[JobDetails], bool], what: str, timeout: float = 60) -> JobDetails:
         return await until(self.details, check, what, timeout)
 
-    def set_image(self, image: str, *, labels: dict[str, str] | None = None) -> None:
+    def set_image(self, image: str, *, labels: dict[str, str] | None = None,
+                  annotations: dict[str, str] | None = None) -> None:
         """What `kubectl set image` does: edit the pod template of the user's Deployment."""
         template: dict[str, Any] = {"spec": {"containers": [{"name": "app", "image": image}]}}
-        if labels:
-            template["metadata"] = {"labels": labels}
+        if labels or annotations:
+            template["metadata"] = {"labels": labels or {}, "annotations": annotations or {}}
         self.apps.patch_namespaced_deployment("web", self.namespace, {"spec": {"template": template}})
 
     def pods(self, track: str | None = None) -> list[Any]:
         selector = "app=web" + (f",canary-delivery.dev/track={track}" if track else "")
         return [p for p in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
                 if p.metadata.deletion_timestamp is None]
+
+    def own_images(self) -> list[str]:
+        """Images of the pods the user's Deployment runs itself (not the canary's), sorted."""
+        selector = "app=web,!canary-delivery.dev/track"
+        return sorted(p.spec.containers[0].image
+                      for p in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+                      if p.metadata.deletion_timestamp is None)
+
+    def canary_replicas(self) -> int:
+        """The canary Deployment's ``spec.replicas``: the pods the job asks for (0 when there is none)."""
+        try:
+            return int(self.apps.read_namespaced_deployment("web-canary", self.namespace).spec.replicas or 0)
+        except k8s.exceptions.ApiException as error:
+            if error.status == 404:
+                return 0
+            raise
 
     def ready_images(self) -> list[str]:
         """Images of the Ready pods the Service sends traffic to, sorted."""
@@ -113,7 +130,7 @@ class Shop:
 @pytest_asyncio.fixture
 async def shop(temporal: Client, kube_api: ApiClient, namespace: str) -> AsyncIterator[Shop]:
     yield Shop(temporal, kube_api, namespace)
-    handle = temporal.get_workflow_handle(f"canary-{namespace}-web")
+    handle = temporal.get_workflow_handle(workflow_id(namespace, "web"))
     try:
         await handle.terminate("test over")
     except Exception:

@@ -23,6 +23,7 @@ from workflows.models import (
     UpdateRulesRequest,
     UpdateVersionRequest,
 )
+from workflows.spec import workflow_id
 
 pytestmark = pytest.mark.cluster
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -31,7 +32,7 @@ HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 async def record_history(shop: Shop, name: str) -> None:
     """Keep this run's history for the replay test (RECORD_HISTORIES=1): the watch path included."""
     if os.environ.get("RECORD_HISTORIES"):
-        history = await shop.temporal.get_workflow_handle(f"canary-{shop.namespace}-web").fetch_history()
+        history = await shop.temporal.get_workflow_handle(workflow_id(shop.namespace, "web")).fetch_history()
         (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
@@ -130,7 +131,7 @@ async def test_delete_gives_back_a_plain_serving_deployment(shop: Shop) -> None:
     shop.set_image("registry.local/web:2")
     await shop.wait(lambda d: d.phase == Phase.PAUSED, "pause")
     await canary.operate(shop.temporal, shop.namespace, "web", names.DELETE, OperationRequest())
-    handle = shop.temporal.get_workflow_handle(f"canary-{shop.namespace}-web")
+    handle = shop.temporal.get_workflow_handle(workflow_id(shop.namespace, "web"))
     assert await handle.result() == "deleted"
     workload = shop.workload()
     assert not workload.spec.paused
@@ -174,7 +175,7 @@ async def test_jobs_can_be_found_by_phase_with_the_temporal_cli(shop: Shop, dev_
         out, _ = await process.communicate()
         return out.decode()
 
-    found = await until(listed, lambda out: f"canary-{shop.namespace}-web" in out, "the paused job listed")
+    found = await until(listed, lambda out: workflow_id(shop.namespace, "web") in out, "the paused job listed")
     assert "CanaryJobWorkflow" in found
     jobs = await canary.list_jobs(shop.temporal, namespace=shop.namespace, phase="paused")
     assert [j.name for j in jobs] == ["web"]

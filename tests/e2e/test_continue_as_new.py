@@ -12,6 +12,7 @@ from tests.e2e.conftest import Shop, until
 from tests.temporal_envs import local_env
 from worker import build_worker
 from workflows.models import Phase
+from workflows.spec import workflow_id
 
 pytestmark = pytest.mark.cluster
 
@@ -26,9 +27,11 @@ async def test_history_and_watch_survive_continue_as_new(kube_api: ApiClient, na
                 shop.set_image(f"registry.local/web:{n}")
                 await shop.wait(lambda d, n=n: d.phase == Phase.HEALTHY and d.stable is not None
                                 and d.stable.revision == n, f"revision {n} promoted")
-            handle = env.client.get_workflow_handle(f"canary-{namespace}-web")
+            job_id = workflow_id(namespace, "web")
+            handle = env.client.get_workflow_handle(job_id)
+
             async def runs_listed() -> list[WorkflowExecution]:
-                return [w async for w in env.client.list_workflows(f"WorkflowId = 'canary-{namespace}-web'")]
+                return [w async for w in env.client.list_workflows(f"WorkflowId = '{job_id}'")]
 
             runs = await until(runs_listed, lambda found: len(found) >= 2, "a continued-as-new run", timeout=20)
             assert sum(r.status == WorkflowExecutionStatus.CONTINUED_AS_NEW for r in runs) == len(runs) - 1

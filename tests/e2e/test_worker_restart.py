@@ -21,6 +21,7 @@ from tests.e2e.conftest import Shop, until
 from workflows import names
 from workflows.canary import CanaryJobWorkflow
 from workflows.models import CanaryJobInput, JobDetails, OperationRequest, Phase, StepStatus
+from workflows.spec import workflow_id
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ async def test_killed_worker_mid_release_is_replaced_without_repeating_steps(
     try:
         spec = shop.spec(steps=[{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {"duration": "1s"}}])
         handle = await dev_server.client.start_workflow(
-            CanaryJobWorkflow.run, CanaryJobInput(job=spec), id=f"canary-{shop.namespace}-web", task_queue=queue)
+            CanaryJobWorkflow.run, CanaryJobInput(job=spec), id=workflow_id(shop.namespace, "web"), task_queue=queue)
 
         async def details() -> JobDetails:
             return await handle.query(names.DETAILS_QUERY, result_type=JobDetails)

@@ -1,0 +1,103 @@
+"""A worker killed with SIGKILL, replaced at once: edits are still noticed promptly, and a
+release killed at any kind of step boundary still finishes, doing every write once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from devenv.cluster import READY_DELAY_ANNOTATION, LocalCluster
+from starter import client as canary
+from starter.errors import CanaryError
+from tests.e2e.conftest import Shop, until
+from tests.e2e.worker_process import WorkerProcess, running_activities, scheduled_writes
+from workflows import names
+from workflows.models import JobDetails, OperationRequest, Phase, StepStatus
+
+pytestmark = pytest.mark.cluster
+NEW = "registry.local/web:2"
+# How long a replaced worker may take to notice an edit. Generous next to the few seconds a
+# worker needs to start, and well short of a lost watch's heartbeat timeout (30 s).
+NOTICE_BOUND = 15.0
+ENDED = (Phase.FAILED, Phase.TERMINATED, Phase.HEALTHY)
+
+
+async def wait_job(shop: Shop, check: Callable[[JobDetails], bool], what: str, timeout: float = 60) -> JobDetails:
+    """``shop.wait``, except that a query nobody answers yet (the new worker still starting, the
+    dead one's sticky queue timing out) is another look later rather than a failure."""
+    async def details() -> JobDetails | None:
+        try:
+            return await shop.details()
+        except CanaryError:
+            return None
+
+    found = await until(details, lambda d: d is not None and check(d), what, timeout)
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def worker(dev_server: WorkflowEnvironment, cluster: LocalCluster, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(dev_server.client.service_client.config.target_host, cluster.kubeconfig,
+                            tmp_path / "worker.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+async def test_an_edit_after_a_worker_crash_starts_a_release_promptly(shop: Shop, worker: WorkerProcess) -> None:
+    shop.create_workload()
+    handle = await worker.start_job(shop.temporal, shop.spec())
+    await wait_job(shop, lambda d: d.phase == Phase.HEALTHY, "attached")
+    await until(lambda: running_activities(handle), lambda running: "watch_workload" in running,
+                "the watch running on the worker about to crash")
+    worker.restart()
+    shop.set_image(NEW)
+    await until(lambda: asyncio.to_thread(shop.canary_replicas), lambda n: n > 0,
+                "canary pods requested after the crash", timeout=NOTICE_BOUND)
+    await wait_job(shop, lambda d: d.phase == Phase.PAUSED, "the release at its gate", timeout=60)
+
+
+async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
+        shop: Shop, worker: WorkerProcess) -> None:
+    shop.create_workload()
+    # A progress deadline a lost attempt's start-to-close timeout (10 s) would overrun.
+    handle = await worker.start_job(shop.temporal, shop.spec(
+        steps=[{"setWeight": 25}, {"pause": {}}], progressDeadline="9s"))
+    await wait_job(shop, lambda d: d.phase == Phase.HEALTHY, "attached")
+    # Slow pods: the kills land while the job waits for the canary, and while it promotes.
+    shop.set_image(NEW, annotations={READY_DELAY_ANNOTATION: "2s"})
+
+    await wait_job(shop, lambda d: d.phase == Phase.PROGRESSING and bool(d.steps)
+                    and d.steps[0].status == StepStatus.RUNNING, "step 1 waiting for its canary")
+    await worker.crash_holding(handle, "wait_canary_ready")
+    gate = await wait_job(shop, lambda d: d.phase in ENDED or (d.phase == Phase.PAUSED and d.current_step == 1),
+                           "the gate", timeout=90)
+    assert gate.phase == Phase.PAUSED, (gate.phase, gate.last_error)
+    worker.restart()
+    await canary.operate(shop.temporal, shop.namespace, "web", names.CONTINUE, OperationRequest(actor="e2e"))
+    promoting = await wait_job(shop, lambda d: d.phase in ENDED or d.phase == Phase.PROMOTING, "the promotion")
+    assert promoting.phase == Phase.PROMOTING, (promoting.phase, promoting.last_error)
+    await worker.crash_holding(handle, "wait_stable_rolled_out")
+
+    done = await wait_job(shop, lambda d: d.phase != Phase.PROMOTING and d.canary is None, "the release ended",
+                           timeout=90)
+    assert done.phase == Phase.HEALTHY and done.stable is not None and done.stable.revision == 2, (
+        done.phase, done.last_error)
+    workload = shop.workload()
+    assert workload.spec.paused is True
+    assert [c.image for c in workload.spec.template.spec.containers] == [NEW]
+    await until(lambda: asyncio.to_thread(shop.own_images), lambda images: images == [NEW] * 4,
+                "the Deployment's own pods on the promoted image")
+    assert shop.canary_replicas() == 0
+
+    writes = await scheduled_writes(handle)
+    once = ["prepare_canary:", "scale_canary:1", "scale_stable:3", "promote_stable:4", "pause_stable:",
+            "scale_canary:0"]
+    assert {key: writes[key] for key in once} == dict.fromkeys(once, 1), writes
