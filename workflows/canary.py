@@ -179,8 +179,9 @@ class CanaryJobWorkflow:
             except ActivityError as error:
                 # Nothing was changed (a missing Deployment, one owned by another job): the job
                 # cannot exist. Fail the workflow with the reason, naming the spec field.
-                raise ApplicationError(f"workload: {_failure_message(error)}", type="AttachFailed",
-                                       non_retryable=True) from None
+                kind = _failure_type(error)
+                raise ApplicationError(f"workload: {_failure_message(error)}", *([kind] if kind else []),
+                                       type="AttachFailed", non_retryable=True) from None
         else:
             self._set_phase(self.state.phase)
         self._watch_task = asyncio.create_task(self._watch_loop())
