@@ -641,23 +641,26 @@ class KubeActivities:
                         _request_timeout=(REQUEST_TIMEOUT, self._watch_seconds + REQUEST_TIMEOUT)):
                     if stop.is_set():
                         return None
-                    obj = event.get("object") or {}
-                    version = (obj.get("metadata") or {}).get("resourceVersion")
-                    if version:
-                        progress["resourceVersion"] = str(version)
-                    if event.get("type") == "DELETED":
-                        if req.known_missing:
-                            continue
-                        return WorkloadChange(kind="deleted")
-                    if event.get("type") in ("ADDED", "MODIFIED"):
-                        change = self._compare(req, obj)
-                        if change is not None:
-                            return change
+                    change = self._on_event(req, event, progress)
+                    if change is not None:
+                        return change
             except ApiException as error:
                 if error.status == 410:  # Gone: our resourceVersion is too old, so list again
                     return None
                 raise
         return None
+
+    def _on_event(self, req: WatchRequest, event: Obj, progress: dict[str, str]) -> WorkloadChange | None:
+        """Remember where the watch is, and report the event if it changes what the job knows."""
+        obj = event.get("object") or {}
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            progress["resourceVersion"] = str(version)
+        if event.get("type") == "DELETED":
+            return None if req.known_missing else WorkloadChange(kind="deleted")
+        if event.get("type") in ("ADDED", "MODIFIED"):
+            return self._compare(req, obj)
+        return None  # BOOKMARK: only the resourceVersion moves on
 
     @staticmethod
     def _compare(req: WatchRequest, deployment: Obj | None) -> WorkloadChange | None:

@@ -199,7 +199,7 @@ async def main() -> None:
     with LocalCluster(nodes=3) as cluster, TemporalDevServer() as server:
         temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
         env = {**os.environ, "TEMPORAL_ADDRESS": server.address, "KUBECONFIG": str(cluster.kubeconfig)}
-        log = open(cluster.run_dir / "worker.log", "wb")  # noqa: SIM115
+        log = open(cluster.run_dir / "worker.log", "wb")
         worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
         try:

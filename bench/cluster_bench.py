@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from devenv.cluster import LocalCluster  # noqa: E402
+from devenv.cluster import LocalCluster
 
 
 def peak_kib(pid: int) -> int:

@@ -325,7 +325,7 @@ class LocalCluster(Service):
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return str(response.read().decode())
 
     def _start_etcd(self) -> None:

@@ -360,35 +360,34 @@ def run(argv: list[str] | None = None) -> int:
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return int(result)
-    except SpecError as err:
-        for line in err.lines:
+    except (Exception, KeyboardInterrupt) as err:
+        return _failure(err, args)
+
+
+def _failure(err: BaseException, args: argparse.Namespace) -> int:
+    """Report ``err`` on one line (or several, one per bad field) and give the exit code."""
+    if isinstance(err, SpecError | ValidationError):
+        # A bad job file, or an argument the request model refuses (e.g. --to-revision 0).
+        for line in err.lines if isinstance(err, SpecError) else validation_lines(err):
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
-    except ValidationError as err:  # an argument the request model refuses, e.g. --to-revision 0
-        for line in validation_lines(err):
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_USAGE
-    except CanaryError as err:
-        _error(err.message)
+    if isinstance(err, CanaryError | dev_cli.DevError):
+        _error(err.message if isinstance(err, CanaryError) else str(err))
         return EXIT_ERROR
-    except dev_cli.DevError as err:
-        _error(str(err))
-        return EXIT_ERROR
-    except KeyboardInterrupt:
+    if isinstance(err, KeyboardInterrupt):
         if getattr(args, "watch", False):
             return 0
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    if isinstance(err, BrokenPipeError):
         # `canaryctl list | head`: the reader left; say nothing more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
-    except Exception as err:  # a bug or an unforeseen server answer: still one line, unless debugging
-        if os.environ.get("CANARY_DEBUG"):
-            raise
-        _error(f"{type(err).__name__}: {err} (set CANARY_DEBUG=1 for a traceback)")
-        return EXIT_ERROR
-
+    # A bug or an unforeseen server answer: still one line, unless debugging.
+    if os.environ.get("CANARY_DEBUG"):
+        raise err
+    _error(f"{type(err).__name__}: {err} (set CANARY_DEBUG=1 for a traceback)")
+    return EXIT_ERROR
 
 if __name__ == "__main__":
     sys.exit(main())

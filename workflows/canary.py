@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -91,8 +92,9 @@ API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficie
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=1.0,
                          maximum_interval=timedelta(seconds=1))
 API_TIMEOUT = timedelta(seconds=30)
-# One readiness check; short, so an attempt lost with a dead worker is retried soon.
-POLL_ATTEMPT_TIMEOUT = timedelta(seconds=10)
+# One readiness check (milliseconds of work); short, so an attempt lost with a dead worker is
+# retried soon, well inside a progress deadline.
+POLL_ATTEMPT_TIMEOUT = timedelta(seconds=5)
 # A dead worker's watch is retried elsewhere once its heartbeat is this late: edits are
 # noticed within a few seconds of a worker crash (the watch heartbeats every 0.5 s).
 WATCH_HEARTBEAT = timedelta(seconds=3)
@@ -902,6 +904,7 @@ class CanaryJobWorkflow:
         check(operation, request, self.state, f"{self.job.namespace}/{self.job.workload.name}")
 
     def _apply(self, operation: str, request: OperationRequest) -> OperationResult:
+        """Record what an accepted operation asks for; the main loop and the release act on it."""
         key = request_key(operation, request)
         if key is not None:
             if key in self.state.recent_requests:
@@ -909,45 +912,57 @@ class CanaryJobWorkflow:
                                        phase=self.state.phase)
             self.state.recent_requests.append(key)
             del self.state.recent_requests[:-RECENT_REQUESTS]
-        actor = request.actor
-        if operation == names.CONTINUE:
-            if self._opened_gate == self.state.gate:
-                return OperationResult(message="already continuing", phase=self.state.phase)
-            self._opened_gate = self.state.gate
-            self._continue_actor = actor
-            message = f"continuing from step {(self.state.current_step or 0) + 1}"
-        elif operation == names.PROMOTE:
-            if self.state.phase == Phase.PROMOTING or self._promote is not None:
-                return OperationResult(message="already promoting", phase=self.state.phase)
-            self._promote = request
-            self._event("promote-requested", "promote now: remaining steps skipped", actor)
-            message = "promoting now"
-        elif operation == names.TERMINATE:
-            if self._terminate is not None:
-                return OperationResult(message="already terminating", phase=self.state.phase)
-            self._terminate = request
-            self._drop_queued("terminated")
-            self._event("terminate-requested", request.reason or "terminate requested", actor)
-            message = "terminating: all traffic goes back to stable"
-        elif operation == names.UPDATE_RULES:
-            assert isinstance(request, UpdateRulesRequest)
-            self.job = self.job.with_rules(DeliveryRules.model_validate(request.rules))
-            self._event("rules-updated", f"steps: {'; '.join(describe_step(s) for s in self.job.steps)}", actor)
-            if self.state.canary is not None:
-                self._rules_changed = True
-            message = "delivery rules updated"
-        elif operation == names.DELETE:
-            if self._delete is not None:
-                return OperationResult(message="already deleting", phase=self.state.phase)
-            self._delete = request
-            message = "deleting the job"
-        else:
-            assert isinstance(request, UpdateVersionRequest | RollbackRequest)
-            self._drop_queued(f"{operation} {_describe_request(request)}")
-            self._next = (operation, request)
-            self._event(f"{operation}-requested", _describe_request(request), actor)
-            message = f"{operation} accepted"
+        record = {
+            names.CONTINUE: self._apply_continue, names.PROMOTE: self._apply_promote,
+            names.TERMINATE: self._apply_terminate, names.UPDATE_RULES: self._apply_rules,
+            names.DELETE: self._apply_delete,
+        }.get(operation)
+        message = record(request) if record else self._apply_version(operation, request)
         return OperationResult(message=message, phase=self.state.phase)
+
+    def _apply_continue(self, request: OperationRequest) -> str:
+        if self._opened_gate == self.state.gate:
+            return "already continuing"
+        self._opened_gate = self.state.gate
+        self._continue_actor = request.actor
+        return f"continuing from step {(self.state.current_step or 0) + 1}"
+
+    def _apply_promote(self, request: OperationRequest) -> str:
+        if self.state.phase == Phase.PROMOTING or self._promote is not None:
+            return "already promoting"
+        self._promote = request
+        self._event("promote-requested", "promote now: remaining steps skipped", request.actor)
+        return "promoting now"
+
+    def _apply_terminate(self, request: OperationRequest) -> str:
+        if self._terminate is not None:
+            return "already terminating"
+        self._terminate = request
+        self._drop_queued("terminated")
+        self._event("terminate-requested", request.reason or "terminate requested", request.actor)
+        return "terminating: all traffic goes back to stable"
+
+    def _apply_rules(self, request: OperationRequest) -> str:
+        assert isinstance(request, UpdateRulesRequest)
+        self.job = self.job.with_rules(DeliveryRules.model_validate(request.rules))
+        self._event("rules-updated", f"steps: {'; '.join(describe_step(s) for s in self.job.steps)}",
+                    request.actor)
+        if self.state.canary is not None:
+            self._rules_changed = True
+        return "delivery rules updated"
+
+    def _apply_delete(self, request: OperationRequest) -> str:
+        if self._delete is not None:
+            return "already deleting"
+        self._delete = request
+        return "deleting the job"
+
+    def _apply_version(self, operation: str, request: OperationRequest) -> str:
+        assert isinstance(request, UpdateVersionRequest | RollbackRequest)
+        self._drop_queued(f"{operation} {_describe_request(request)}")
+        self._next = (operation, request)
+        self._event(f"{operation}-requested", _describe_request(request), request.actor)
+        return f"{operation} accepted"
 
     def _drop_queued(self, why: str) -> None:
         """The newest request wins: a version still waiting to start never starts."""
@@ -1120,8 +1135,8 @@ def _failure_message(error: ActivityError) -> str:
         elif str(cause):
             last = str(cause)
         cause = getattr(cause, "cause", None)
-    if "timeout" in str(error).lower() or isinstance(error.cause, Exception) and "TIMEOUT" in str(
-            getattr(error.cause, "type", "")):
+    if isinstance(error.cause, TemporalTimeoutError):
+        # The poll's schedule-to-close timeout is the progress deadline; its last attempt says why.
         return f"progress deadline exceeded: {last}"
     return last
 

@@ -43,24 +43,7 @@ MAX_STEPS = 100
 
 def parse_duration(value: Any) -> timedelta:
     """Read a duration the way Argo Rollouts users write it: ``30s``, ``10m``, ``1h``, ``2d`` or seconds."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 10m or 1h")
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and _ISO_DURATION.match(value):
-        try:
-            seconds = TypeAdapter(timedelta).validate_python(value).total_seconds()
-        except (ValidationError, OverflowError):
-            raise ValueError(f"{value!r} is not a duration of at most {MAX_DURATION_TEXT}") from None
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"{value!r} is not a duration; use a number with s, m, h or d, such as 10m")
-        seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    else:
-        raise ValueError("must be a duration such as 30s, 10m or 1h")
+    seconds = _seconds(value)
     if not math.isfinite(seconds):
         raise ValueError(f"must be a finite duration of at most {MAX_DURATION_TEXT}")
     if seconds < 0:
@@ -70,6 +53,24 @@ def parse_duration(value: Any) -> timedelta:
         # workflow's clock arithmetic and wedge the job.
         raise ValueError(f"must be at most {MAX_DURATION_TEXT}")
     return timedelta(seconds=round(seconds))
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and _ISO_DURATION.match(value):
+        try:
+            return TypeAdapter(timedelta).validate_python(value).total_seconds()
+        except (ValidationError, OverflowError):
+            raise ValueError(f"{value!r} is not a duration of at most {MAX_DURATION_TEXT}") from None
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; use a number with s, m, h or d, such as 10m")
+        return int(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("must be a duration such as 30s, 10m or 1h")
 
 
 def format_duration(value: timedelta) -> str:

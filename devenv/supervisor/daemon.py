@@ -259,7 +259,7 @@ class Supervisor:
 
         def answers() -> bool:
             with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+                with urllib.request.urlopen(url, timeout=2) as response:
                     return bool(response.status == 200)
             return False
 

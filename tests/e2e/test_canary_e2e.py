@@ -147,7 +147,7 @@ async def test_delete_gives_back_a_plain_serving_deployment(shop: Shop) -> None:
 
 
 async def test_attaching_a_missing_deployment_is_refused(shop: Shop) -> None:
-    with pytest.raises(CanaryError, match="workload: Deployment .*/web not found"):
+    with pytest.raises(CanaryError, match=r"workload: Deployment .*/web not found"):
         await shop.apply()
 
 

@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from starter import cli
 from starter import client as canary
-from starter.errors import CanaryError
+from starter.errors import CanaryError, InvalidInput
 from tests.e2e.conftest import Shop
 from workflows import names
 from workflows.models import OperationRequest, Phase, UpdateRulesRequest
@@ -66,7 +66,7 @@ async def test_a_pause_beyond_a_year_is_refused_wherever_it_enters(
     with pytest.raises(CanaryError) as refused:
         await canary.operate(shop.temporal, shop.namespace, "web", names.UPDATE_RULES,
                              UpdateRulesRequest(rules={"steps": HUGE_PAUSE}, actor="e2e"))
-    assert refused.value.kind == "InvalidOperationInput", refused.value
+    assert isinstance(refused.value, InvalidInput), refused.value
     assert PAUSE_FIELD.search(f"{refused.value.field} {refused.value.message}") and "365d" in refused.value.message
 
     # A raw signal cannot be refused to its sender: the job records the rejection and stays usable.
@@ -100,6 +100,6 @@ async def test_a_job_of_ten_thousand_steps_is_refused(
     with pytest.raises(CanaryError) as refused:
         await canary.operate(shop.temporal, shop.namespace, "web", names.UPDATE_RULES,
                              UpdateRulesRequest(rules={"steps": steps}, actor="e2e"))
-    assert refused.value.kind == "InvalidOperationInput" and "steps" in (refused.value.field or ""), refused.value
+    assert isinstance(refused.value, InvalidInput) and "steps" in (refused.value.field or ""), refused.value
     assert "100" in refused.value.message
     assert len((await shop.details()).rules["steps"]) == 4

@@ -259,9 +259,9 @@ async def test_queries_operations_and_errors(env: WorkflowEnvironment) -> None:
                           UpdateVersionRequest(image="nginx:2"))
     assert str(rejected.value) == "nginx:2 is already the current image"
 
-    with pytest.raises(JobNotFound, match="^no canary job shop/missing$"):
+    with pytest.raises(JobNotFound, match=r"^no canary job shop/missing$"):
         await api.details(client, "shop", "missing")
-    with pytest.raises(JobNotFound, match="^no canary job shop/missing$"):
+    with pytest.raises(JobNotFound, match=r"^no canary job shop/missing$"):
         await api.operate(client, "shop", "missing", names.PROMOTE, OperationRequest())
     with pytest.raises(CanaryError, match="unknown operation"):
         await api.operate(client, "shop", spec.name, "explode", OperationRequest())
@@ -297,7 +297,7 @@ async def test_no_worker_means_a_clear_timeout(
                                              id="canary-shop-orphan", task_queue="nobody-polls-this")
     monkeypatch.setattr(api, "QUERY_TIMEOUT", 1.0)
     try:
-        with pytest.raises(Unavailable, match="^no answer from Temporal for canary job shop/orphan in time: is the "
+        with pytest.raises(Unavailable, match=r"^no answer from Temporal for canary job shop/orphan in time: is the "
                                               "canary worker running"):
             await api.details(env.client, "shop", "orphan")
         # promote reads the gate it means first: no worker answers that either
@@ -377,7 +377,7 @@ async def test_continue_names_the_gate_it_was_sent_for(env: WorkflowEnvironment)
     assert (sent["release"], sent["step"]) == (2, 1)  # what details showed: release 2, step 1
 
     await api.apply_job(client, spec)  # the stand-in starts over at its first gate
-    with pytest.raises(Conflict, match="^release 2 step 5 is not current"):
+    with pytest.raises(Conflict, match=r"^release 2 step 5 is not current"):
         await api.operate(client, "shop", spec.name, names.CONTINUE, OperationRequest(release=2, step=5))
     # Twenty at once at one gate: one passes it, the others are refused, none opens another.
     outcomes = await asyncio.gather(*(api.operate(client, "shop", spec.name, names.CONTINUE, OperationRequest())

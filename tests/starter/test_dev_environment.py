@@ -141,13 +141,13 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         assert token not in (state_dir / dev.STATE_FILE).read_text()
         whoami = urllib.request.Request(f"{state['api_url']}/api/v1/whoami",
                                         headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(whoami, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(whoami, timeout=5) as response:
             assert json.loads(response.read()) == {"name": "dev-admin", "role": "admin"}
 
         # Temporal frontend with the search attributes, and its UI
         attributes = asyncio.run(temporal_answers(state["temporal_address"]))
         assert {key.name for key in search.ALL} <= set(attributes)
-        with urllib.request.urlopen(state["ui_url"], timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(state["ui_url"], timeout=5) as response:
             assert response.status == 200
         # the Kubernetes API
         api = k8s_config.new_client_from_config(config_file=state["kubeconfig"])

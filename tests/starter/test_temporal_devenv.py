@@ -32,7 +32,7 @@ async def test_dev_server_start_attributes_ui_and_stop() -> None:
         assert server.address == f"127.0.0.1:{server.port}"
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         assert (await custom_attributes(client)).items() >= EXPECTED.items()
-        with urllib.request.urlopen(server.ui_url, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(server.ui_url, timeout=5) as response:
             assert response.status == 200
         pid = server.pid
         assert pid is not None

@@ -45,7 +45,7 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-async def sign_in(browser: Browser, server: ApiServer, role: str, next_path: str = "/ui/jobs") -> Page:  # noqa: F811
+async def sign_in(browser: Browser, server: ApiServer, role: str, next_path: str = "/ui/jobs") -> Page:
     """A fresh browser context signed in with the role's token through the sign-in form."""
     context = await browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000})
     context.set_default_timeout(20_000)
