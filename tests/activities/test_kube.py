@@ -292,7 +292,12 @@ def test_detach_gives_the_deployment_back(web: Web) -> None:
                and len(web.ready_pods()) == 3, timeout=60, what="a normal rollout after detach")
 
 
-def test_detach_of_a_deleted_deployment_is_fine(web: Web) -> None:
-    web.attach()
-    web.apps.delete_namespaced_deployment("web", web.ns)
+def test_detach_of_a_deleted_deployment_still_removes_the_canary(web: Web) -> None:
+    snap = web.attach()
+    web.start_canary(snap)
+    web.apps.delete_namespaced_deployment("web", web.ns, propagation_policy="Orphan")
+    assert web.read("web-canary") is not None  # orphaned: no garbage collector took it
     run(web.acts.detach_workload, web.req(DetachRequest, template=None, replicas=3))
+    names = [d.metadata.name for d in web.apps.list_namespaced_deployment(web.ns).items
+             if d.metadata.deletion_timestamp is None]
+    assert names == []

@@ -2,7 +2,8 @@
 
 ``RECORD_HISTORIES=1 pytest tests/workflow/test_replay.py`` writes the histories of the
 scenarios below into tests/histories/ (commit them when the workflow changes shape on
-purpose; keep the old ones so that `workflow.patched` branches stay covered).
+purpose; keep the old ones so that `workflow.patched` branches stay covered: ``v1-*`` were
+recorded by the code before release safety, whose promotions unpaused the Deployment).
 """
 
 from __future__ import annotations
@@ -61,10 +62,45 @@ async def _failed_canary(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.FAILED, "failed", timeout=30)
 
 
+async def _failed_promotion(job: Job) -> None:
+    job.kube.unpromotable_images.add("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.FAILED, "the promotion failed", timeout=30)
+
+
+async def _workload_missing(job: Job) -> None:
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "pause")
+    job.kube.exists = False
+    await job.handle.signal(names.WORKLOAD_CHANGED)
+    await job.wait_for(lambda d: d.phase == Phase.WORKLOAD_MISSING, "missing")
+    job.kube.exists, job.kube.owner = True, None
+    await job.handle.signal(names.WORKLOAD_CHANGED)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "taken over again")
+
+
+async def _gates_and_hand_over(job: Job) -> None:
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 1, "the timed pause")
+    await job.env.sleep(3601)
+    gate = await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 3, "the gate")
+    assert gate.canary is not None
+    await job.operate(names.UPDATE_RULES, UpdateRulesRequest(rules={"steps": [{"setWeight": 10}, {"pause": {}}]}))
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 1, "the new gate")
+    await job.operate(names.CONTINUE, OperationRequest(release=gate.canary.revision, step=2))
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "promoted")
+
+
 SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]] = {
     "release-promoted": (_release_promoted, {}),
     "operations": (_operations, {}),
     "failed-canary": (_failed_canary, {"spec": job_spec(progressDeadline="2s")}),
+    "failed-promotion": (_failed_promotion, {"spec": job_spec(steps=[{"setWeight": 25}], progressDeadline="3s")}),
+    "workload-missing": (_workload_missing, {}),
+    "gates-and-hand-over": (_gates_and_hand_over, {"max_history_events": 45}),
 }
 
 
@@ -73,11 +109,19 @@ async def test_scenario_history_replays_deterministically(start_job, scenario: s
     run, kwargs = SCENARIOS[scenario]
     job: Job = await start_job(**kwargs)
     await run(job)
-    history = await job.handle.fetch_history()
-    await _replayer().replay_workflow(history)
-    if os.environ.get("RECORD_HISTORIES"):
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{scenario}.json").write_text(history.to_json())
+    # Every run of the chain: a scenario that continues-as-new hands over, maybe more than once.
+    run_id: str | None = job.handle.result_run_id
+    index = 0
+    while run_id:
+        history = await job.client.get_workflow_handle(job.handle.id, run_id=run_id).fetch_history()
+        await _replayer().replay_workflow(history)
+        if os.environ.get("RECORD_HISTORIES"):
+            HISTORIES.mkdir(exist_ok=True)
+            (HISTORIES / f"{scenario}{f'-run{index + 1}' if index else ''}.json").write_text(history.to_json())
+        last = history.events[-1]
+        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                  if last.HasField("workflow_execution_continued_as_new_event_attributes") else None)
+        index += 1
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
@@ -87,4 +131,6 @@ async def test_saved_history_replays(path: Path) -> None:
 
 
 def test_histories_are_saved() -> None:
-    assert {p.stem for p in HISTORIES.glob("*.json")} >= set(SCENARIOS)
+    saved = {p.stem for p in HISTORIES.glob("*.json")}
+    assert saved >= set(SCENARIOS)
+    assert saved >= {f"v1-{name}" for name in ("release-promoted", "operations", "failed-canary")}
