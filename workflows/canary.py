@@ -123,6 +123,10 @@ class Interrupt(IntEnum):
     DELETE = 6
 
 
+# A promotion stops only for these: an edit waits its turn, new rules apply to the next release.
+PROMOTION_INTERRUPTS = frozenset({Interrupt.DELETE, Interrupt.MISSING})
+
+
 class Interrupted(Exception):
     """Raised out of a release's await when an operation needs the main loop."""
 
@@ -683,7 +687,7 @@ class CanaryJobWorkflow:
             # 1. The canary carries all the traffic while the Deployment changes version.
             await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=replicas),
                              summary=f"{label}: scale canary to {replicas}")
-            await self._wait_canary_ready(replicas, label)
+            await self._interruptible(self._wait_canary_ready(replicas, label), only=PROMOTION_INTERRUPTS)
         except ActivityError as error:
             if _failure_type(error) == "WorkloadNotFound":
                 raise
@@ -693,12 +697,12 @@ class CanaryJobWorkflow:
             # 2. The paused Deployment, emptied, gets the canary's ReplicaSet and grows it.
             await self._hold_stable(canary, 0)
             await self._hold_stable(canary, replicas)
-            await workflow.execute_activity(
+            await self._interruptible(workflow.execute_activity(
                 port.WAIT_STABLE_ROLLED_OUT.name,
                 RolloutRequest(**self._ref(), replicas=replicas, template_hash=canary.template_hash, held=True),
                 start_to_close_timeout=POLL_ATTEMPT_TIMEOUT, schedule_to_close_timeout=self.job.progress_deadline,
                 retry_policy=POLL_RETRY, summary=f"{label}: wait for the Deployment's pods",
-            )
+            ), only=PROMOTION_INTERRUPTS)
         except ActivityError as error:
             if _failure_type(error) == "WorkloadNotFound":
                 raise
@@ -736,12 +740,18 @@ class CanaryJobWorkflow:
         failed = self.state.canary.template_hash if self.state.canary else None
         await self._hold_stable(stable, 0, replacing=failed)
         await self._hold_stable(stable, replicas, replacing=failed)
-        await workflow.execute_activity(
-            port.WAIT_STABLE_ROLLED_OUT.name,
-            RolloutRequest(**self._ref(), replicas=replicas, template_hash=stable.template_hash, held=True),
-            start_to_close_timeout=POLL_ATTEMPT_TIMEOUT, retry_policy=POLL_RETRY,
-            summary=f"restore revision {stable.revision} on the Deployment's pods",
-        )
+        try:
+            # Interruptible: a delete or a new edit need not wait for slow stable pods.
+            await self._interruptible(workflow.execute_activity(
+                port.WAIT_STABLE_ROLLED_OUT.name,
+                RolloutRequest(**self._ref(), replicas=replicas, template_hash=stable.template_hash, held=True),
+                start_to_close_timeout=POLL_ATTEMPT_TIMEOUT, schedule_to_close_timeout=self.job.progress_deadline,
+                retry_policy=POLL_RETRY, summary=f"restore revision {stable.revision} on the Deployment's pods",
+            ))
+        except ActivityError as error:
+            if _failure_type(error) == "WorkloadNotFound":
+                raise
+            reason += f"; revision {stable.revision} is back in the Deployment but {_failure_message(error)}"
         await self._abort(Outcome.FAILED, reason, actor=None)
 
     async def _promote_by_rollout(self, canary: Version) -> None:
@@ -854,9 +864,13 @@ class CanaryJobWorkflow:
             return Interrupt.RULES
         return None
 
-    async def _interruptible(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` unless an interrupt arrives first; then cancel it and raise."""
-        kind = self._interrupt()
+    async def _interruptible(self, awaitable: Awaitable[T], *, only: frozenset[Interrupt] | None = None) -> T:
+        """Await ``awaitable`` unless an interrupt (of the kinds ``only``) arrives first; then cancel it and raise."""
+        def current() -> Interrupt | None:
+            kind = self._interrupt()
+            return kind if only is None or kind in only else None
+
+        kind = current()
         if kind is not None:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()
@@ -864,7 +878,7 @@ class CanaryJobWorkflow:
                 awaitable.cancel()
             raise Interrupted(kind)
         task = asyncio.ensure_future(awaitable)
-        interrupted = asyncio.ensure_future(workflow.wait_condition(lambda: self._interrupt() is not None))
+        interrupted = asyncio.ensure_future(workflow.wait_condition(lambda: current() is not None))
         await workflow.wait([task, interrupted], return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             interrupted.cancel()
@@ -874,7 +888,7 @@ class CanaryJobWorkflow:
             await task
         except (asyncio.CancelledError, ActivityError):
             pass
-        kind = self._interrupt()
+        kind = current()
         assert kind is not None
         raise Interrupted(kind)
 

@@ -81,6 +81,7 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
                            "the gate", timeout=90)
     assert gate.phase == Phase.PAUSED, (gate.phase, gate.last_error)
     worker.restart()
+    await wait_job(shop, lambda d: d.phase == Phase.PAUSED, "the new worker answering")
     await canary.operate(shop.temporal, shop.namespace, "web", names.CONTINUE, OperationRequest(actor="e2e"))
     promoting = await wait_job(shop, lambda d: d.phase in ENDED or d.phase == Phase.PROMOTING, "the promotion")
     assert promoting.phase == Phase.PROMOTING, (promoting.phase, promoting.last_error)
