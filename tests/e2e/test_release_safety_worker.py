@@ -99,6 +99,6 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
     assert shop.canary_replicas() == 0
 
     writes = await scheduled_writes(handle)
-    once = ["prepare_canary:", "scale_canary:1", "scale_stable:3", "promote_stable:4", "pause_stable:",
-            "scale_canary:0"]
+    once = ["prepare_canary:", "scale_canary:1", "scale_stable:3", "scale_canary:4", "prepare_stable:",
+            "hold_stable:4", "scale_canary:0"]
     assert {key: writes[key] for key in once} == dict.fromkeys(once, 1), writes

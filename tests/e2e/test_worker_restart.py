@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from devenv.cluster import READY_DELAY_ANNOTATION, LocalCluster
 from tests.e2e.conftest import Shop, until
+from tests.e2e.worker_process import scheduled_writes
 from workflows import names
 from workflows.canary import CanaryJobWorkflow
 from workflows.models import CanaryJobInput, JobDetails, OperationRequest, Phase, StepStatus
@@ -73,18 +71,14 @@ async def test_killed_worker_mid_release_is_replaced_without_repeating_steps(
         assert shop.pods("canary") == []
 
         # Every cluster write was scheduled exactly once, whatever the workers went through.
-        scheduled: Counter[str] = Counter()
-        async for event in handle.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                attributes = event.activity_task_scheduled_event_attributes
-                payload = json.loads(attributes.input.payloads[0].data) if attributes.input.payloads else {}
-                scheduled[f"{attributes.activity_type.name}:{payload.get('replicas', '')}"] += 1
+        scheduled = await scheduled_writes(handle)
         assert scheduled["scale_canary:1"] == 1
         assert scheduled["scale_canary:2"] == 1
         assert scheduled["scale_stable:3"] == 1
         assert scheduled["scale_stable:2"] == 1
         assert scheduled["prepare_canary:"] == 1
-        assert scheduled["promote_stable:4"] == 1
+        assert scheduled["prepare_stable:"] == 1
+        assert scheduled["hold_stable:4"] == 1
     finally:
         worker.kill()
         worker.wait(10)
