@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -27,6 +28,10 @@ from workflows.names import TASK_QUEUE
 
 # One thread per running watch plus room for short calls: jobs x 1 watch + bursts.
 DEFAULT_ACTIVITY_THREADS = 200
+# A job's workflow tasks go to the worker that has it cached; when that worker dies, they wait
+# this long before any worker may take them. The SDK's 10 s would delay every job's next step
+# (and an edit's detection) by 10 s after a crash; a live worker polls within milliseconds.
+STICKY_TIMEOUT = timedelta(seconds=1)
 
 
 def kubernetes_client(kubeconfig: str | None = None) -> k8s.ApiClient:
@@ -49,6 +54,7 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
         activities=activities.all(),
         activity_executor=ThreadPoolExecutor(activity_threads, thread_name_prefix="canary-activity"),
         max_concurrent_activities=activity_threads,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
     )
 
 
