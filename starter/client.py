@@ -457,9 +457,18 @@ async def _update(client: Client, found: _Workflow, namespace: str, name: str, o
         raise ended
     try:
         async with asyncio.timeout(timeout):
-            return await _guard(client, found.handle.execute_update(
-                operation, request, result_type=OperationResult
-            ), ended, _job(namespace, name))
+            delay = 0.05
+            while True:
+                try:
+                    result: OperationResult = await found.handle.execute_update(
+                        operation, request, result_type=OperationResult)
+                    return result
+                except RPCError as err:
+                    if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                        raise _rpc_error(client, err, ended, _job(namespace, name)) from None
+                    # Temporal admits 10 updates in flight per workflow: a burst waits its turn.
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 1.0)
     except WorkflowUpdateFailedError as err:
         raise _update_failure(err) from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
