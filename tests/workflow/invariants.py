@@ -29,6 +29,8 @@ class Ledger:
     rules: int = 0
     # Accepted `continue` bursts, by the gate (release revision, 1-based step) waiting when sent.
     continues: Counter[tuple[int, int]] = field(default_factory=Counter)
+    # Accepted bursts that named another release or step than the one waiting (refused, once fixed).
+    stale_continues: Counter[tuple[int, int]] = field(default_factory=Counter)
     # Every version the test asked for (edit, update-version, rollback, re-create): (rule, template hash).
     requested: list[tuple[int, str]] = field(default_factory=list)
     terminated_at: int | None = None  # rule number of the last accepted `terminate`
@@ -101,7 +103,11 @@ def check_stable_pods(details: JobDetails, versions: JobVersions, cluster: FakeC
 
 
 def check_gates(ledger: Ledger) -> list[str]:
-    """I2: each manual gate opens at most once per `continue` that arrived while it waited."""
+    """I2: each manual gate opens at most once per `continue` that arrived while it waited.
+
+    A burst of identical continues counts once. ``I2-named`` singles out a gate opened by a
+    continue that named another release or step: it should have been refused.
+    """
     opened: Counter[tuple[int, int]] = Counter()
     release = 0
     for event in ledger.events:
@@ -109,9 +115,16 @@ def check_gates(ledger: Ledger) -> list[str]:
             release = int(match.group(1))
         elif event.kind == "continued" and (match := _CONTINUED.match(event.message)):
             opened[(release, int(match.group(1)))] += 1
-    return [f"I2: step {step} of revision {release} was continued {count} time(s), but the test "
-            f"continued it {ledger.continues[(release, step)]} time(s) while it waited"
-            for (release, step), count in sorted(opened.items()) if count > ledger.continues[(release, step)]]
+    problems: list[str] = []
+    for (release, step), count in sorted(opened.items()):
+        sent, stale = ledger.continues[(release, step)], ledger.stale_continues[(release, step)]
+        if count > sent + stale:
+            problems.append(f"I2: step {step} of revision {release} was continued {count} time(s), but the "
+                            f"test continued it {sent} time(s) while it waited")
+        elif count > sent:
+            problems.append(f"I2-named: step {step} of revision {release} was opened by a continue that "
+                            "named another release or step")
+    return problems
 
 
 def check_alive(status: str, details: JobDetails | None, ledger: Ledger) -> list[str]:
