@@ -220,6 +220,17 @@ class ReleaseMachine(RuleBasedStateMachine):
             return None
 
     async def _observe(self) -> None:
+        """Read status, details, versions and history; the test server may drop a call under load."""
+        for attempt in range(3):
+            try:
+                await self._observe_once()
+                return
+            except (RPCError, TimeoutError):
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def _observe_once(self) -> None:
         assert self.handle is not None
         description = await _bounded(self.handle.describe())
         self.status = description.status.name if description.status is not None else "UNKNOWN"
