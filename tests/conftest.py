@@ -34,3 +34,24 @@ def namespace(kube_api: ApiClient) -> Iterator[str]:
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+
+
+def _load_hypothesis_profile() -> None:
+    """Register the Hypothesis profiles and load the one ``HYPOTHESIS_PROFILE`` names (default ``ci``).
+
+    ``ci`` keeps the release-safety state machine (tests/workflow/test_release_properties.py)
+    to about three minutes on two cores; ``thorough`` is for local bug hunts. Workflow rules
+    take real time, so there is no per-example deadline, and ``print_blob`` lets a failure
+    be replayed exactly with ``@reproduce_failure``.
+    """
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", max_examples=40, stateful_step_count=14, deadline=None, print_blob=True)
+    settings.register_profile("thorough", max_examples=400, stateful_step_count=40, deadline=None,
+                              print_blob=True)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_load_hypothesis_profile()
