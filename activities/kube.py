@@ -244,12 +244,16 @@ class KubeActivities:
         deployment = self._read(req.namespace, req.name)
         if deployment is not None:
             self._check_owner(deployment, req.job, what="Deployment")
-            if req.template is not None and template_hash(req.template) != snapshot(deployment).template_hash:
-                ops = [{"op": "replace", "path": "/spec/template", "value": user_template(req.template)}]
-                self._patch(req.namespace, req.name, ops, JSON_PATCH)
-            body = {"metadata": {"annotations": {JOB_KEY: None}},
-                    "spec": {"replicas": req.replicas, "paused": False}}
-            self._patch(req.namespace, req.name, body, MERGE)
+            try:
+                if req.template is not None and template_hash(req.template) != snapshot(deployment).template_hash:
+                    ops = [{"op": "replace", "path": "/spec/template", "value": user_template(req.template)}]
+                    self._patch(req.namespace, req.name, ops, JSON_PATCH)
+                body = {"metadata": {"annotations": {JOB_KEY: None}},
+                        "spec": {"replicas": req.replicas, "paused": False}}
+                self._patch(req.namespace, req.name, body, MERGE)
+            except ApplicationError as error:
+                if error.type != errors.WORKLOAD_NOT_FOUND:
+                    raise  # gone while we worked on it is as good as given back
         self._delete_canary(req)
 
     def _delete_canary(self, req: WorkloadRequest) -> None:

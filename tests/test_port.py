@@ -16,6 +16,7 @@ import pytest
 from temporalio import activity
 
 from activities.kube import KubeActivities
+from tests.workflow.fake_cluster import FakeCluster
 from tests.workflow.fake_kube import FakeKube
 from workflows import port
 
@@ -42,6 +43,6 @@ def test_every_real_activity_is_in_the_table_with_its_types() -> None:
     assert real == _table()
 
 
-@pytest.mark.parametrize("fake", [FakeKube])
-def test_the_fake_answers_to_the_same_names_and_types(fake: type[FakeKube]) -> None:
+@pytest.mark.parametrize("fake", [FakeKube, FakeCluster])
+def test_the_fakes_answer_to_the_same_names_and_types(fake: type[FakeKube | FakeCluster]) -> None:
     assert _signatures(fake().activities()) == _table()

@@ -35,12 +35,15 @@ from workflows.models import (
     AttachRequest,
     CanaryTemplateRequest,
     DetachRequest,
+    HoldStableRequest,
+    HoldStableResult,
     PodTemplate,
     PromoteRequest,
     ReadyRequest,
     RolloutRequest,
     ScaleRequest,
     SetImageRequest,
+    StableRevisionRequest,
     WatchRequest,
     WorkloadChange,
     WorkloadRequest,
@@ -216,10 +219,10 @@ class FakeCluster:
         else:
             deployment.rolling = target
 
-    def _advance_rollout(self, attempt: int) -> None:
+    def _advance_rollout(self, attempt: int, *, held: bool = False) -> None:
         """A roll-out poll: a late roll-out finishes once enough polls have passed."""
         deployment = self._require_user_object()
-        if deployment.rolling is not None and not deployment.paused and template_behaviour(
+        if deployment.rolling is not None and (held or not deployment.paused) and template_behaviour(
                 deployment.rolling).ready(attempt):
             deployment.pods_template, deployment.rolling = deployment.rolling, None
             deployment.ready_pods = deployment.replicas
@@ -355,11 +358,52 @@ class FakeCluster:
         deployment.paused = True
         deployment.generation += 1
 
+    def _hold(self, req: HoldStableRequest | StableRevisionRequest, replicas: int) -> HoldStableResult:
+        """The paused Deployment on ``req.template`` at ``replicas``: its pods run that template."""
+        deployment = self._patch_target(req)
+        self._check_owner(deployment, req)
+        displaced = None
+        if template_hash(user_template(deployment.template)) != req.template_hash:
+            displaced = self.snapshot()
+            deployment.template = user_template(req.template)
+        deployment.replicas, deployment.paused = replicas, True
+        deployment.generation += 1
+        if replicas == 0:
+            deployment.ready_pods, deployment.rolling = 0, None
+        elif template_hash(deployment.pods_template) != req.template_hash or deployment.ready_pods < replicas:
+            target = user_template(req.template)
+            finished = template_behaviour(target).kind == "good"
+            self.stable_log.append(StablePodsEntry(
+                step=self.step, template_hash=req.template_hash, images=images(target),
+                why="held: the job grew the paused Deployment", owner=deployment.owner, ready=finished))
+            if finished:
+                deployment.pods_template, deployment.rolling, deployment.ready_pods = target, None, replicas
+            else:
+                deployment.rolling = target
+        return HoldStableResult(displaced=displaced)
+
+    @activity.defn(name="prepare_stable")
+    async def prepare_stable(self, req: StableRevisionRequest) -> HoldStableResult:
+        self._log_call("prepare_stable")
+        return self._hold(req, 0)
+
+    @activity.defn(name="hold_stable")
+    async def hold_stable(self, req: HoldStableRequest) -> HoldStableResult:
+        self._log_call("hold_stable")
+        return self._hold(req, req.replicas)
+
     @activity.defn(name="wait_stable_rolled_out")
     async def wait_stable_rolled_out(self, req: RolloutRequest) -> None:
         self._log_call("wait_stable_rolled_out")
         deployment = self._workload(req)
-        self._advance_rollout(activity.info().attempt)
+        self._advance_rollout(activity.info().attempt, held=req.held)
+        if req.held:
+            # Judged by what the pods run, as the real check judges by ReplicaSet.
+            running = template_hash(deployment.pods_template) if deployment.pods_template else None
+            if running == req.template_hash and deployment.rolling is None and deployment.replicas == req.replicas:
+                return
+            raise ApplicationError(f"{req.namespace}/{req.name}: 0 of {req.replicas} pods of revision "
+                                   f"{req.template_hash} available", type=errors.STABLE_NOT_ROLLED_OUT)
         current = template_hash(user_template(deployment.template))
         running = template_hash(deployment.pods_template)
         if (current == req.template_hash and running == current and deployment.rolling is None
