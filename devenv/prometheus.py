@@ -12,7 +12,9 @@ tried without changing code. Nothing is downloaded at run time.
 :class:`devenv.temporal.TemporalDevServer`: free loopback port, own session, parent-death
 signal, its own config and TSDB in a run directory. Targets are listed in a file
 (``file_sd_configs``) rather than in the config itself, so :meth:`PrometheusServer.add_target`
-takes effect within a second without a reload: Prometheus watches that file.
+takes effect without a reload: Prometheus watches that file. Its scrapers take on new targets
+every 5 s, so the first sample of a target, even one given at start, comes about 5 s later
+(:meth:`PrometheusServer.wait_for` waits for it).
 
 The scrape and evaluation interval defaults to 1 s so that ``rate(...[5s])`` has samples a few
 seconds after a target appears; tests wait seconds, not minutes.
@@ -149,7 +151,7 @@ class PrometheusServer(Service):
         return list(self._targets)
 
     def add_target(self, target: str) -> None:
-        """Scrape ``target`` (``host:port``) too, from the next file check on (about a second)."""
+        """Scrape ``target`` (``host:port``) too, within about 5 s (Prometheus' discovery cadence)."""
         if target not in self._targets:
             self._targets.append(target)
             self._write_targets()
