@@ -19,7 +19,7 @@ setup: $(STAMP) cluster browser prometheus
 browser:
 	@[ -x /usr/bin/chromium ] || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-## prometheus: Debian's Prometheus for the canary's metrics (about 12 s; building 3.x from its Go module takes minutes)
+## prometheus: Debian's Prometheus for the canary's metrics (about 12 s; building 3.x from its Go module took 8 min)
 prometheus:
 	@[ -x /usr/bin/prometheus ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
