@@ -1,0 +1,408 @@
+"""Metric analysis in a job spec: templates, their metrics, and the references that run them.
+
+Names and shapes follow Argo Rollouts' ``AnalysisTemplate`` so its users read a job at a glance:
+a template declares ``args`` and ``metrics``; a ``background`` analysis or an ``analysis`` step
+references templates by ``templateName`` and gives the args their values. Every mistake that
+can be seen before a release (an unknown provider, a CEL condition that does not compile, a
+``{{args.x}}`` nobody defines, a negative limit) is refused here, naming its field, so a job is
+refused at ``apply``/``update-rules`` instead of failing at its first measurement.
+
+This module is pure: it renders queries and checks CEL syntax, and measures nothing. The
+measurement (HTTP to Prometheus or a web endpoint, CEL evaluation on the answer) is the
+``measure_metric`` activity in ``activities/metrics``; the verdict over measurements is
+:mod:`workflows.verdict`.
+
+CEL: cel-python builds its parser (reading its grammar file) the first time an environment is
+made. That happens here at import, so a workflow that imports this module passed through
+(as ``workflows/canary.py`` imports every ``workflows`` module) compiles conditions inside
+the sandbox without file access; ``tests/analysis/test_sandbox.py`` runs it there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import celpy
+from celpy import celtypes
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
+from pydantic import Field, field_validator, model_validator
+
+from workflows.spec import NAME_PATTERN, Duration, _Strict
+
+MAX_TEMPLATES = 20
+MAX_METRICS = 20
+MAX_ARGS = 20
+MAX_COUNT = 10_000
+MAX_LIMIT = 10_000
+MAX_CONDITION = 1_000
+MAX_QUERY = 10_000
+MAX_URL = 2_048
+MEASURE_METRIC_ACTIVITY = "measure_metric"
+PROVIDERS = ("prometheus", "web")
+
+ARG_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+_ARG_REF = re.compile(r"\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}")
+_URL = re.compile(r"^https?://\S+$")
+# The JSONPath subset the web provider reads: ``$.a.b[0].c``, optionally in Argo's ``{...}``.
+JSON_PATH_PATTERN = r"^\{?\$(\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\])*\}?$"
+
+# Built once at import (outside any workflow sandbox): see the module docstring.
+_CEL = celpy.Environment()
+
+
+def check_condition(text: str) -> str:
+    """Refuse a CEL condition on ``result`` that cannot run; return it unchanged otherwise.
+
+    Compiling finds syntax errors. A trial evaluation with ``result = 0.0`` (pure: no I/O)
+    finds names other than ``result`` and expressions that give a number or string where a
+    condition must say true or false; errors that depend on the value (``1 / result``) pass.
+    """
+    if not text.strip():
+        raise ValueError("must not be empty")
+    try:
+        ast = _CEL.compile(text)
+    except CELParseError as err:
+        where = f" at line {err.line}, column {err.column}" if err.line is not None else ""
+        raise ValueError(f"CEL expression {text!r} does not compile: syntax error{where}") from None
+    try:
+        answer = _CEL.program(ast).evaluate({"result": celtypes.DoubleType(0.0)})
+    except CELEvalError as err:
+        if "undeclared reference" in str(err):
+            raise ValueError(f"CEL expression {text!r} uses a name other than result: {_undeclared(err)}") from None
+        return text
+    if isinstance(answer, CELEvalError):
+        return text
+    if not isinstance(answer, celtypes.BoolType):
+        raise ValueError(f"CEL expression {text!r} must give true or false, not {answer!r}")
+    return text
+
+
+def _undeclared(err: Exception) -> str:
+    for arg in err.args:
+        if isinstance(arg, tuple) and arg and isinstance(arg[0], str):
+            return arg[0]
+    match = re.search(r"undeclared reference to '([^']*)'", str(err))
+    return match.group(1) if match else "unknown"
+
+
+def arg_names(text: str | None) -> list[str]:
+    """The ``{{args.x}}`` names a string uses, in order."""
+    return _ARG_REF.findall(text or "")
+
+
+def substitute(text: str, values: Mapping[str, str]) -> str:
+    """Replace every ``{{args.x}}`` by its value; a name without a value is an error naming it."""
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValueError(f"no value for {{{{args.{name}}}}}")
+        return values[name]
+    return _ARG_REF.sub(one, text)
+
+
+class Arg(_Strict):
+    """A template argument: ``{{args.<name>}}`` in queries and URLs; ``value`` is its default."""
+
+    name: str = Field(pattern=ARG_NAME_PATTERN, max_length=63)
+    value: str | None = Field(default=None, max_length=4_096)
+
+
+class ArgValue(_Strict):
+    """A value for a template argument, given where templates are referenced."""
+
+    name: str = Field(pattern=ARG_NAME_PATTERN, max_length=63)
+    value: str = Field(max_length=4_096)
+
+
+class PrometheusProvider(_Strict):
+    """An instant PromQL query; its answer must be a scalar or a vector of at most one sample."""
+
+    address: str | None = Field(default=None, max_length=MAX_URL)
+    query: str = Field(min_length=1, max_length=MAX_QUERY)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not _URL.match(value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+
+class Header(_Strict):
+    """One request header of the web provider (Argo's ``{key, value}``)."""
+
+    key: str = Field(min_length=1, max_length=256, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    value: str = Field(max_length=4_096)
+
+
+class WebProvider(_Strict):
+    """An HTTP endpoint answering JSON; ``jsonPath`` (``$.a.b[0].c``) picks the value."""
+
+    url: str = Field(max_length=MAX_URL)
+    method: Literal["GET", "POST"] = "GET"
+    headers: list[Header] = Field(default_factory=list, max_length=20)
+    body: str | None = Field(default=None, max_length=MAX_QUERY)
+    json_path: str = Field(alias="jsonPath", pattern=JSON_PATH_PATTERN, max_length=512)
+    timeout_seconds: int = Field(default=10, alias="timeoutSeconds", ge=1, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _URL.match(_ARG_REF.sub("x", value)):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+
+class Provider(_Strict):
+    """Where a metric's value comes from: exactly one of ``prometheus`` or ``web``."""
+
+    prometheus: PrometheusProvider | None = None
+    web: WebProvider | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            unknown = [key for key in value if key not in PROVIDERS]
+            if unknown:
+                raise ValueError(f"unknown provider {unknown[0]!r}; known providers: {', '.join(PROVIDERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> Provider:
+        if (self.prometheus is None) == (self.web is None):
+            raise ValueError(f"give exactly one provider, one of {', '.join(PROVIDERS)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``prometheus`` or ``web``."""
+        return "prometheus" if self.prometheus is not None else "web"
+
+    def texts(self) -> dict[str, str]:
+        """Every string that may hold ``{{args.x}}``, by its field path under ``provider``."""
+        if self.prometheus is not None:
+            return {"prometheus.query": self.prometheus.query}
+        assert self.web is not None
+        texts = {"web.url": self.web.url}
+        if self.web.body is not None:
+            texts["web.body"] = self.web.body
+        for index, header in enumerate(self.web.headers):
+            texts[f"web.headers.{index}.value"] = header.value
+        return texts
+
+    def rendered(self, values: Mapping[str, str]) -> Provider:
+        """This provider with ``{{args.x}}`` replaced by ``values``."""
+        if self.prometheus is not None:
+            return self.model_copy(update={"prometheus": self.prometheus.model_copy(
+                update={"query": substitute(self.prometheus.query, values)})})
+        assert self.web is not None
+        web = self.web.model_copy(update={
+            "url": substitute(self.web.url, values),
+            "body": substitute(self.web.body, values) if self.web.body is not None else None,
+            "headers": [h.model_copy(update={"value": substitute(h.value, values)}) for h in self.web.headers],
+        })
+        return self.model_copy(update={"web": web})
+
+
+Condition = Annotated[str, Field(min_length=1, max_length=MAX_CONDITION)]
+
+
+class Metric(_Strict):
+    """One measured quantity and how its measurements are judged (Argo's limits and conditions)."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    interval: Duration
+    count: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    initial_delay: Duration | None = Field(default=None, alias="initialDelay")
+    failure_limit: int = Field(default=0, alias="failureLimit", ge=0, le=MAX_LIMIT)
+    inconclusive_limit: int = Field(default=0, alias="inconclusiveLimit", ge=0, le=MAX_LIMIT)
+    consecutive_error_limit: int = Field(default=4, alias="consecutiveErrorLimit", ge=0, le=MAX_LIMIT)
+    success_condition: Condition | None = Field(default=None, alias="successCondition")
+    failure_condition: Condition | None = Field(default=None, alias="failureCondition")
+    provider: Provider
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+    @field_validator("success_condition", "failure_condition")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        return None if value is None else check_condition(value)
+
+
+class AnalysisTemplate(_Strict):
+    """Named metrics with declared arguments, referenced by ``templateName``."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    args: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS)
+    metrics: list[Metric] = Field(min_length=1, max_length=MAX_METRICS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnalysisTemplate:
+        _unique((arg.name for arg in self.args), "args", "arg")
+        _unique((metric.name for metric in self.metrics), "metrics", "metric")
+        declared = {arg.name for arg in self.args}
+        for index, metric in enumerate(self.metrics):
+            for path, text in metric.provider.texts().items():
+                for name in arg_names(text):
+                    if name not in declared:
+                        raise ValueError(
+                            f"metrics.{index}.provider.{path}: {{{{args.{name}}}}} is not an arg of template "
+                            f"{self.name!r}; declare it in args")
+        return self
+
+    def defaults(self) -> dict[str, str]:
+        """The declared args that have a default value."""
+        return {arg.name: arg.value for arg in self.args if arg.value is not None}
+
+
+def _unique(names: Iterable[str], field: str, what: str) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{field}.{index}.name: {what} {name!r} is given twice")
+        seen.add(name)
+
+
+class TemplateRef(_Strict):
+    """A reference to a template of the job's ``analysis.templates``."""
+
+    template_name: str = Field(alias="templateName", pattern=NAME_PATTERN, max_length=63)
+
+
+class AnalysisRef(_Strict):
+    """Which templates to run, and the values of their args."""
+
+    templates: list[TemplateRef] = Field(min_length=1, max_length=MAX_TEMPLATES)
+    args: list[ArgValue] = Field(default_factory=list, max_length=MAX_ARGS)
+
+    @model_validator(mode="after")
+    def _unique_args(self) -> AnalysisRef:
+        _unique((arg.name for arg in self.args), "args", "arg")
+        _unique((ref.template_name for ref in self.templates), "templates", "template")
+        return self
+
+    def values(self) -> dict[str, str]:
+        """The given arg values by name."""
+        return {arg.name: arg.value for arg in self.args}
+
+
+class BackgroundAnalysis(AnalysisRef):
+    """Analysis across the release, from step ``startingStep`` (0-based, as in Argo Rollouts) on."""
+
+    starting_step: int = Field(default=0, alias="startingStep", ge=0, le=100)
+
+
+class AnalysisStep(_Strict):
+    """A step that runs the referenced templates and waits for their verdict."""
+
+    analysis: AnalysisRef
+
+
+class Analysis(_Strict):
+    """A job's analysis: its templates, and the optional background analysis over them."""
+
+    templates: list[AnalysisTemplate] = Field(default_factory=list, max_length=MAX_TEMPLATES)
+    background: BackgroundAnalysis | None = None
+
+    @model_validator(mode="after")
+    def _refs(self) -> Analysis:
+        _unique((template.name for template in self.templates), "templates", "template")
+        if self.background is not None:
+            check_ref(self, self.background, "background")
+        return self
+
+    def template(self, name: str) -> AnalysisTemplate:
+        """The template named ``name`` (KeyError if none)."""
+        for template in self.templates:
+            if template.name == name:
+                return template
+        raise KeyError(name)
+
+
+def check_ref(analysis: Analysis | None, ref: AnalysisRef, path: str) -> None:
+    """Refuse a reference that cannot run, naming the field under ``path`` (e.g. ``steps.2.analysis``).
+
+    Each template must exist, each of its args needs a value (given here or its default), and
+    each given arg must be taken by one of the templates: a typo in an arg name is a mistake,
+    not a value silently ignored.
+    """
+    known = [template.name for template in analysis.templates] if analysis is not None else []
+    values = ref.values()
+    taken: set[str] = set()
+    for index, item in enumerate(ref.templates):
+        if item.template_name not in known:
+            choices = ", ".join(known) if known else "none (define them in analysis.templates)"
+            raise ValueError(f"{path}.templates.{index}.templateName: no template named "
+                             f"{item.template_name!r}; templates: {choices}")
+        assert analysis is not None
+        template = analysis.template(item.template_name)
+        for arg in template.args:
+            taken.add(arg.name)
+            if arg.name not in values and arg.value is None:
+                raise ValueError(f"{path}.args: template {template.name!r} needs a value for arg {arg.name!r}")
+    for index, given in enumerate(ref.args):
+        if given.name not in taken:
+            raise ValueError(f"{path}.args.{index}.name: no referenced template takes an arg {given.name!r}")
+
+
+def check_step_refs(analysis: Analysis | None, steps: Sequence[object]) -> None:
+    """Check every ``analysis`` step of ``steps`` against ``analysis`` (for the job spec's validator)."""
+    for index, step in enumerate(steps):
+        if isinstance(step, AnalysisStep):
+            check_ref(analysis, step.analysis, f"steps.{index}.analysis")
+    if analysis is not None and analysis.background is not None and analysis.background.starting_step >= len(steps):
+        raise ValueError(f"analysis.background.startingStep: {analysis.background.starting_step} is past the "
+                         f"last step (steps are numbered from 0 to {len(steps) - 1})")
+
+
+def render(template: AnalysisTemplate, args: Sequence[ArgValue] | Mapping[str, str]) -> dict[str, str]:
+    """Each metric's query (or URL) with ``{{args.x}}`` replaced: given values win over defaults."""
+    values = _values(template, args)
+    rendered: dict[str, str] = {}
+    for metric in template.metrics:
+        provider = metric.provider.rendered(values)
+        rendered[metric.name] = (provider.prometheus.query if provider.prometheus is not None
+                                 else provider.web.url if provider.web is not None else "")
+    return rendered
+
+
+def rendered_metrics(template: AnalysisTemplate, args: Sequence[ArgValue] | Mapping[str, str]) -> list[Metric]:
+    """The template's metrics with every provider field rendered, ready for a ``MeasureRequest``."""
+    values = _values(template, args)
+    return [metric.model_copy(update={"provider": metric.provider.rendered(values)}) for metric in template.metrics]
+
+
+def _values(template: AnalysisTemplate, args: Sequence[ArgValue] | Mapping[str, str]) -> dict[str, str]:
+    given = dict(args) if isinstance(args, Mapping) else {arg.name: arg.value for arg in args}
+    return {**template.defaults(), **given}
+
+
+class MeasureRequest(_Strict):
+    """One measurement of one metric: the ``measure_metric`` activity's input.
+
+    ``provider`` is already rendered (no ``{{args.x}}`` left); ``default_prometheus_address``
+    is the worker's configured Prometheus, used when the query names none.
+    """
+
+    metric: str = Field(max_length=63)
+    provider: Provider
+    success_condition: str | None = Field(default=None, alias="successCondition")
+    failure_condition: str | None = Field(default=None, alias="failureCondition")
+    default_prometheus_address: str | None = Field(default=None, alias="defaultPrometheusAddress")
+
+    @classmethod
+    def of(cls, metric: Metric, default_prometheus_address: str | None = None) -> MeasureRequest:
+        """The request for one measurement of an already rendered ``metric``."""
+        return cls(metric=metric.name, provider=metric.provider, success_condition=metric.success_condition,
+                   failure_condition=metric.failure_condition,
+                   default_prometheus_address=default_prometheus_address)
