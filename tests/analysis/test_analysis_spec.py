@@ -37,7 +37,9 @@ templates:
         provider:
           prometheus:
             address: http://prometheus:9090
-            query: sum(rate(ok{w="{{args.service}}-canary"}[{{args.window}}])) / sum(rate(all{w="{{args.service}}"}[1m]))
+            query: >-
+              sum(rate(ok{w="{{args.service}}-canary"}[{{args.window}}]))
+              / sum(rate(all{w="{{args.service}}"}[1m]))
       - name: smoke
         interval: 1m
         successCondition: result == 1.0

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.metrics import MeasureRequest, Measurement, MeasurementPhase, MetricActivities, measure
+from activities.metrics import Measurement, MeasurementPhase, MeasureRequest, MetricActivities, measure
 from devenv.processes import free_port
 from devenv.prometheus import PrometheusServer
 

@@ -20,7 +20,7 @@ from workflows.verdict import (
     next_due,
 )
 
-S, F, I, E = (MeasurementPhase.SUCCESSFUL, MeasurementPhase.FAILED, MeasurementPhase.INCONCLUSIVE,
+S, F, INC, E = (MeasurementPhase.SUCCESSFUL, MeasurementPhase.FAILED, MeasurementPhase.INCONCLUSIVE,
               MeasurementPhase.ERROR)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -55,8 +55,8 @@ def test_a_false_success_condition_alone_names_it_in_the_reason() -> None:
 
 def test_inconclusive_limit_then_inconclusive() -> None:
     m = metric(inconclusiveLimit=1)
-    assert metric_status(m, run([I])).phase is MetricPhase.RUNNING
-    assert metric_status(m, run([I, I])).phase is MetricPhase.INCONCLUSIVE
+    assert metric_status(m, run([INC])).phase is MetricPhase.RUNNING
+    assert metric_status(m, run([INC, INC])).phase is MetricPhase.INCONCLUSIVE
 
 
 def test_consecutive_errors_beyond_the_limit_are_error_but_interrupted_runs_are_not() -> None:
@@ -70,13 +70,13 @@ def test_consecutive_errors_beyond_the_limit_are_error_but_interrupted_runs_are_
 def test_count_of_answers_ends_the_metric_and_errors_do_not_use_it_up() -> None:
     m = metric(count=3, failureLimit=1, inconclusiveLimit=1)
     assert metric_status(m, run([S, E, S])).phase is MetricPhase.RUNNING
-    done = metric_status(m, run([S, E, F, I]))
+    done = metric_status(m, run([S, E, F, INC]))
     assert done.phase is MetricPhase.SUCCESSFUL and done.measured == 4
 
 
 def test_a_metric_that_never_succeeded_is_inconclusive_not_a_silent_pass() -> None:
     m = metric(count=2, failureLimit=5, inconclusiveLimit=5)
-    assert metric_status(m, run([I, F])).phase is MetricPhase.INCONCLUSIVE
+    assert metric_status(m, run([INC, F])).phase is MetricPhase.INCONCLUSIVE
     assert metric_status(metric(), [], stopped=True).phase is MetricPhase.INCONCLUSIVE
     assert metric_status(metric(), run([S, S]), stopped=True).phase is MetricPhase.SUCCESSFUL
 
@@ -102,7 +102,7 @@ def test_for_any_sequence_the_verdict_respects_the_limits(
     status = metric_status(m, run(sequence))
     used = sequence[:status.measured]
     # The status counts only what it used, and uses all of a sequence unless it ended early.
-    assert (status.failed, status.inconclusive) == (used.count(F), used.count(I))
+    assert (status.failed, status.inconclusive) == (used.count(F), used.count(INC))
     if status.phase is MetricPhase.RUNNING:
         assert status.measured == len(sequence)
         assert status.failed <= failure and status.inconclusive <= inconclusive
@@ -110,7 +110,7 @@ def test_for_any_sequence_the_verdict_respects_the_limits(
         assert count is None or len(sequence) - sequence.count(E) < count
     if status.phase is MetricPhase.FAILED:
         assert status.failed == failure + 1 and used[-1] is F
-    if status.phase is MetricPhase.INCONCLUSIVE and used and used[-1] is I:
+    if status.phase is MetricPhase.INCONCLUSIVE and used and used[-1] is INC:
         assert status.inconclusive == inconclusive + 1 or count is not None
     if status.phase is MetricPhase.ERROR:
         assert used[-(errors + 1):] == [E] * (errors + 1)
@@ -119,7 +119,7 @@ def test_for_any_sequence_the_verdict_respects_the_limits(
         assert len(used) - used.count(E) == count
     # Terminal is final: more measurements never change a terminal status.
     if status.phase.terminal:
-        assert metric_status(m, run([*sequence, F, I, E, S])) == status
+        assert metric_status(m, run([*sequence, F, INC, E, S])) == status
 
 
 def status(name: str, phase: MetricPhase) -> MetricStatus:
