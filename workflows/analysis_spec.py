@@ -12,10 +12,11 @@ measurement (HTTP to Prometheus or a web endpoint, CEL evaluation on the answer)
 ``measure_metric`` activity in ``activities/metrics``; the verdict over measurements is
 :mod:`workflows.verdict`.
 
-CEL: cel-python builds its parser (reading its grammar file) the first time an environment is
-made. That happens here at import, so a workflow that imports this module passed through
-(as ``workflows/canary.py`` imports every ``workflows`` module) compiles conditions inside
-the sandbox without file access; ``tests/analysis/test_sandbox.py`` runs it there.
+CEL: conditions are compiled here (syntax, and a trial run for unknown names), which is pure
+CPU work. The workflow imports this module passed through the sandbox (as ``workflows/canary.py``
+imports every ``workflows`` module), so cel-python runs with real builtins there;
+``tests/analysis/test_sandbox.py`` validates a spec inside the real sandbox. The parser is built
+once at import anyway, so the first compile in a workflow task does not pay for it.
 """
 
 from __future__ import annotations
