@@ -375,7 +375,7 @@ class FakeCluster:
             finished = template_behaviour(target).kind == "good"
             self.stable_log.append(StablePodsEntry(
                 step=self.step, template_hash=req.template_hash, images=images(target),
-                why="held: the job grew the paused Deployment", owner=deployment.owner, ready=finished))
+                why="promotion: the job grew the held, paused Deployment", owner=deployment.owner, ready=finished))
             if finished:
                 deployment.pods_template, deployment.rolling, deployment.ready_pods = target, None, replicas
             else:
