@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -47,10 +48,17 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[index]
 
 
+RESULTS = ROOT / "bench" / "results" / "canary.json"
+FIGURES: dict[str, dict[str, float]] = {}  # what this run measured, written to RESULTS at the end
+
+
 def report(name: str, samples: list[float]) -> None:
     print(f"{name}: n={len(samples)} p50={statistics.median(samples) * 1000:.0f} ms "
           f"p99={percentile(samples, 99) * 1000:.0f} ms min={min(samples) * 1000:.0f} ms "
           f"max={max(samples) * 1000:.0f} ms", flush=True)
+    FIGURES[name] = {"n": len(samples), "p50_ms": round(statistics.median(samples) * 1000, 1),
+                     "p99_ms": round(percentile(samples, 99) * 1000, 1), "min_ms": round(min(samples) * 1000, 1),
+                     "max_ms": round(max(samples) * 1000, 1)}
 
 
 class Bench:
@@ -176,8 +184,12 @@ class Bench:
 
         await asyncio.gather(*(promoted(name) for name in names_))
         wall = time.monotonic() - started
+        peak = vm_kib(worker_pid, "VmHWM")
         print(f"(c) {jobs} jobs x 3 steps released at once: wall {wall:.1f} s; worker RSS before "
-              f"{rss_before / 1024:.0f} MiB, peak (VmHWM) {vm_kib(worker_pid, 'VmHWM') / 1024:.0f} MiB", flush=True)
+              f"{rss_before / 1024:.0f} MiB, peak (VmHWM) {peak / 1024:.0f} MiB", flush=True)
+        FIGURES["(c) fleet"] = {"jobs": jobs, "wall_s": round(wall, 1),
+                                "worker_rss_before_mib": round(rss_before / 1024),
+                                "worker_peak_mib": round(peak / 1024)}
 
 
 def vm_kib(pid: int, field: str) -> int:
@@ -214,6 +226,11 @@ async def main() -> None:
             worker.terminate()
             worker.wait(30)
             log.close()
+    # Earlier figures of kinds not run this time are kept.
+    known = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({**known, **FIGURES}, indent=2) + "\n")
+    print(f"figures written to {RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
