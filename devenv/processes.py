@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -96,6 +98,53 @@ class Service:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class ChildServer(Service):
+    """A server that is one child process with a run directory (its log, its data).
+
+    The run directory is deleted on stop only if this object created it, unless the
+    ``keep_env`` variable is set (for debugging). Subclasses start the process with
+    :meth:`_launch` and say when it is ready in :meth:`_wait_ready`.
+    """
+
+    keep_env = "CANARY_KEEP_RUN_DIR"
+    log_name = "server.log"
+
+    def __init__(self, run_dir: Path | None, prefix: str) -> None:
+        self._own_run_dir = run_dir is None
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix=prefix))
+        self.log_file = self.run_dir / self.log_name
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _launch(self, argv: list[str]) -> None:
+        """Spawn the server and wait until it is ready; a server that never gets there is stopped."""
+        self.process = spawn(argv, log=self.log_file, cwd=self.run_dir)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the server, SIGKILL it if it outlives ``grace``, and wait until it is gone."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop_all([process], grace)
+        if self._own_run_dir and not os.environ.get(self.keep_env):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's PID while it runs."""
+        return self.process.pid if self.process is not None else None
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of the server's log, for error messages."""
+        return log_tail(self.log_file, lines)
 
 
 def pid_alive(pid: int) -> bool:

@@ -28,8 +28,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -39,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from devenv.processes import Service, free_port, log_tail, port_in_use, spawn, stop_all
+from devenv.processes import ChildServer, free_port, port_in_use
 
 DEBIAN_BINARY = Path("/usr/bin/prometheus")
 CACHE_BINARY = Path(
@@ -72,13 +70,16 @@ def prometheus_binary() -> Path:
     )
 
 
-class PrometheusServer(Service):
+class PrometheusServer(ChildServer):
     """One Prometheus process: start it, add scrape targets, query it, stop it.
 
     ``targets`` are ``host:port`` strings scraped at ``/metrics`` under one job. The run
     directory holds the config, the targets file, the TSDB and the log; it is deleted on stop
     only if this object created it (``CANARY_KEEP_PROMETHEUS_DIR`` keeps it for debugging).
     """
+
+    keep_env = "CANARY_KEEP_PROMETHEUS_DIR"
+    log_name = "prometheus.log"
 
     def __init__(
         self,
@@ -91,14 +92,11 @@ class PrometheusServer(Service):
         start_timeout: float = 30.0,
     ) -> None:
         self.port = port or free_port()
-        self._own_run_dir = run_dir is None
-        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="canary-prometheus-"))
-        self.log_file = self.run_dir / "prometheus.log"
+        super().__init__(run_dir, "canary-prometheus-")
         self.scrape_interval = scrape_interval
         self.retention = retention
         self.start_timeout = start_timeout
         self._targets: list[str] = list(dict.fromkeys(targets))
-        self.process: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -115,32 +113,14 @@ class PrometheusServer(Service):
         self._write_targets()
         config = self.run_dir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self._config(), sort_keys=False))
-        self.process = spawn([
+        self._launch([
             str(binary),
             f"--config.file={config}",
             f"--storage.tsdb.path={self.run_dir / 'data'}",
             f"--storage.tsdb.retention.time={self.retention}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
-        ], log=self.log_file, cwd=self.run_dir)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM Prometheus, SIGKILL it if it outlives ``grace``, and wait until it is gone."""
-        process, self.process = self.process, None
-        if process is not None:
-            stop_all([process], grace)
-        if self._own_run_dir and not os.environ.get("CANARY_KEEP_PROMETHEUS_DIR"):
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    @property
-    def pid(self) -> int | None:
-        """The server's PID while it runs."""
-        return self.process.pid if self.process is not None else None
+        ])
 
     @property
     def address(self) -> str:
@@ -164,9 +144,6 @@ class PrometheusServer(Service):
             self._targets.remove(target)
             self._write_targets()
 
-    def log_tail(self, lines: int = 25) -> str:
-        """The last lines of the server's log, for error messages."""
-        return log_tail(self.log_file, lines)
 
     # -- queries -------------------------------------------------------------------------
 

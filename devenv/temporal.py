@@ -15,11 +15,8 @@ live in ``tests/temporal_envs.py``.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
 import sysconfig
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 
-from devenv.processes import Service, free_port, log_tail, port_in_use, spawn, stop_all
+from devenv.processes import ChildServer, free_port, port_in_use
 from workflows import search
 
 DEFAULT_NAMESPACE = "default"
@@ -79,13 +76,16 @@ def search_attribute_flags(keys: Sequence[SearchAttributeKey[Any]] = search.ALL)
     return flags
 
 
-class TemporalDevServer(Service):
+class TemporalDevServer(ChildServer):
     """One ``temporal server start-dev`` process: start it, hand out its address, stop it.
 
     Ports are free ones unless given; ``db_filename`` makes workflows (and the registered
     search attributes) survive a restart. The run directory holds the log; it is deleted on
     stop only if this object created it.
     """
+
+    keep_env = "CANARY_KEEP_TEMPORAL_DIR"
+    log_name = "temporal.log"
 
     def __init__(
         self,
@@ -102,14 +102,11 @@ class TemporalDevServer(Service):
         self.port = port or free_port()
         self.ui_port = ui_port or free_port()
         self.db_filename = db_filename
-        self._own_run_dir = run_dir is None
-        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="canary-temporal-"))
-        self.log_file = self.run_dir / "temporal.log"
+        super().__init__(run_dir, "canary-temporal-")
         self.namespace = namespace
         self.search_attributes = tuple(search_attributes)
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
-        self.process: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -135,25 +132,7 @@ class TemporalDevServer(Service):
             self.db_filename.parent.mkdir(parents=True, exist_ok=True)
             args += ["--db-filename", str(self.db_filename)]
         args += self.extra_args
-        self.process = spawn(args, log=self.log_file, cwd=self.run_dir)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the server, SIGKILL it if it outlives ``grace``, and wait until it is gone."""
-        process, self.process = self.process, None
-        if process is not None:
-            stop_all([process], grace)
-        if self._own_run_dir and not os.environ.get("CANARY_KEEP_TEMPORAL_DIR"):
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    @property
-    def pid(self) -> int | None:
-        """The server's PID while it runs."""
-        return self.process.pid if self.process is not None else None
+        self._launch(args)
 
     @property
     def address(self) -> str:
@@ -164,10 +143,6 @@ class TemporalDevServer(Service):
     def ui_url(self) -> str:
         """The web UI."""
         return f"http://127.0.0.1:{self.ui_port}"
-
-    def log_tail(self, lines: int = 25) -> str:
-        """The last lines of the server's log, for error messages."""
-        return log_tail(self.log_file, lines)
 
     # -- readiness -----------------------------------------------------------------------
 
