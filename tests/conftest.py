@@ -61,12 +61,11 @@ _load_hypothesis_profile()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the time-skipping workflow tests first.
+    """Run the time-skipping workflow tests first, the property test last.
 
-    They share one time-skipping test server for the whole session; run after the
-    end-to-end tests (which leave many servers, workers and clusters started and stopped on
-    the same event loop) its `sleep` calls were seen to stop skipping time. First, they pass
-    as they do on their own.
+    Each has a time-skipping server of its own, yet run after the end-to-end tests (which
+    start and stop many servers, workers and clusters on the same event loop) their `sleep`
+    calls were seen to stop skipping time. First, they run as they do on their own.
     """
     def order(item: pytest.Item) -> int:
         path = str(item.path).replace("\\", "/")

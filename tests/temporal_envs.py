@@ -9,6 +9,7 @@ itself runs :class:`devenv.temporal.TemporalDevServer`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ async def time_skipping_env(**kwargs: Any) -> WorkflowEnvironment:
     shuts the environment down (``async with`` or ``shutdown()``).
     """
     kwargs.setdefault("data_converter", pydantic_data_converter)
+    # The SDK allows 5 s by default; the first start on a cold disk reads an 84 MB binary.
+    kwargs.setdefault("test_server_startup_timeout", timedelta(seconds=60))
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(time_skipping_binary()), **kwargs
     )

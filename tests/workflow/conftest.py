@@ -25,8 +25,14 @@ from workflows.spec import JobSpec
 T = TypeVar("T")
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture
 async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own.
+
+    Time is global to a test server: one test's leftovers (an activity still in flight, a
+    workflow task its stopped worker never completed) held the clock of the next test's
+    ``env.sleep`` until the RPC gave up. A server starts in about 0.1 s, so each test gets one.
+    """
     async with await time_skipping_env() as environment:
         yield environment
 
