@@ -1,7 +1,8 @@
 """The canary-delivery worker: runs job workflows and the Kubernetes activities.
 
 Configuration comes from the usual places: ``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE``
-(defaults ``127.0.0.1:7233`` / ``default``), ``CANARY_TASK_QUEUE`` and, for Kubernetes, the
+(defaults ``127.0.0.1:7233`` / ``default``), ``CANARY_TASK_QUEUE``, ``CANARY_PROMETHEUS_ADDRESS`` (the
+Prometheus that analysis queries naming no ``address`` go to) and, for Kubernetes, the
 in-cluster service account when running in a pod, else ``KUBECONFIG`` / ``~/.kube/config``.
 The API client is built here, once, outside the workflow sandbox.
 """
@@ -23,6 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.kube import KubeActivities
+from activities.metrics import MetricActivities
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
 
@@ -44,25 +46,27 @@ def kubernetes_client(kubeconfig: str | None = None) -> k8s.ApiClient:
 
 
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
-                 activity_threads: int = DEFAULT_ACTIVITY_THREADS) -> Worker:
-    """A worker for job workflows and the activities bound to ``api``."""
+                 activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None) -> Worker:
+    """A worker for job workflows, the activities bound to ``api`` and metric measurements."""
     activities = KubeActivities(api)
+    metrics = MetricActivities(prometheus_address)
     return Worker(
         temporal,
         task_queue=task_queue,
         workflows=[CanaryJobWorkflow],
-        activities=activities.all(),
+        activities=[*activities.all(), metrics.measure_metric],
         activity_executor=ThreadPoolExecutor(activity_threads, thread_name_prefix="canary-activity"),
         max_concurrent_activities=activity_threads,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
     )
 
 
-async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | None) -> None:
+async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | None,
+              prometheus_address: str | None = None) -> None:
     """Run until SIGINT or SIGTERM, then finish in-flight tasks and stop."""
     temporal = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
     api = kubernetes_client(kubeconfig)
-    worker = build_worker(temporal, api, task_queue=task_queue)
+    worker = build_worker(temporal, api, task_queue=task_queue, prometheus_address=prometheus_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -80,9 +84,11 @@ def main() -> None:
     parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
     parser.add_argument("--task-queue", default=os.environ.get("CANARY_TASK_QUEUE", TASK_QUEUE))
     parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--prometheus-address", default=os.environ.get("CANARY_PROMETHEUS_ADDRESS") or None,
+                        help="Prometheus for analysis queries that name no address, e.g. http://127.0.0.1:9090")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(args.address, args.namespace, args.task_queue, args.kubeconfig))
+    asyncio.run(run(args.address, args.namespace, args.task_queue, args.kubeconfig, args.prometheus_address))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 from temporalio import activity
 
 from activities.kube import KubeActivities
+from activities.metrics import MetricActivities
 from tests.workflow.fake_cluster import FakeCluster
 from tests.workflow.fake_kube import FakeKube
 from workflows import port
@@ -39,7 +40,7 @@ def _table() -> dict[str, tuple[Any, Any]]:
 
 
 def test_every_real_activity_is_in_the_table_with_its_types() -> None:
-    real = _signatures(KubeActivities.__new__(KubeActivities).all())
+    real = _signatures([*KubeActivities.__new__(KubeActivities).all(), MetricActivities().measure_metric])
     assert real == _table()
 
 

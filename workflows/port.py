@@ -2,8 +2,9 @@
 
 The workflow cannot import ``activities/`` (it would drag the Kubernetes client into the
 sandbox), so the names live here once: the workflow calls through :class:`Activity` values,
-``activities/kube.py`` registers its methods under the same names, and a test checks that the
-real activities and the test fake both match this table, signatures included.
+``activities/kube.py`` registers its methods under the same names (``activities/metrics``
+registers ``measure_metric``), and a test checks that the real activities and the test fakes
+all match this table, signatures included.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from workflows.analysis_spec import MEASURE_METRIC_ACTIVITY, MeasureRequest
 from workflows.models import (
     AttachRequest,
     CanaryTemplateRequest,
@@ -29,6 +31,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
+from workflows.verdict import Measurement
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -56,6 +59,7 @@ WAIT_STABLE_ROLLED_OUT = Activity[RolloutRequest, None]("wait_stable_rolled_out"
 WRITE_TEMPLATE = Activity("write_template", WriteTemplateRequest, WorkloadSnapshot)
 SET_IMAGE = Activity("set_image", SetImageRequest, WorkloadSnapshot)
 WATCH_WORKLOAD = Activity("watch_workload", WatchRequest, WorkloadChange)
+MEASURE_METRIC = Activity(MEASURE_METRIC_ACTIVITY, MeasureRequest, Measurement)
 # Only runs that started before promotions held the Deployment paused call these two.
 PROMOTE_STABLE = Activity[PromoteRequest, None]("promote_stable", PromoteRequest, None)
 PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, None)
@@ -63,5 +67,5 @@ PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, 
 ALL: tuple[Activity[object, object], ...] = (
     INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
     SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
-    WATCH_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE,
+    WATCH_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC,
 )  # type: ignore[assignment]

@@ -30,6 +30,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities import errors
 from activities.templates import images, template_hash, user_template
+from tests.workflow.fake_metrics import FakeMetrics
+from workflows.analysis_spec import MEASURE_METRIC_ACTIVITY, MeasureRequest
 from workflows.images import validate_image
 from workflows.models import (
     AttachRequest,
@@ -50,6 +52,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
+from workflows.verdict import Measurement
 
 _KIND = re.compile(r":(good|crash|never|late(\d+))-[^:/]*$")
 
@@ -143,6 +146,7 @@ class FakeCluster:
         self.canary: CanaryDeployment | None = None
         self.stable_log: list[StablePodsEntry] = []
         self.calls: list[tuple[str, int]] = []  # (activity, attempt): what the workflow asked for
+        self.metrics = FakeMetrics()
         self.create(self.initial_template(image), replicas, why="initial")
 
     @staticmethod
@@ -259,6 +263,10 @@ class FakeCluster:
         """Every ``@activity.defn`` method of this class, bound: adding one is adding a method."""
         return [getattr(self, name) for name in dir(type(self))
                 if hasattr(getattr(type(self), name), "__temporal_activity_definition")]
+
+    @activity.defn(name=MEASURE_METRIC_ACTIVITY)
+    async def measure_metric(self, req: MeasureRequest) -> Measurement:
+        return await self.metrics.measure_metric(req)
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, req: WorkloadRequest) -> WorkloadSnapshot:
