@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from starter.errors import CanaryError, Conflict, InvalidInput, JobEnded, JobNotFound, Unavailable
 from workflows import names, search
+from workflows.fields import NAME_PATTERN
 from workflows.models import (
     CanaryJobInput,
     JobDetails,
@@ -43,7 +44,7 @@ from workflows.models import (
     Phase,
     UpdateRulesRequest,
 )
-from workflows.spec import NAME_PATTERN, JobSpec, legacy_workflow_id, workflow_id
+from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_TEMPORAL_NAMESPACE = "default"

@@ -32,7 +32,8 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 from pydantic import Field, field_validator, model_validator
 
-from workflows.spec import NAME_PATTERN, Duration, _Strict
+from workflows.fields import NAME_PATTERN, Duration
+from workflows.fields import StrictModel as _Strict
 
 MAX_TEMPLATES = 20
 MAX_METRICS = 20

@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.spec import Duration, JobSpec, describe_step
+from workflows.fields import Duration
+from workflows.spec import JobSpec, describe_step
 
 PodTemplate = dict[str, Any]
 MAX_VERSIONS = 30

@@ -29,7 +29,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from workflows.analysis_spec import Metric
-from workflows.spec import _Strict
+from workflows.fields import StrictModel as _Strict
 
 
 class MeasurementPhase(StrEnum):

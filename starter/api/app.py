@@ -41,6 +41,7 @@ from starter.api.web import install_web
 from starter.client import JobSummary
 from starter.errors import CanaryError
 from workflows import names
+from workflows.fields import NAME_PATTERN
 from workflows.models import (
     JobDetails,
     JobVersions,
@@ -51,7 +52,7 @@ from workflows.models import (
     UpdateRulesRequest,
     UpdateVersionRequest,
 )
-from workflows.spec import NAME_PATTERN, DeliveryRules, JobSpec, field_path
+from workflows.spec import DeliveryRules, JobSpec, field_path
 
 log = logging.getLogger("canary.api")
 

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from starter.api.auth import CREATE_ROLE, OPERATION_ROLES, Principal, Role, TokenStore
 from starter.api.errors import ApiError, ErrorCode
 from starter.errors import CanaryError
-from workflows.spec import NAME_PATTERN
+from workflows.fields import NAME_PATTERN
 
 ClientFactory = Callable[[], Awaitable[Client]]
 

@@ -27,8 +27,8 @@ from starter.api.deps import SESSION_COOKIE, JobName, Namespace, clients, tokens
 from starter.api.errors import ApiError, ErrorCode, classify
 from starter.errors import CanaryError
 from starter.render import PHASE_NOTES, age, image_pairs
+from workflows.fields import NAME_PATTERN
 from workflows.models import JobDetails, JobVersions, Phase, StepStatus, Version
-from workflows.spec import NAME_PATTERN
 
 HERE = FilePath(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
