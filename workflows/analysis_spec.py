@@ -361,7 +361,17 @@ def check_step_refs(analysis: Analysis | None, steps: Sequence[object]) -> None:
     """Check every ``analysis`` step of ``steps`` against ``analysis`` (for the job spec's validator)."""
     for index, step in enumerate(steps):
         if isinstance(step, AnalysisStep):
-            check_ref(analysis, step.analysis, f"steps.{index}.analysis")
+            path = f"steps.{index}.analysis"
+            check_ref(analysis, step.analysis, path)
+            assert analysis is not None
+            for ref in step.analysis.templates:
+                for metric in analysis.template(ref.template_name).metrics:
+                    if metric.count is None:
+                        # The step waits for a verdict; a metric measured until the step ends never gives one.
+                        raise ValueError(
+                            f"{path}: metric {metric.name!r} of template {ref.template_name!r} has no count; "
+                            "an analysis step ends when every metric has its count of measurements (metrics "
+                            "without a count belong in analysis.background)")
     if analysis is not None and analysis.background is not None and analysis.background.starting_step >= len(steps):
         raise ValueError(f"analysis.background.startingStep: {analysis.background.starting_step} is past the "
                          f"last step (steps are numbered from 0 to {len(steps) - 1})")

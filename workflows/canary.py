@@ -31,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
 
     from workflows import names, port
     from workflows.admission import OperationRejected, check
+    from workflows.analysis_run import AnalysisKind, AnalysisRun, MetricRun
+    from workflows.analysis_spec import AnalysisStep, MeasureRequest
     from workflows.models import (
         AttachRequest,
         CanaryJobInput,
@@ -81,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         describe_step,
         validation_message,
     )
+    from workflows.verdict import Measurement, MeasurementPhase, MetricPhase, Verdict
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -105,6 +108,12 @@ WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_
 RETRY_TROUBLE = timedelta(minutes=1)
 MISSING_WORKLOAD_RECHECK = timedelta(minutes=1)
 RECENT_REQUESTS = 50
+# One measurement: a Prometheus query answers in milliseconds; a web provider may take up to its
+# own timeoutSeconds (at most 300). Not retried by Temporal: an answer that does not come is an
+# error measurement, counted against the metric's consecutiveErrorLimit.
+MEASURE_TIMEOUT = timedelta(seconds=30)
+MEASURE_SLACK = timedelta(seconds=10)
+MEASURE_RETRY = RetryPolicy(maximum_attempts=1)
 
 # workflow.patched ids: runs that started on older code replay their old shape.
 PATCH_HELD_PROMOTION = "held-promotion"
@@ -118,13 +127,17 @@ class Interrupt(IntEnum):
     RULES = 1
     PROMOTE = 2
     SUPERSEDE = 3
-    MISSING = 4
-    TERMINATE = 5
-    DELETE = 6
+    ANALYSIS = 4  # the background analysis failed or is inconclusive
+    MISSING = 5
+    TERMINATE = 6
+    DELETE = 7
 
 
 # A promotion stops only for these: an edit waits its turn, new rules apply to the next release.
 PROMOTION_INTERRUPTS = frozenset({Interrupt.DELETE, Interrupt.MISSING})
+# After the last step, waiting for a human before promotion: what still stops the release.
+BEFORE_PROMOTION_INTERRUPTS = frozenset({Interrupt.DELETE, Interrupt.TERMINATE, Interrupt.MISSING,
+                                         Interrupt.SUPERSEDE})
 
 
 class Interrupted(Exception):
@@ -168,6 +181,8 @@ class CanaryJobWorkflow:
         self._trouble = False
         self._writes = 0  # template writes by the job: a watch started before one is stale
         self._watch_task: asyncio.Task[None] | None = None
+        self._background_task: asyncio.Task[Verdict] | None = None
+        self._decision: str | None = None  # a human must continue before the current step (re)starts
 
     # ------------------------------------------------------------------ main loop
 
@@ -520,23 +535,13 @@ class CanaryJobWorkflow:
         else:
             self.state.last_error = None
             self.state.reset_steps(self.job.steps)
+            self.state.step_analyses, self.state.background = [], None
             self._event("release-started", f"revision {canary.revision} ({_images(canary.images)}) "
                         f"started by {canary.trigger.value}", canary.actor)
             self._set_phase(Phase.PROGRESSING)
         handed_over = False
         try:
-            if not resume:
-                await self._interruptible(self._call(
-                    port.PREPARE_CANARY,
-                    CanaryTemplateRequest(**self._ref(), template=canary.template or {},
-                                          template_hash=canary.template_hash),
-                    summary=f"prepare canary revision {canary.revision}",
-                ))
-            if skip_steps:
-                self.state.skip_steps(workflow.now(), 0, None, "skipped: rollback without steps")
-            else:
-                await self._run_steps(start)
-            await self._promote_canary()
+            await self._deliver(canary, start, resume=resume, skip_steps=skip_steps)
         except ContinueAsNew:
             handed_over = True
             raise
@@ -551,20 +556,48 @@ class CanaryJobWorkflow:
                 await self._abort(Outcome.FAILED, _failure_message(error), actor=None)
         finally:
             if not handed_over:
+                self._stop_background()
+                self._decision = None
                 self._opened_gate = None
                 self.state.current_step = None
                 self.state.pause_until = None
+                self.state.pause_reason = None
 
-    async def _run_steps(self, index: int) -> None:
+    async def _deliver(self, canary: Version, start: int, *, resume: bool, skip_steps: bool) -> None:
+        """The release's way to stable: prepare the canary, run the steps, pass the analysis, promote."""
+        if not resume:
+            await self._interruptible(self._call(
+                port.PREPARE_CANARY,
+                CanaryTemplateRequest(**self._ref(), template=canary.template or {},
+                                      template_hash=canary.template_hash),
+                summary=f"prepare canary revision {canary.revision}",
+            ))
+        if skip_steps:
+            self.state.skip_steps(workflow.now(), 0, None, "skipped: rollback without steps")
+        elif await self._run_steps(start):
+            await self._finish_background()
+        await self._promote_canary()
+
+    async def _run_steps(self, index: int) -> bool:
+        """Run the steps from ``index`` on; False when an operator's promote skipped the rest."""
         while index < len(self.job.steps):
             step = self.job.steps[index]
             self.state.current_step = index
             self.state.mark_step(workflow.now(), index, StepStatus.RUNNING)
+            self._start_background(index)
             try:
+                if self._decision is not None:
+                    await self._wait_for_decision(self._decision)
+                    # Continued: the background analysis measures afresh, from this step.
+                    self._decision, self.state.background = None, None
+                    self._start_background(index)
                 await self._run_step(index, step)
             except Interrupted as interrupted:
                 if interrupted.kind == Interrupt.RULES:
                     self._rules_changed = False
+                    # New rules bring their own background analysis (or none), from their startingStep.
+                    self._stop_background()
+                    self.state.background, self._decision = None, None
                     self.state.reset_steps(self.job.steps)
                     index = resume_index(self.job.steps, self.state.weight)
                     self.state.skip_steps(workflow.now(), 0, index, "skipped: the rules changed")
@@ -573,7 +606,11 @@ class CanaryJobWorkflow:
                     self._promote = None
                     self.state.mark_step(workflow.now(), index, StepStatus.SKIPPED, "skipped: promoted")
                     self.state.skip_steps(workflow.now(), index + 1, None, "skipped: promoted")
-                    return
+                    return False
+                if interrupted.kind == Interrupt.ANALYSIS:
+                    # Failed: the release ends. Inconclusive: the step starts again once a human has looked.
+                    self._decision = self._background_stopped(index)
+                    continue
                 self.state.mark_step(workflow.now(), index, StepStatus.FAILED if interrupted.kind != Interrupt.SUPERSEDE
                                      else StepStatus.SKIPPED, interrupted.kind.name.lower())
                 raise
@@ -587,8 +624,9 @@ class CanaryJobWorkflow:
                 raise
             self.state.mark_step(workflow.now(), index, StepStatus.SUCCEEDED)
             index += 1
+        return True
 
-    async def _run_step(self, index: int, step: SetWeightStep | PauseStep | SetCanaryScaleStep) -> None:
+    async def _run_step(self, index: int, step: SetWeightStep | PauseStep | SetCanaryScaleStep | AnalysisStep) -> None:
         if isinstance(step, SetWeightStep):
             canary = canary_replicas_for_weight(self.state.replicas, step.set_weight)
             await self._shift(canary, stable=self.state.replicas - canary,
@@ -599,6 +637,8 @@ class CanaryJobWorkflow:
             await self._shift(canary, stable=self.state.stable_replicas,
                               label=f"step {index + 1}: {describe_step(step)}")
             self.state.weight = self.state.actual_weight
+        elif isinstance(step, AnalysisStep):
+            await self._analysis_step(index, step)
         else:
             await self._pause(index, step)
 
@@ -669,6 +709,140 @@ class CanaryJobWorkflow:
             if not evicted and not handed_over:
                 self.state.pause_until = None
                 self._set_phase(Phase.PROGRESSING)
+
+    # ------------------------------------------------------------------ analysis
+
+    async def _analysis_step(self, index: int, step: AnalysisStep) -> None:
+        """Measure until the step's verdict: successful goes on, failed rolls back, inconclusive asks a human."""
+        label = f"step {index + 1}: {describe_step(step)}"
+        run = AnalysisRun.start(self.job.analysis, step.analysis, AnalysisKind.STEP, index, workflow.now())
+        self.state.step_analyses.append(run)
+        try:
+            verdict = await self._interruptible(self._run_analysis(run))
+        finally:
+            run.stopped = True
+        self._event(f"analysis-{verdict.phase.value}", f"{label}: {verdict.reason}")
+        if verdict.phase is MetricPhase.FAILED:
+            raise ReleaseFailed(f"{label} failed: {verdict.reason}")
+        if verdict.phase is not MetricPhase.SUCCESSFUL:
+            await self._wait_for_decision(f"{label} inconclusive: {verdict.reason}")
+
+    def _start_background(self, index: int) -> None:
+        """Start (or, after continue-as-new, resume) the background analysis once its starting step is reached."""
+        background = self.job.analysis.background if self.job.analysis is not None else None
+        if background is None or index < background.starting_step:
+            return
+        if self.state.background is None:
+            self.state.background = AnalysisRun.start(self.job.analysis, background, AnalysisKind.BACKGROUND,
+                                                      index, workflow.now())
+            self._event("analysis-started", f"background analysis from step {index + 1}: "
+                        f"{', '.join(metric.metric.name for metric in self.state.background.metrics)}")
+        if self._background_task is None and not self.state.background.stopped:
+            self._background_task = asyncio.ensure_future(self._run_analysis(self.state.background))
+
+    def _stop_background(self) -> None:
+        """Stop measuring in the background (a release that ends, new rules, a human's turn)."""
+        if self._background_task is not None:
+            if not self._background_task.done():
+                self._background_task.cancel()
+            self._background_task = None
+        if self.state.background is not None:
+            self.state.background.stopped = True
+
+    def _background_verdict(self) -> MetricPhase | None:
+        """FAILED or INCONCLUSIVE while a running background analysis says so (an interrupt), else None."""
+        run = self.state.background
+        if run is None or run.stopped:
+            return None
+        phase = run.verdict().phase
+        return phase if phase in (MetricPhase.FAILED, MetricPhase.INCONCLUSIVE) else None
+
+    def _background_stopped(self, index: int) -> str:
+        """Stop the background analysis that interrupted step ``index``; the reason a human must look at."""
+        run = self.state.background
+        assert run is not None
+        self._stop_background()
+        verdict = run.verdict()
+        self._event(f"analysis-{verdict.phase.value}", f"background analysis: {verdict.reason}")
+        if verdict.phase is MetricPhase.FAILED:
+            self.state.mark_step(workflow.now(), index, StepStatus.FAILED, verdict.reason)
+            raise ReleaseFailed(f"background analysis failed: {verdict.reason}")
+        return f"background analysis inconclusive: {verdict.reason}"
+
+    async def _finish_background(self) -> None:
+        """Before promotion: the background analysis ends, and its verdict must allow the promotion."""
+        run = self.state.background
+        if run is None or run.stopped:
+            return
+        self._stop_background()
+        verdict = run.verdict()
+        self._event(f"analysis-{verdict.phase.value}", f"background analysis: {verdict.reason}")
+        if verdict.phase is MetricPhase.FAILED:
+            raise ReleaseFailed(f"background analysis failed: {verdict.reason}")
+        if verdict.phase is not MetricPhase.SUCCESSFUL:
+            # After the last step: new rules are for the next release, and promote is as good as continue.
+            await self._wait_for_decision(f"background analysis inconclusive: {verdict.reason}",
+                                          only=BEFORE_PROMOTION_INTERRUPTS)
+
+    async def _wait_for_decision(self, reason: str, *, only: frozenset[Interrupt] | None = None) -> None:
+        """Wait at a gate, with ``reason`` shown, for a human's ``continue`` (or terminate, promote...)."""
+        self.state.gate += 1
+        gate = self.state.gate
+        self.state.pause_reason = reason
+        self._set_phase(Phase.PAUSED)
+        evicted = False
+        try:
+            await self._interruptible(workflow.wait_condition(
+                lambda: self._opened_gate == gate or (only is not None and self._promote is not None)), only=only)
+            if self._opened_gate != gate:
+                self._promote = None
+            self._event("continued", f"continued after: {reason}", self._continue_actor)
+        except GeneratorExit:
+            evicted = True
+            raise
+        finally:
+            if not evicted:
+                self.state.pause_reason = None
+                self._set_phase(Phase.PROGRESSING)
+
+    async def _run_analysis(self, run: AnalysisRun) -> Verdict:
+        """Measure every metric of ``run`` on its schedule until the run has its verdict."""
+        tasks = [asyncio.ensure_future(self._measure_metric(run, metric)) for metric in run.metrics]
+        try:
+            await workflow.wait_condition(lambda: run.decided or all(task.done() for task in tasks))
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return run.verdict()
+
+    async def _measure_metric(self, run: AnalysisRun, metric: MetricRun) -> None:
+        spec = metric.metric
+        while not run.decided:
+            due = metric.due(run.started_at)
+            if due is None:
+                return
+            if due > workflow.now():
+                await workflow.sleep(due - workflow.now(), summary=f"analysis: next {spec.name} measurement")
+                if run.decided:
+                    return
+            timeout = MEASURE_TIMEOUT
+            if spec.provider.web is not None:
+                timeout = max(timeout, timedelta(seconds=spec.provider.web.timeout_seconds) + MEASURE_SLACK)
+            try:
+                measurement = await workflow.execute_activity(
+                    port.MEASURE_METRIC.name, MeasureRequest.of(spec), result_type=Measurement,
+                    start_to_close_timeout=timeout, retry_policy=MEASURE_RETRY,
+                    summary=f"measure {spec.name} ({metric.template})",
+                )
+            except ActivityError as error:
+                measurement = Measurement(phase=MeasurementPhase.ERROR,
+                                          message=f"{spec.name}: {_failure_message(error)}"[:1000])
+            # The workflow's clock, not the worker's: the schedule must replay (and skip time) alike.
+            metric.measurements.append(measurement.model_copy(update={"at": workflow.now()}))
 
     def _can_hand_over(self) -> bool:
         """A long release continues-as-new while it waits at a pause (never mid-step)."""
@@ -856,6 +1030,8 @@ class CanaryJobWorkflow:
             return Interrupt.TERMINATE
         if self.state.workload_missing:
             return Interrupt.MISSING
+        if self._background_verdict() is not None:
+            return Interrupt.ANALYSIS
         if self._next is not None or self._pending_change is not None:
             return Interrupt.SUPERSEDE
         if self._promote is not None:
@@ -1111,6 +1287,7 @@ class CanaryJobWorkflow:
             last_error=self.state.last_error, stable=_without_template(self.state.stable),
             canary=_without_template(self.state.canary),
             rules=self.job.rules.model_dump(mode="json"), events=self.state.events[-20:],
+            pause_reason=self.state.pause_reason, analyses=self.state.analysis_views(),
         )
 
     @workflow.query(name=names.VERSIONS_QUERY)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.analysis_run import AnalysisRun, AnalysisView
 from workflows.fields import Duration
 from workflows.spec import JobSpec, describe_step
 
@@ -136,6 +137,11 @@ class JobState(_Model):
     # Counts the manual gates (pauses) entered so far: a `continue` opens the gate it was
     # accepted at, never one that starts later.
     gate: int = 0
+    # Why the release waits at the current gate when it is not a pause step (an inconclusive analysis).
+    pause_reason: str | None = None
+    # The current (or last) release's analysis: its analysis steps' runs, and the background run.
+    step_analyses: list[AnalysisRun] = Field(default_factory=list)
+    background: AnalysisRun | None = None
 
     # -- bookkeeping: every method takes the time, so the workflow passes workflow.now() --------
 
@@ -147,6 +153,11 @@ class JobState(_Model):
     def reset_steps(self, steps: Sequence[Any]) -> None:
         """Show the release's steps afresh, all pending."""
         self.steps = [StepState(index=i, description=describe_step(step)) for i, step in enumerate(steps)]
+
+    def analysis_views(self) -> list[AnalysisView]:
+        """The release's analysis runs as clients show them: steps' in order, then the background one."""
+        runs = [*self.step_analyses, *([self.background] if self.background is not None else [])]
+        return [AnalysisView.of(run) for run in runs]
 
     def mark_step(self, now: datetime, index: int, status: StepStatus, message: str | None = None) -> None:
         """Record how step ``index`` of the current release stands."""
@@ -300,6 +311,9 @@ class JobDetails(_Model):
     canary: Version | None
     rules: dict[str, Any]
     events: list[Event]
+    # Why the job waits at its gate when it is not a pause step, e.g. an inconclusive analysis.
+    pause_reason: str | None = None
+    analyses: list[AnalysisView] = Field(default_factory=list)
 
 
 class JobVersions(_Model):

@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from workflows.spec import CanaryScale, PauseStep, SetCanaryScaleStep, SetWeightStep
-
-AnyStep = SetWeightStep | PauseStep | SetCanaryScaleStep
+from workflows.spec import AnyStep, CanaryScale, SetWeightStep
 
 
 def canary_replicas_for_weight(total: int, weight: int) -> int:

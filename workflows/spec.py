@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from workflows.analysis_spec import Analysis, AnalysisStep, check_step_refs
 from workflows.fields import (
     NAME_PATTERN,
     Duration,
@@ -92,7 +93,7 @@ class SetCanaryScaleStep(_Strict):
     set_canary_scale: CanaryScale = Field(alias="setCanaryScale")
 
 
-STEP_KINDS = ("setWeight", "pause", "setCanaryScale")
+STEP_KINDS = ("setWeight", "pause", "setCanaryScale", "analysis")
 _PYTHON_NAMES = {"set_weight": "setWeight", "set_canary_scale": "setCanaryScale"}
 
 
@@ -100,7 +101,8 @@ def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         key = next(iter(value), None)
         return _PYTHON_NAMES.get(key, key) if isinstance(key, str) else None
-    kinds: dict[type, str] = {SetWeightStep: "setWeight", PauseStep: "pause", SetCanaryScaleStep: "setCanaryScale"}
+    kinds: dict[type, str] = {SetWeightStep: "setWeight", PauseStep: "pause", SetCanaryScaleStep: "setCanaryScale",
+                              AnalysisStep: "analysis"}
     return kinds.get(type(value))
 
 
@@ -108,13 +110,17 @@ def _step_kind(value: Any) -> str | None:
 Step = Annotated[
     Annotated[SetWeightStep, Tag("setWeight")]
     | Annotated[PauseStep, Tag("pause")]
-    | Annotated[SetCanaryScaleStep, Tag("setCanaryScale")],
+    | Annotated[SetCanaryScaleStep, Tag("setCanaryScale")]
+    | Annotated[AnalysisStep, Tag("analysis")],
     Discriminator(_step_kind),
 ]
+AnyStep = SetWeightStep | PauseStep | SetCanaryScaleStep | AnalysisStep
 
 
-def describe_step(step: SetWeightStep | PauseStep | SetCanaryScaleStep) -> str:
+def describe_step(step: AnyStep) -> str:
     """One line for a step, as the CLI and the Temporal UI show it."""
+    if isinstance(step, AnalysisStep):
+        return f"analysis {', '.join(ref.template_name for ref in step.analysis.templates)}"
     if isinstance(step, SetWeightStep):
         return f"setWeight {step.set_weight}%"
     if isinstance(step, PauseStep):
@@ -140,6 +146,7 @@ class DeliveryRules(_Strict):
     progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
     on_pause_timeout: PauseTimeoutAction = Field(default=PauseTimeoutAction.CONTINUE, alias="onPauseTimeout")
     max_pause: Duration | None = Field(default=None, alias="maxPause")
+    analysis: Analysis | None = None
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -164,6 +171,12 @@ class DeliveryRules(_Strict):
         if value.total_seconds() < 1:
             raise ValueError("must be at least 1s")
         return value
+
+    @model_validator(mode="after")
+    def _analysis_refs(self) -> DeliveryRules:
+        # Each message names its field (steps.N.analysis..., analysis.background...).
+        check_step_refs(self.analysis, self.steps)
+        return self
 
 
 class WorkloadRef(_Strict):

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.workflow.conftest import Job, job_spec
+from tests.workflow.conftest import Job
 from workflows import names
 from workflows.models import (
     OperationRequest,
@@ -212,22 +212,6 @@ async def test_delete_gives_the_deployment_back(start_job) -> None:
     assert job.kube.replicas == 4 and job.kube.canary_template is None
     # The Deployment gets the stable template back, so it keeps serving what it served.
     assert job.kube.images()["app"] == "registry.local/web:1"
-
-
-async def test_history_survives_continue_as_new(start_job) -> None:
-    job: Job = await start_job(spec=job_spec(steps=[{"setWeight": 50}]), max_history_events=60)
-    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
-    for n in range(2, 6):
-        await job.edit_image(f"registry.local/web:{n}")
-        await job.wait_for(lambda d, n=n: d.stable is not None and d.stable.revision == n, f"revision {n}")
-    latest = job.client.get_workflow_handle(job.handle.id)
-    assert (await latest.describe()).run_id != job.handle.result_run_id, "no continue-as-new happened"
-    versions = await job.versions()
-    assert [v.revision for v in versions.history] == [5, 4, 3, 2, 1]
-    assert versions.stable is not None and versions.stable.images["app"] == "registry.local/web:5"
-    # The job still answers operations after the hop.
-    await job.edit_image("registry.local/web:6")
-    await job.wait_for(lambda d: d.stable is not None and d.stable.revision == 6, "revision 6")
 
 
 async def test_update_version_star_sets_every_container(start_job) -> None:
