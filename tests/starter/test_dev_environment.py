@@ -106,6 +106,20 @@ def test_supervisor_refuses_missing_worker_before_starting_anything(tmp_path: Pa
     assert not (tmp_path / "temporal").exists()
 
 
+def test_dev_up_without_prometheus_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANARY_PROMETHEUS", str(tmp_path / "no-prometheus"))
+    began = time.monotonic()
+    up = canaryctl("dev", "up", "--state-dir", tmp_path / "dev", "--port", str(free_port()),
+                   "--ui-port", str(free_port()), "--api-port", str(free_port()), "--no-worker")
+    assert up.returncode == 1
+    error = next(line for line in up.stderr.splitlines() if line.startswith("error:"))
+    assert error.startswith("error: the dev environment did not start: cannot start Prometheus"), up.stderr
+    assert "`make setup`" in error and "prometheus package" in error
+    assert time.monotonic() - began < 30  # refused before Temporal or the cluster started
+    assert not (tmp_path / "dev" / "temporal").exists() and not (tmp_path / "dev" / "cluster").exists()
+    assert not (tmp_path / "dev" / dev.PID_FILE).exists()
+
+
 def test_status_and_down_when_nothing_runs(tmp_path: Path) -> None:
     status = canaryctl("dev", "status", "--state-dir", tmp_path)
     assert (status.returncode, status.stdout.strip()) == (1, f"no dev environment running in {tmp_path}")
