@@ -47,12 +47,15 @@ def running_state(state_dir: Path = DEFAULT_HOME) -> DevState | None:
 
 
 def print_state(state: DevState, *, with_token: bool) -> None:
-    """Addresses and the two exports; the admin token only where ``dev up`` hands it out."""
+    """Addresses and the exports a worker of one's own needs; the admin token only where ``dev up`` hands it out."""
     token = admin_token(Path(state.api_tokens_file)) if with_token and state.api_tokens_file else None
     lines = [
         f"Temporal:    {state.temporal_address} (namespace {state.temporal_namespace})",
         f"Web UI:      {state.ui_url}",
         f"Kubernetes:  {state.kubernetes_server}",
+        *([f"Prometheus:  {state.prometheus_address}"
+           + (f"  (simulated mesh: {state.mesh_metrics_url})" if state.mesh_metrics_url else "")]
+          if state.prometheus_address else []),
         f"Worker:      {'pid ' + str(state.processes['worker']) if 'worker' in state.processes else 'none'}"
         + (f" (log {state.worker_log})" if state.worker_log else ""),
         *([f"API + page:  {state.api_url}  (OpenAPI: {state.api_url}/docs)",
@@ -62,6 +65,7 @@ def print_state(state: DevState, *, with_token: bool) -> None:
         "",
         f"export TEMPORAL_ADDRESS={state.temporal_address}",
         f"export KUBECONFIG={state.kubeconfig}",
+        *([f"export CANARY_PROMETHEUS_ADDRESS={state.prometheus_address}"] if state.prometheus_address else []),
     ]
     _out("\n".join(lines))
 
@@ -150,7 +154,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def register(sub: Any) -> argparse.ArgumentParser:
     """Add ``dev`` and its sub-commands to ``sub`` (an ``add_subparsers()`` result); each sets ``func``."""
     dev_parser: argparse.ArgumentParser = sub.add_parser(
-        "dev", help="run Temporal, a local Kubernetes cluster and a worker",
+        "dev", help="run Temporal, a local Kubernetes cluster, Prometheus and a worker",
         description="The local development environment.")
     dev_sub = dev_parser.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
     up = dev_sub.add_parser("up", help="start everything in the background")
@@ -169,7 +173,7 @@ def register(sub: Any) -> argparse.ArgumentParser:
     http_api.add_argument("--no-api", action="store_true", help="start no HTTP API and web page")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until ready")
     up.set_defaults(func=cmd_up)
-    down = dev_sub.add_parser("down", help="stop worker, cluster and Temporal (their data stays)")
+    down = dev_sub.add_parser("down", help="stop worker, Prometheus, cluster and Temporal (their data stays)")
     down.set_defaults(func=cmd_down)
     status = dev_sub.add_parser("status", help="show addresses and processes")
     status.add_argument("-o", "--output", choices=["text", "json"], default="text")

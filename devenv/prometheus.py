@@ -57,6 +57,11 @@ def prometheus_binary() -> Path:
     """The Prometheus executable: ``CANARY_PROMETHEUS``, a cached build, else Debian's package."""
     override = os.environ.get("CANARY_PROMETHEUS")
     if override:
+        if not os.access(override, os.X_OK) or not Path(override).is_file():
+            raise PrometheusError(
+                f"CANARY_PROMETHEUS={override} is not an executable file: unset it to use the one "
+                "`make setup` installs (Debian's prometheus package)"
+            )
         return Path(override)
     for candidate in (CACHE_BINARY, DEBIAN_BINARY):
         if candidate.exists():

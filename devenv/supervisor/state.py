@@ -14,8 +14,10 @@ layout, so the two cannot drift apart::
       temporal/           the Temporal server's log
       cluster/            the local cluster (see devenv.cluster): pki/, etcd/, kubeconfig.yaml,
                           ports.json, logs/ — objects survive dev down / dev up
+      prometheus/         Prometheus scraping the simulated mesh (devenv.metrics): config,
+                          targets, data/ (its TSDB), prometheus.log, port (reused while free)
 
-``canaryctl dev reset`` deletes ``temporal.db*``, ``temporal/`` and ``cluster/``.
+``canaryctl dev reset`` deletes ``temporal.db*``, ``temporal/``, ``cluster/`` and ``prometheus/``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ API_TOKENS_FILE = "api-tokens.json"
 TEMPORAL_DB = "temporal.db"
 TEMPORAL_DIR = "temporal"
 CLUSTER_DIR = "cluster"
+PROMETHEUS_DIR = "prometheus"
 
 
 class DevError(RuntimeError):
@@ -72,10 +75,13 @@ class DevState(BaseModel):
     kubeconfig: str
     worker_script: str | None
     worker_log: str | None
-    # Process name -> PID: "temporal", the cluster components, "worker" and "api" if they run.
+    # Process name -> PID: "temporal", the cluster components, "prometheus", "worker" and "api" if they run.
     processes: dict[str, int]
     api_url: str | None = None
     api_tokens_file: str | None = None
+    # Prometheus (also in ``processes``) and the simulated mesh it scrapes (threads of the supervisor).
+    prometheus_address: str | None = None
+    mesh_metrics_url: str | None = None
 
     def owner_marker(self, name: str) -> str:
         """A string in the process's command line that proves a PID is still ours."""
@@ -146,6 +152,6 @@ def admin_token(tokens_file: Path) -> str | None:
 
 
 def reset_paths(state_dir: Path) -> list[Path]:
-    """What ``dev reset`` deletes: the cluster's state and Temporal's database, nothing else."""
-    return [state_dir / CLUSTER_DIR, state_dir / TEMPORAL_DIR,
+    """What ``dev reset`` deletes: the cluster's state, Temporal's database and the metrics of both."""
+    return [state_dir / CLUSTER_DIR, state_dir / TEMPORAL_DIR, state_dir / PROMETHEUS_DIR,
             *sorted(state_dir.glob(f"{TEMPORAL_DB}*"))]

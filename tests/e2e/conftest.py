@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pytest
 import pytest_asyncio
 from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from devenv.cluster import LocalCluster
+from devenv.metrics import start_metrics, stop_metrics
+from devenv.prometheus import PrometheusServer
+from devenv.traffic import TrafficSimulator
 from starter import client as canary
 from tests.kube_helpers import deployment, eventually, service
 from tests.temporal_envs import local_env
@@ -20,6 +26,10 @@ from workflows.models import JobDetails, Phase
 from workflows.spec import JobSpec, workflow_id
 
 T = TypeVar("T")
+
+# Requests per second the simulated mesh sends to each Service: enough that a 10 s rate window
+# holds a few hundred requests, so a 5 % error rate reads as 0.05 +- 0.01.
+MESH_RATE = 40.0
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -34,6 +44,32 @@ async def temporal(dev_server: WorkflowEnvironment, kube_api: ApiClient) -> Asyn
     worker = build_worker(dev_server.client, kube_api, activity_threads=100)
     async with worker:
         yield dev_server.client
+
+
+@dataclass(frozen=True)
+class MeshMetrics:
+    """A real Prometheus scraping the simulated Istio mesh of every Service in the test cluster."""
+
+    prometheus: PrometheusServer
+    simulator: TrafficSimulator
+
+    @property
+    def prometheus_address(self) -> str:
+        """The base URL analysis queries go to, e.g. ``http://127.0.0.1:40123``."""
+        return self.prometheus.address
+
+
+@pytest.fixture(scope="session")
+def mesh_metrics(cluster: LocalCluster) -> Iterator[MeshMetrics]:
+    """Prometheus (1 s scrapes) and the simulator, as ``canaryctl dev up`` runs them, for the session.
+
+    The simulator follows every Service's Ready endpoints, so a test's Deployment (and its
+    ``<name>-canary``, labelled ``destination_workload`` apart) gets traffic without wiring.
+    Behaviour per pod template annotation: see :mod:`devenv.traffic`.
+    """
+    prometheus, simulator = start_metrics(cluster.kubeconfig, rate=MESH_RATE)
+    yield MeshMetrics(prometheus, simulator)
+    stop_metrics(prometheus, simulator)
 
 
 async def until(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], what: str,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from devenv.cluster import PORTS_FILE, Ports
 from devenv.processes import free_port, pid_alive
 from devenv.supervisor import state as dev
 from starter.cli import run
-from tests.kube_helpers import deployment
+from tests.kube_helpers import deployment, service
 from workflows import names, search
 
 CANARYCTL = Path(sys.executable).with_name("canaryctl")
@@ -47,7 +49,8 @@ class Idle:
 
 async def main() -> None:
     Path(__file__).with_suffix(f".{{os.getpid()}}.json").write_text(json.dumps({{
-        k: os.environ.get(k) for k in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "KUBECONFIG")}}))
+        k: os.environ.get(k)
+        for k in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "KUBECONFIG", "CANARY_PROMETHEUS_ADDRESS")}}))
     client = await Client.connect(os.environ["TEMPORAL_ADDRESS"], namespace=os.environ["TEMPORAL_NAMESPACE"])
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -103,6 +106,20 @@ def test_supervisor_refuses_missing_worker_before_starting_anything(tmp_path: Pa
     assert not (tmp_path / "temporal").exists()
 
 
+def test_dev_up_without_prometheus_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANARY_PROMETHEUS", str(tmp_path / "no-prometheus"))
+    began = time.monotonic()
+    up = canaryctl("dev", "up", "--state-dir", tmp_path / "dev", "--port", str(free_port()),
+                   "--ui-port", str(free_port()), "--api-port", str(free_port()), "--no-worker")
+    assert up.returncode == 1
+    error = next(line for line in up.stderr.splitlines() if line.startswith("error:"))
+    assert error.startswith("error: the dev environment did not start: cannot start Prometheus"), up.stderr
+    assert "`make setup`" in error and "prometheus package" in error
+    assert time.monotonic() - began < 30  # refused before Temporal or the cluster started
+    assert not (tmp_path / "dev" / "temporal").exists() and not (tmp_path / "dev" / "cluster").exists()
+    assert not (tmp_path / "dev" / dev.PID_FILE).exists()
+
+
 def test_status_and_down_when_nothing_runs(tmp_path: Path) -> None:
     status = canaryctl("dev", "status", "--state-dir", tmp_path)
     assert (status.returncode, status.stdout.strip()) == (1, f"no dev environment running in {tmp_path}")
@@ -129,12 +146,18 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         assert state["temporal_address"] == f"127.0.0.1:{port}"
         assert state["ui_url"] == f"http://127.0.0.1:{ui_port}"
         assert set(state["processes"]) == {"temporal", "etcd", "kube-apiserver", "kube-controller-manager",
-                                           "kube-scheduler", "kwok", "worker", "api"}
+                                           "kube-scheduler", "kwok", "prometheus", "worker", "api"}
         assert all(alive(pid) for pid in pids)
         assert f"export KUBECONFIG={state['kubeconfig']}" in up.stdout.splitlines()
         assert f"export TEMPORAL_ADDRESS=127.0.0.1:{port}" in up.stdout.splitlines()
         assert f"Web UI:      http://127.0.0.1:{ui_port}" in up.stdout
         assert f"API + page:  http://127.0.0.1:{api_port}" in up.stdout
+        prometheus = state["prometheus_address"]
+        assert prometheus.startswith("http://127.0.0.1:")
+        assert f"Prometheus:  {prometheus}  (simulated mesh: {state['mesh_metrics_url']})" in up.stdout
+        assert f"export CANARY_PROMETHEUS_ADDRESS={prometheus}" in up.stdout.splitlines()
+        with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=5) as response:
+            assert response.status == 200
         # the HTTP API, with the admin token dev up printed (and kept only in the tokens file)
         token = dev.admin_token(Path(state["api_tokens_file"]))
         assert token and f"API tokens:  {state['api_tokens_file']}  (admin: {token})" in up.stdout
@@ -153,12 +176,20 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         api = k8s_config.new_client_from_config(config_file=state["kubeconfig"])
         try:
             assert len(k8s.CoreV1Api(api).list_node().items) == 2
+            # a Deployment behind a Service gets simulated mesh traffic, which Prometheus scrapes
+            k8s.AppsV1Api(api).create_namespaced_deployment(
+                "default", deployment("web", image="registry.local/web:1", replicas=2))
+            k8s.CoreV1Api(api).create_namespaced_service("default", service("web", selector={"app": "web"}))
         finally:
             api.close()
+        series = wait_until(lambda: prometheus_series(
+            prometheus, 'istio_requests_total{destination_workload="web", destination_service_name="web"}'),
+            "istio_requests_total series of web in Prometheus", timeout=60)
+        assert {labels["pod"] for labels in series} and {labels["response_code"] for labels in series} == {"200"}
         # the worker got its configuration and polls
         record = json.loads(worker.with_suffix(f".{state['processes']['worker']}.json").read_text())
         assert record == {"TEMPORAL_ADDRESS": f"127.0.0.1:{port}", "TEMPORAL_NAMESPACE": "default",
-                          "KUBECONFIG": state["kubeconfig"]}
+                          "KUBECONFIG": state["kubeconfig"], "CANARY_PROMETHEUS_ADDRESS": prometheus}
 
         status = canaryctl("dev", "status", "--state-dir", state_dir, "-o", "json")
         assert status.returncode == 0, status.stdout
@@ -167,6 +198,8 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         status = canaryctl("dev", "status", "--state-dir", state_dir)
         assert status.returncode == 0, status.stdout
         assert f"API tokens:  {state['api_tokens_file']}\n" in status.stdout and token not in status.stdout
+        assert f"Prometheus:  {prometheus}  (simulated mesh: {state['mesh_metrics_url']})" in status.stdout
+        assert re.search(r"^prometheus +pid \d+  running$", status.stdout, re.MULTILINE), status.stdout
         again = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port),
                           "--ui-port", str(ui_port), "--worker", worker)
         assert again.returncode == 0 and "already running" in again.stdout
@@ -246,6 +279,13 @@ def test_recorded_ports_are_reused_while_free(tmp_path: Path) -> None:
     assert (again.etcd, again.kwok) == (first.etcd, first.kwok)
     assert len(set(again.all())) == len(again.all())
     assert Ports.reuse(tmp_path / "missing.json") != first
+
+
+def prometheus_series(address: str, selector: str) -> list[dict[str, str]]:
+    """The label sets of the series ``selector`` matches in the Prometheus at ``address``, right now."""
+    url = f"{address}/api/v1/query?" + urllib.parse.urlencode({"query": selector})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return [item["metric"] for item in json.load(response)["data"]["result"]]
 
 
 def mode(path: Path) -> int:
@@ -335,6 +375,7 @@ def test_cluster_survives_down_and_up_until_reset(tmp_path: Path) -> None:
         assert reset.returncode == 0, reset
         assert "reset" in reset.stdout
         assert not (state_dir / "cluster").exists() and not (state_dir / "temporal.db").exists()
+        assert not (state_dir / "prometheus").exists()
         assert (state_dir / dev.API_TOKENS_FILE).exists()  # tokens handed out stay valid
         assert canaryctl("dev", "status", "--state-dir", state_dir).returncode == 1
 
