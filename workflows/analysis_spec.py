@@ -33,7 +33,7 @@ from celpy.evaluation import CELEvalError
 from pydantic import Field, field_validator, model_validator
 
 from workflows import builtin_checks
-from workflows.fields import NAME_PATTERN, Duration
+from workflows.fields import NAME_PATTERN, Duration, format_duration
 from workflows.fields import StrictModel as _Strict
 
 MAX_TEMPLATES = 20
@@ -286,7 +286,8 @@ class BaselineProvider(_Strict):
                 raise ValueError(f"higherIsWorse: a higher {self.check} is {'worse' if natural else 'better'}; "
                                  f"omit higherIsWorse for a built-in check")
         if self.step > self.window:
-            raise ValueError(f"step: {self.step} is longer than the window {self.window}")
+            raise ValueError(f"step: {format_duration(self.step)} is longer than the window "
+                             f"{format_duration(self.window)}")
         if self.window / self.step > MAX_RANGE_POINTS:
             raise ValueError(f"step: window / step must be at most {MAX_RANGE_POINTS} points")
         return self
