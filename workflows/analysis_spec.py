@@ -220,7 +220,9 @@ class BaselineProvider(_Strict):
     (a one-sided Mann-Whitney U test and the relative difference of medians), so the metric
     takes no ``successCondition``/``failureCondition``: the comparison decides the phase and
     the measured value is the relative difference. A built-in check's rates are over one
-    ``step`` each, so its samples do not overlap.
+    ``step`` each, so its samples do not overlap; choose a ``step`` in which the canary gets
+    many requests (a few dozen at least), since a rate over a handful of requests is mostly 0
+    and makes an equal canary look better than stable, and a worse one harder to see.
     """
 
     address: str | None = Field(default=None, max_length=MAX_URL)

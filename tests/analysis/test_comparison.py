@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 from hypothesis import given
@@ -109,9 +110,9 @@ samples = st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False), min_s
 
 
 @given(samples, st.randoms(use_true_random=False))
-def test_the_same_values_on_both_sides_never_fail(values: list[float], random: object) -> None:
+def test_the_same_values_on_both_sides_never_fail(values: list[float], rng: random.Random) -> None:
     shuffled = list(values)
-    random.shuffle(shuffled)  # type: ignore[attr-defined]
+    rng.shuffle(shuffled)
     verdict = compare(shuffled, values, max_difference=0.0)
     assert verdict.phase is MeasurementPhase.SUCCESSFUL
     assert verdict.p_value is not None and verdict.p_value >= 0.5
