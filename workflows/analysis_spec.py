@@ -32,7 +32,8 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 from pydantic import Field, field_validator, model_validator
 
-from workflows.fields import NAME_PATTERN, Duration
+from workflows import builtin_checks
+from workflows.fields import NAME_PATTERN, Duration, format_duration
 from workflows.fields import StrictModel as _Strict
 
 MAX_TEMPLATES = 20
@@ -44,7 +45,8 @@ MAX_CONDITION = 1_000
 MAX_QUERY = 10_000
 MAX_URL = 2_048
 MEASURE_METRIC_ACTIVITY = "measure_metric"
-PROVIDERS = ("prometheus", "web")
+PROVIDERS = ("prometheus", "web", "builtin", "baseline")
+MAX_RANGE_POINTS = 11_000  # Prometheus refuses range queries of more points
 
 ARG_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 _ARG_REF = re.compile(r"\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}")
@@ -134,6 +136,186 @@ class PrometheusProvider(_Strict):
         return value
 
 
+def _optional_url(value: str | None) -> str | None:
+    if value is not None and not _URL.match(value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _workload_field(value: str, what: str) -> str:
+    """A workload or namespace that may hold ``{{args.x}}``; with args as plain names it must be a name."""
+    builtin_checks.check_name(_ARG_REF.sub("x", value), what)
+    return value
+
+
+def _stable_workload(value: str) -> str:
+    if value.endswith(builtin_checks.CANARY_SUFFIX):
+        raise ValueError(f"{value!r}: name the stable Deployment (e.g. web); the check reads its canary "
+                         f"<workload>{builtin_checks.CANARY_SUFFIX} itself")
+    return _workload_field(value, "workload")
+
+
+class BuiltinProvider(_Strict):
+    """A built-in check (Flagger-like): a check name stands for PromQL over Istio's standard metrics.
+
+    ``workload`` is the job's Deployment (the stable one, e.g. ``web``); the check measures its
+    canary, ``<workload>-canary``. The value is judged by the metric's ``successCondition`` /
+    ``failureCondition`` as any other: ``request-success-rate`` and ``request-error-rate`` are
+    shares in 0..1 (e.g. ``result >= 0.99``), ``request-duration`` is the p99 latency in
+    milliseconds (e.g. ``result <= 500``). No traffic in ``window`` is no data (inconclusive).
+    See :mod:`workflows.builtin_checks` for the queries.
+    """
+
+    address: str | None = Field(default=None, max_length=MAX_URL)
+    check: str = Field(max_length=63)
+    workload: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=253)
+    window: Duration = timedelta(minutes=1)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return _optional_url(value)
+
+    @field_validator("check")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        if value not in builtin_checks.CHECKS:
+            raise ValueError(f"unknown check {value!r}; known checks: {', '.join(builtin_checks.CHECKS)}")
+        return value
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, value: str) -> str:
+        return _stable_workload(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return _workload_field(value, "namespace")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+    def promql(self) -> str:
+        """The query for the canary (rendered args only: a ValueError names a bad workload or namespace)."""
+        return builtin_checks.check_query(self.check, self.workload, self.namespace, self.window)
+
+
+WORKLOAD_PLACEHOLDER = "{{workload}}"
+NAMESPACE_PLACEHOLDER = "{{namespace}}"
+
+
+class BaselineProvider(_Strict):
+    """Canary against baseline: the same series for the canary and the stable pods, compared.
+
+    Either a built-in ``check`` (``request-error-rate`` or ``request-duration``) or a ``query``
+    in which ``{{workload}}`` stands for ``<workload>-canary`` on one side and ``<workload>``
+    on the other (and ``{{namespace}}`` for ``namespace``). Both are range queries over the
+    last ``window`` at every ``step``; each is judged by :func:`workflows.comparison.compare`
+    (a one-sided Mann-Whitney U test and the relative difference of medians), so the metric
+    takes no ``successCondition``/``failureCondition``: the comparison decides the phase and
+    the measured value is the relative difference. A built-in check's rates are over one
+    ``step`` each, so its samples do not overlap; choose a ``step`` in which the canary gets
+    many requests (a few dozen at least), since a rate over a handful of requests is mostly 0
+    and makes an equal canary look better than stable, and a worse one harder to see.
+    """
+
+    address: str | None = Field(default=None, max_length=MAX_URL)
+    check: str | None = Field(default=None, max_length=63)
+    query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY)
+    workload: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, min_length=1, max_length=253)
+    window: Duration = timedelta(minutes=10)
+    step: Duration = timedelta(seconds=30)
+    higher_is_worse: bool | None = Field(default=None, alias="higherIsWorse")
+    max_difference: float = Field(default=0.1, alias="maxDifference", ge=0, le=1_000)
+    alpha: float = Field(default=0.05, gt=0, le=0.5)
+    min_samples: int = Field(default=10, alias="minSamples", ge=3, le=MAX_RANGE_POINTS)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return _optional_url(value)
+
+    @field_validator("check")
+    @classmethod
+    def _check(cls, value: str | None) -> str | None:
+        known = ", ".join(builtin_checks.BASELINE_CHECKS)
+        if value == builtin_checks.REQUEST_SUCCESS_RATE:
+            raise ValueError(f"compare {builtin_checks.REQUEST_ERROR_RATE} instead: success rates near 1 differ "
+                             f"by a few percent even when errors rise fifty-fold; known checks: {known}")
+        if value is not None and value not in builtin_checks.BASELINE_CHECKS:
+            raise ValueError(f"unknown check {value!r}; known checks: {known}")
+        return value
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, value: str) -> str:
+        return _stable_workload(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return None if value is None else _workload_field(value, "namespace")
+
+    @field_validator("window", "step")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BaselineProvider:
+        if (self.check is None) == (self.query is None):
+            raise ValueError("give exactly one of check or query")
+        if self.query is not None:
+            if WORKLOAD_PLACEHOLDER not in self.query:
+                raise ValueError(f"query: must use {WORKLOAD_PLACEHOLDER} (it becomes <workload>-canary and "
+                                 f"<workload>), or the canary would be compared with itself")
+            if NAMESPACE_PLACEHOLDER in self.query and self.namespace is None:
+                raise ValueError(f"query: uses {NAMESPACE_PLACEHOLDER}; give namespace")
+        elif self.namespace is None:
+            raise ValueError("namespace: a built-in check needs the namespace of the workload")
+        if self.check is not None and self.higher_is_worse is not None:
+            natural = builtin_checks.BASELINE_CHECKS[self.check]
+            if self.higher_is_worse != natural:
+                raise ValueError(f"higherIsWorse: a higher {self.check} is {'worse' if natural else 'better'}; "
+                                 f"omit higherIsWorse for a built-in check")
+        if self.step > self.window:
+            raise ValueError(f"step: {format_duration(self.step)} is longer than the window "
+                             f"{format_duration(self.window)}")
+        if self.window / self.step > MAX_RANGE_POINTS:
+            raise ValueError(f"step: window / step must be at most {MAX_RANGE_POINTS} points")
+        return self
+
+    @property
+    def worse_when_higher(self) -> bool:
+        """Whether a higher value is worse: given, else the check's nature, else true (errors, latency)."""
+        if self.higher_is_worse is not None:
+            return self.higher_is_worse
+        return builtin_checks.BASELINE_CHECKS.get(self.check or "", True)
+
+    def queries(self) -> tuple[str, str]:
+        """The canary's and the stable pods' queries (rendered args only; a bad name is a ValueError)."""
+        builtin_checks.check_name(self.workload, "workload")
+        sides = (builtin_checks.canary_workload(self.workload), self.workload)
+        if self.check is not None:
+            assert self.namespace is not None
+            return (builtin_checks.series_query(self.check, sides[0], self.namespace, self.step),
+                    builtin_checks.series_query(self.check, sides[1], self.namespace, self.step))
+        assert self.query is not None
+        query = self.query
+        if self.namespace is not None:
+            query = query.replace(NAMESPACE_PLACEHOLDER, builtin_checks.check_name(self.namespace, "namespace"))
+        return query.replace(WORKLOAD_PLACEHOLDER, sides[0]), query.replace(WORKLOAD_PLACEHOLDER, sides[1])
+
+
 class Header(_Strict):
     """One request header of the web provider (Argo's ``{key, value}``)."""
 
@@ -160,10 +342,12 @@ class WebProvider(_Strict):
 
 
 class Provider(_Strict):
-    """Where a metric's value comes from: exactly one of ``prometheus`` or ``web``."""
+    """Where a metric's value comes from: exactly one of ``prometheus``, ``web``, ``builtin`` or ``baseline``."""
 
     prometheus: PrometheusProvider | None = None
     web: WebProvider | None = None
+    builtin: BuiltinProvider | None = None
+    baseline: BaselineProvider | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -176,19 +360,28 @@ class Provider(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> Provider:
-        if (self.prometheus is None) == (self.web is None):
+        if sum(getattr(self, name) is not None for name in PROVIDERS) != 1:
             raise ValueError(f"give exactly one provider, one of {', '.join(PROVIDERS)}")
         return self
 
     @property
     def kind(self) -> str:
-        """``prometheus`` or ``web``."""
-        return "prometheus" if self.prometheus is not None else "web"
+        """``prometheus``, ``web``, ``builtin`` or ``baseline``."""
+        return next(name for name in PROVIDERS if getattr(self, name) is not None)
 
     def texts(self) -> dict[str, str]:
         """Every string that may hold ``{{args.x}}``, by its field path under ``provider``."""
         if self.prometheus is not None:
             return {"prometheus.query": self.prometheus.query}
+        if self.builtin is not None:
+            return {"builtin.workload": self.builtin.workload, "builtin.namespace": self.builtin.namespace}
+        if self.baseline is not None:
+            texts = {"baseline.workload": self.baseline.workload}
+            if self.baseline.namespace is not None:
+                texts["baseline.namespace"] = self.baseline.namespace
+            if self.baseline.query is not None:
+                texts["baseline.query"] = self.baseline.query
+            return texts
         assert self.web is not None
         texts = {"web.url": self.web.url}
         if self.web.body is not None:
@@ -202,6 +395,16 @@ class Provider(_Strict):
         if self.prometheus is not None:
             return self.model_copy(update={"prometheus": self.prometheus.model_copy(
                 update={"query": substitute(self.prometheus.query, values)})})
+        if self.builtin is not None:
+            return self.model_copy(update={"builtin": self.builtin.model_copy(update={
+                "workload": substitute(self.builtin.workload, values),
+                "namespace": substitute(self.builtin.namespace, values)})})
+        if self.baseline is not None:
+            baseline = self.baseline
+            return self.model_copy(update={"baseline": baseline.model_copy(update={
+                "workload": substitute(baseline.workload, values),
+                "namespace": None if baseline.namespace is None else substitute(baseline.namespace, values),
+                "query": None if baseline.query is None else substitute(baseline.query, values)})})
         assert self.web is not None
         web = self.web.model_copy(update={
             "url": substitute(self.web.url, values),
@@ -209,6 +412,17 @@ class Provider(_Strict):
             "headers": [h.model_copy(update={"value": substitute(h.value, values)}) for h in self.web.headers],
         })
         return self.model_copy(update={"web": web})
+
+    def summary(self) -> str:
+        """What a rendered provider asks, for people: the query, the URL, or the canary's query."""
+        if self.prometheus is not None:
+            return self.prometheus.query
+        if self.builtin is not None:
+            return self.builtin.promql()
+        if self.baseline is not None:
+            return self.baseline.queries()[0]
+        assert self.web is not None
+        return self.web.url
 
 
 Condition = Annotated[str, Field(min_length=1, max_length=MAX_CONDITION)]
@@ -239,6 +453,17 @@ class Metric(_Strict):
     @classmethod
     def _condition(cls, value: str | None) -> str | None:
         return None if value is None else check_condition(value)
+
+    @model_validator(mode="after")
+    def _judged_by_comparison(self) -> Metric:
+        # A baseline comparison decides the phase itself; a condition beside it would be ignored.
+        if self.provider.baseline is not None:
+            for field, value in (("successCondition", self.success_condition),
+                                 ("failureCondition", self.failure_condition)):
+                if value is not None:
+                    raise ValueError(f"{field}: a baseline comparison judges the canary itself (maxDifference, "
+                                     f"alpha, minSamples); remove the condition")
+        return self
 
 
 class AnalysisTemplate(_Strict):
@@ -383,8 +608,7 @@ def render(template: AnalysisTemplate, args: Sequence[ArgValue] | Mapping[str, s
     rendered: dict[str, str] = {}
     for metric in template.metrics:
         provider = metric.provider.rendered(values)
-        rendered[metric.name] = (provider.prometheus.query if provider.prometheus is not None
-                                 else provider.web.url if provider.web is not None else "")
+        rendered[metric.name] = provider.summary()
     return rendered
 
 

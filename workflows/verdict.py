@@ -132,8 +132,11 @@ def metric_status(metric: Metric, measurements: Sequence[Measurement], *, stoppe
             last_answer = measurement
         value = format_value(measurement.value)
         if counts[MeasurementPhase.FAILED] > metric.failure_limit:
+            # A baseline comparison has no condition: its measurement says who was worse and by how much.
+            why = (measurement.message if metric.provider.baseline is not None
+                   else _condition(metric, measurement.phase))
             return status(MetricPhase.FAILED,
-                          f"metric {metric.name} failed: value {value} ({_condition(metric, measurement.phase)}); "
+                          f"metric {metric.name} failed: value {value} ({why}); "
                           f"{counts[MeasurementPhase.FAILED]} failed, failureLimit {metric.failure_limit}")
         if counts[MeasurementPhase.INCONCLUSIVE] > metric.inconclusive_limit:
             detail = measurement.message or _condition(metric, measurement.phase)

@@ -84,25 +84,48 @@ def judge(value: float | None, success_condition: str | None, failure_condition:
     return Measurement(value=value, phase=MeasurementPhase.INCONCLUSIVE, message="no condition decided", at=at)
 
 
+def _prometheus_address(explicit: str | None, default: str | None, kind: str) -> str:
+    address = explicit or default
+    if not address:
+        raise ProviderError(f"no Prometheus address: give provider.{kind}.address or configure the worker's")
+    return address
+
+
 def query_provider(provider: Provider, default_prometheus_address: str | None) -> float | None:
-    """The provider's value now (blocking I/O; run it in a thread)."""
+    """The provider's value now (blocking I/O; run it in a thread).
+
+    Not for ``baseline``, which judges itself: :func:`measure` routes it before this.
+    """
     # Imported here so each provider module stays importable (and testable) on its own.
-    from activities.metrics import prometheus, web
+    from activities.metrics import builtin, prometheus, web
 
     if provider.prometheus is not None:
-        address = provider.prometheus.address or default_prometheus_address
-        if not address:
-            raise ProviderError("no Prometheus address: give provider.prometheus.address or configure the worker's")
+        address = _prometheus_address(provider.prometheus.address, default_prometheus_address, "prometheus")
         return prometheus.query(address, provider.prometheus.query)
+    if provider.builtin is not None:
+        address = _prometheus_address(provider.builtin.address, default_prometheus_address, "builtin")
+        return builtin.query(provider.builtin, address)
+    if provider.baseline is not None:
+        raise ProviderError("a baseline comparison is a whole measurement, not a value: use measure()")
     assert provider.web is not None
     return web.query(provider.web)
 
 
 def measure(request: MeasureRequest, default_prometheus_address: str | None = None,
             clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Measurement:
-    """One measurement: ask the provider, then judge its value; provider trouble is phase ``error``."""
+    """One measurement: ask the provider, then judge its value; provider trouble is phase ``error``.
+
+    A ``baseline`` comparison decides its own phase (its metric has no conditions), so it goes
+    straight to :mod:`activities.metrics.baseline` instead of through :func:`judge`.
+    """
+    default = request.default_prometheus_address or default_prometheus_address
     try:
-        value = query_provider(request.provider, request.default_prometheus_address or default_prometheus_address)
+        if request.provider.baseline is not None:
+            from activities.metrics import baseline
+
+            address = _prometheus_address(request.provider.baseline.address, default, "baseline")
+            return baseline.measure(request.provider.baseline, address, at=clock())
+        value = query_provider(request.provider, default)
     except ProviderError as err:
         return Measurement(phase=MeasurementPhase.ERROR, message=f"{request.metric}: {err}"[:1000], at=clock())
     return judge(value, request.success_condition, request.failure_condition, at=clock())

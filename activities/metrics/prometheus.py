@@ -73,3 +73,31 @@ def _number(pair: Any) -> float | None:
     except (TypeError, ValueError):
         raise ProviderError(f"the query's value {pair[1]!r} is not a number") from None
     return None if math.isnan(value) else value
+
+
+def query_range(address: str, promql: str, start: float, end: float, step: float,
+                timeout: float = TIMEOUT_SECONDS) -> list[float]:
+    """The values of ``promql`` from ``start`` to ``end`` (Unix seconds) every ``step`` seconds.
+
+    The query must come to at most one series (a baseline compares one series per side); no
+    series is an empty list, and ``NaN`` points (a rate over no requests) are left out, since
+    they are steps without data, not measurements.
+    """
+    url = f"{address.rstrip('/')}/api/v1/query_range?" + urllib.parse.urlencode(
+        {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
+    body = _get(url, timeout)
+    if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+        raise ProviderError(f"Prometheus at {address} answered {str(body)[:200]!r}, not a query result")
+    data = body["data"]
+    if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+        raise ProviderError(f"the range query gave a {data.get('resultType')}, not a matrix")
+    series = data["result"]
+    if not series:
+        return []
+    if len(series) > 1:
+        raise ProviderError(f"the query gave {len(series)} series; aggregate it to one (e.g. with sum)")
+    points = series[0].get("values") if isinstance(series[0], dict) else None
+    if not isinstance(points, list):
+        raise ProviderError("the range query's series has no values")
+    values = [_number(point) for point in points]
+    return [value for value in values if value is not None]

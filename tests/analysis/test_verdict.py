@@ -142,3 +142,13 @@ def test_next_measurement_is_due_after_the_initial_delay_then_every_interval() -
     assert next_due(m, T0, [first]) == T0 + timedelta(seconds=95)
     assert next_due(m, T0, [first, first]) is None
     assert next_due(metric(), T0, run([S, S])) == T0 + timedelta(seconds=60)
+
+
+def test_a_failed_baseline_comparison_gives_its_own_message_as_the_reason() -> None:
+    compared = Metric.model_validate({
+        "name": "errors-vs-stable", "interval": "1m",
+        "provider": {"baseline": {"check": "request-error-rate", "workload": "web", "namespace": "shop"}}})
+    message = "canary worse than stable: median 0.052 vs 0.001 (+5100%), p=0.0003, 30 vs 30 samples"
+    failed = Measurement(value=51.0, phase=MeasurementPhase.FAILED, message=message)
+    assert metric_status(compared, [failed]).reason == (
+        f"metric errors-vs-stable failed: value 51 ({message}); 1 failed, failureLimit 0")
