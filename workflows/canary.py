@@ -25,6 +25,7 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -836,6 +837,9 @@ class CanaryJobWorkflow:
                 measurement = await workflow.execute_activity(
                     port.MEASURE_METRIC.name, MeasureRequest.of(spec), result_type=Measurement,
                     start_to_close_timeout=timeout, retry_policy=MEASURE_RETRY,
+                    # A measurement only reads: one no longer wanted is left to finish unheard, with
+                    # no cancel request to race its completion.
+                    cancellation_type=ActivityCancellationType.ABANDON,
                     summary=f"measure {spec.name} ({metric.template})",
                 )
             except ActivityError as error:

@@ -151,7 +151,7 @@ def test_bounds_on_templates_and_metrics() -> None:
 
 
 def test_analysis_steps_are_checked_against_the_templates() -> None:
-    analysis = Analysis.model_validate(GOOD)
+    analysis = Analysis.model_validate(edited("templates.0.metrics.1.count", 2))
     good = AnalysisStep.model_validate(
         {"analysis": {"templates": [{"templateName": "success-rate"}], "args": [{"name": "service", "value": "web"}]}})
     bad = AnalysisStep.model_validate({"analysis": {"templates": [{"templateName": "latency"}]}})
@@ -163,6 +163,15 @@ def test_analysis_steps_are_checked_against_the_templates() -> None:
         check_step_refs(analysis, [good])
     with pytest.raises(ValueError, match=r"steps\.0\.analysis\.templates\.0\.templateName.*define them"):
         check_step_refs(None, [good])
+
+
+def test_a_step_analysis_needs_a_count_for_every_metric() -> None:
+    # The step waits for a verdict: a metric measured "until the step ends" would never give one.
+    step = AnalysisStep.model_validate(
+        {"analysis": {"templates": [{"templateName": "success-rate"}], "args": [{"name": "service", "value": "web"}]}})
+    with pytest.raises(ValueError, match=r"steps\.1\.analysis: metric 'smoke' of template 'success-rate' has no "
+                                         r"count.*belong in analysis\.background"):
+        check_step_refs(Analysis.model_validate(GOOD), [SetWeightStep(set_weight=20), step])
 
 
 def test_render_substitutes_given_args_over_defaults() -> None:

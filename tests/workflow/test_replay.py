@@ -94,6 +94,23 @@ async def _gates_and_hand_over(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "promoted")
 
 
+async def _analysis(job: Job) -> None:
+    job.kube.metrics.set("success-rate", 0.999, 0.999, None, 0.5)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the analysis step inconclusive (no data)")
+    await job.operate(names.CONTINUE)
+    await job.wait_for(lambda d: d.phase == Phase.FAILED, "the background analysis failed")
+
+
+_ANALYSIS = {
+    "templates": [{"name": "success-rate", "metrics": [{
+        "name": "success-rate", "interval": "1s", "count": 3, "successCondition": "result >= 0.99",
+        "failureCondition": "result < 0.95",
+        "provider": {"prometheus": {"address": "http://prometheus:9090", "query": "ratio"}}}]}],
+}
+
+
 SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]] = {
     "release-promoted": (_release_promoted, {}),
     "operations": (_operations, {}),
@@ -101,6 +118,11 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
     "failed-promotion": (_failed_promotion, {"spec": job_spec(steps=[{"setWeight": 25}], progressDeadline="3s")}),
     "workload-missing": (_workload_missing, {}),
     "gates-and-hand-over": (_gates_and_hand_over, {"max_history_events": 45}),
+    "analysis": (_analysis, {"spec": job_spec(
+        steps=[{"setWeight": 25}, {"analysis": {"templates": [{"templateName": "success-rate"}]}},
+               {"setWeight": 50}, {"pause": {}}],
+        analysis={**_ANALYSIS, "background": {"templates": [{"templateName": "success-rate"}],
+                                              "startingStep": 3}})}),
 }
 
 
