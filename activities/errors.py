@@ -32,6 +32,8 @@ KUBERNETES_ERROR = "KubernetesError"
 # Retry-as-poll gates: "not yet", retried by a RetryPolicy whose interval is the poll interval.
 CANARY_NOT_READY = "CanaryNotReady"
 STABLE_NOT_ROLLED_OUT = "StableNotRolledOut"
+# Retryable: the Deployment is rolling out by itself; pausing it now would freeze two versions.
+ROLLOUT_IN_PROGRESS = "RolloutInProgress"
 
 NON_RETRYABLE_ERRORS: tuple[str, ...] = (
     WORKLOAD_NOT_FOUND,

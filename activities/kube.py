@@ -224,6 +224,12 @@ class KubeActivities:
             self._check_owner(deployment, req.job, what="Deployment")
             if _meta(deployment, "annotations").get(JOB_KEY) == req.job and deployment["spec"].get("paused"):
                 return snapshot(deployment)
+            unfinished = _rollout_unfinished(deployment)
+            if unfinished:
+                # Paused now, the old pods would keep serving beside the new ones under a job that
+                # believes the new template is stable. Retried until the rollout ends.
+                raise ApplicationError(f"{req.namespace}/{req.name} is rolling out ({unfinished}); the job takes "
+                                       "it over when the rollout completes", type=errors.ROLLOUT_IN_PROGRESS)
             body = {"metadata": {"annotations": {JOB_KEY: req.job},
                                  "resourceVersion": deployment["metadata"]["resourceVersion"]},
                     "spec": {"paused": True}}
@@ -678,3 +684,30 @@ class KubeActivities:
         if req.known_replicas is not None and current.replicas != req.known_replicas:
             return WorkloadChange(kind="replicas", snapshot=current)
         return None
+
+
+def _rollout_unfinished(deployment: dict[str, Any]) -> str | None:
+    """Why the Deployment's own rollout is not finished (as ``kubectl rollout status`` judges), or None.
+
+    A rollout stuck past its progress deadline counts as finished: waiting would never end, and
+    the job may as well take over what runs (a new release replaces it).
+    """
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    if spec.get("paused"):
+        return None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return None
+    generation = (deployment.get("metadata") or {}).get("generation") or 0
+    if (status.get("observedGeneration") or 0) < generation:
+        return "the controller has not seen its latest spec yet"
+    wanted = spec.get("replicas", 1)
+    updated, total = status.get("updatedReplicas") or 0, status.get("replicas") or 0
+    available = status.get("availableReplicas") or 0
+    if updated < wanted:
+        return f"{updated} of {wanted} pods updated"
+    if total > updated:
+        return f"{total - updated} old pods still running"
+    if available < updated:
+        return f"{available} of {updated} updated pods available"
+    return None

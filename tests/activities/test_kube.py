@@ -20,7 +20,7 @@ from temporalio.testing import ActivityEnvironment
 from activities import errors
 from activities.kube import KubeActivities
 from activities.templates import HASH_ANNOTATION, JOB_KEY, TRACK_LABEL, template_hash
-from devenv.cluster import SIMULATE_LABEL
+from devenv.cluster import READY_DELAY_ANNOTATION, SIMULATE_LABEL
 from tests.kube_helpers import deployment, eventually, service
 from workflows.models import (
     AttachRequest,
@@ -114,6 +114,29 @@ def test_attach_pauses_and_annotates_and_the_pods_keep_serving(web: Web) -> None
     again = web.attach()
     assert again.template_hash == snap.template_hash
     assert web.read().metadata.generation == generation, "a second attach changes nothing"
+
+
+def test_attach_waits_for_a_rollout_in_progress_to_finish(web: Web) -> None:
+    # Paused mid-rollout, the old version would keep serving beside the new one under a job that
+    # takes the new template for stable: the attach is refused (retryably) until the rollout ends.
+    web.apps.patch_namespaced_deployment("web", web.ns, {"spec": {"template": {
+        "metadata": {"annotations": {READY_DELAY_ANNOTATION: "3s"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/web:2"}]}}}})
+    error = failure(web.acts.attach_workload, web.req(AttachRequest))
+    assert error.type == errors.ROLLOUT_IN_PROGRESS and not error.non_retryable
+    assert "rolling out" in error.message and "takes it over when the rollout completes" in error.message
+    assert not web.read().spec.paused
+    snap = eventually(lambda: _attached_or_none(web), timeout=60, interval=0.5, what="the attach after the rollout")
+    assert snap.images == {"app": "registry.local/web:2"}
+    assert {p.spec.containers[0].image for p in web.ready_pods()} == {"registry.local/web:2"}
+
+
+def _attached_or_none(web: Web) -> WorkloadSnapshot | None:
+    try:
+        return run(web.acts.attach_workload, web.req(AttachRequest))
+    except ApplicationError as error:
+        assert error.type == errors.ROLLOUT_IN_PROGRESS, error
+        return None
 
 
 def test_attach_of_a_missing_deployment_is_workload_not_found(web: Web) -> None:

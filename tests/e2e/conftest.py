@@ -38,14 +38,6 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
-@pytest_asyncio.fixture(scope="session")
-async def temporal(dev_server: WorkflowEnvironment, kube_api: ApiClient) -> AsyncIterator[Client]:
-    """The dev server's client, with the production worker polling the production task queue."""
-    worker = build_worker(dev_server.client, kube_api, activity_threads=100)
-    async with worker:
-        yield dev_server.client
-
-
 @dataclass(frozen=True)
 class MeshMetrics:
     """A real Prometheus scraping the simulated Istio mesh of every Service in the test cluster."""
@@ -70,6 +62,19 @@ def mesh_metrics(cluster: LocalCluster) -> Iterator[MeshMetrics]:
     prometheus, simulator = start_metrics(cluster.kubeconfig, rate=MESH_RATE)
     yield MeshMetrics(prometheus, simulator)
     stop_metrics(prometheus, simulator)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal(dev_server: WorkflowEnvironment, kube_api: ApiClient,
+                   mesh_metrics: MeshMetrics) -> AsyncIterator[Client]:
+    """The dev server's client, with the production worker polling the production task queue.
+
+    The worker's default Prometheus is the mesh's, as ``canaryctl dev up`` configures it.
+    """
+    worker = build_worker(dev_server.client, kube_api, activity_threads=100,
+                          prometheus_address=mesh_metrics.prometheus_address)
+    async with worker:
+        yield dev_server.client
 
 
 async def until(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], what: str,
