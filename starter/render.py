@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from starter.analysis_format import printable, render_analyses
 from starter.client import JobSummary
 from workflows.models import JobDetails, JobVersions, Phase, StepState, StepStatus, Version
 
@@ -126,6 +127,11 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
     left = pause_left(details, now)
     if left is not None:
         lines.append(f"Pause left: {duration(left)}")
+    if details.pause_reason:
+        # A gate that is not a pause step (an inconclusive analysis): say why it holds, and the way on.
+        lines.append(f"Waiting:    {printable(details.pause_reason)}")
+        lines.append(f"            (canaryctl continue {details.name} -n {details.namespace} goes on; "
+                     "terminate rolls back)")
     lines.append(f"Last error: {details.last_error or '-'}")
     lines.append("")
     lines.append("Steps:")
@@ -137,6 +143,10 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
     lines.append("Versions:")
     lines.append(_version_line("stable", details.stable, now))
     lines.append(_version_line("canary", details.canary, now))
+    if details.analyses:
+        lines.append("")
+        lines.append("Analysis:")
+        lines.extend(render_analyses(details.analyses))
     if details.events:
         lines.append("")
         lines.append("Events:")

@@ -21,14 +21,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from starter import analysis_format
 from starter import client as canary
 from starter.api.auth import OPERATION_ROLES, Principal
 from starter.api.deps import SESSION_COOKIE, JobName, Namespace, clients, tokens
 from starter.api.errors import ApiError, ErrorCode, classify
+from starter.api.sparkline import sparkline
 from starter.errors import CanaryError
 from starter.render import PHASE_NOTES, age, image_pairs
 from workflows.fields import NAME_PATTERN
 from workflows.models import JobDetails, JobVersions, Phase, StepStatus, Version
+from workflows.verdict import format_value
 
 HERE = FilePath(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -67,6 +70,11 @@ def step_state(job: JobDetails, index: int) -> str:
 
 
 templates.env.globals["step_state"] = step_state
+# The analysis section reads like ``canaryctl get``'s: the same words, from the same functions.
+templates.env.globals.update(
+    run_title=analysis_format.run_title, counts=analysis_format.counts, format_value=format_value,
+    measurement_text=analysis_format.measurement_text, metric_reason=analysis_format.metric_reason,
+    last_error=analysis_format.last_error, sparkline=sparkline)
 
 
 # -- sessions ------------------------------------------------------------------------------------

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import html
 import re
+from html.parser import HTMLParser
 
 from starlette.requests import Request
 
 from starter.api import web
 from starter.api.auth import Principal, Role
+from tests.starter.analysis_data import (
+    INC,
+    SUCCESS_RATE_INCONCLUSIVE,
+    background_with_error,
+    failed_step,
+    inconclusive_step,
+    measured,
+    metric,
+    view,
+)
 from tests.starter.test_render import details
+from workflows.analysis_run import AnalysisKind
 from workflows.models import JobVersions, Phase
 
 REQUEST = Request({"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""})
@@ -36,3 +49,112 @@ def test_the_page_knows_the_gate_it_shows() -> None:
     assert 'data-release="2"' in page and 'data-step="2"' in page
     idle = live(phase=Phase.HEALTHY, canary=None, current_step=None, steps=[])
     assert 'data-release=""' in idle and 'data-step=""' in idle
+
+
+# -- analysis ------------------------------------------------------------------------------------
+
+
+class Elements(HTMLParser):
+    """Every start tag of a page and its visible text, as a browser's parser would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(page: str) -> Elements:
+    parser = Elements()
+    parser.feed(page)
+    return parser
+
+
+def metric_row(page: str, name: str) -> str:
+    row = re.search(rf'<tr data-metric="{re.escape(name)}".*?</tr>', page, re.S)
+    assert row is not None, name
+    return row.group(0)
+
+
+def cells(row: str) -> list[str]:
+    """The text of a table row's cells, whitespace collapsed."""
+    return [" ".join(re.sub(r"<[^>]+>", " ", html.unescape(cell)).split())
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+
+
+def recent(row: str) -> str:
+    """The recent values as text, beside the sparkline."""
+    found = re.search(r'<span class="mono recent-values">(.*?)</span>', row, re.S)
+    assert found is not None
+    return html.unescape(found.group(1))
+
+
+def at_analysis_gate(**fields: object) -> str:
+    return live(pause_reason=SUCCESS_RATE_INCONCLUSIVE, pause_remaining=None,
+                analyses=[inconclusive_step(), background_with_error()], **fields)
+
+
+def test_each_analysis_run_is_a_table_of_its_metrics() -> None:
+    page = at_analysis_gate()
+    runs = re.findall(r'<div class="analysis-run" data-kind="(\w+)" data-step="(\d*)"\s+data-phase="(\w+)">', page)
+    assert runs == [("step", "1", "inconclusive"), ("background", "0", "running")]
+    assert "<h3>Step 2 <span class=\"verdict verdict-inconclusive\">inconclusive</span>" in page
+    assert "<h3>Background (from step 1) <span class=\"verdict verdict-running\">running</span>" in page
+    assert cells(metric_row(page, "success-rate"))[1:4] == [
+        "inconclusive", "no data", "1 successful, 1 inconclusive / 2 measured"]
+    assert recent(metric_row(page, "success-rate")) == "0.995, no data"
+    assert cells(metric_row(page, "latency-p99"))[1:4] == ["running", "135.5", "2 successful / 2 measured"]
+    assert recent(metric_row(page, "latency-p99")) == "120, 135.5"
+    error_rate = cells(metric_row(page, "error-rate"))
+    assert error_rate[0] == "error-rate errors last error: connection refused by prometheus:9090"
+    assert error_rate[1:4] == ["running", "0.02", "2 successful, 1 error / 3 measured"]
+    assert recent(metric_row(page, "error-rate")) == "0.01, 0.02, error"
+
+
+def test_a_failed_metric_names_its_value_and_why() -> None:
+    page = live(analyses=[failed_step()])
+    row = metric_row(page, "success-rate")
+    assert cells(row)[1:4] == ["failed", "0.93", "1 failed / 1 measured"]
+    assert recent(row) == "0.93 (failed)"
+    # The condition's "<" is text, not markup.
+    assert "(failureCondition result &lt; 0.95); 1 failed, failureLimit 0</p>" in page
+
+
+def test_the_gate_says_why_it_holds() -> None:
+    page = at_analysis_gate()
+    reason = re.search(r'<dd id="pause-reason"[^>]*>(.*?)</dd>', page, re.S)
+    assert reason is not None
+    assert SUCCESS_RATE_INCONCLUSIVE in reason.group(1) and "Continue goes on" in reason.group(1)
+    assert 'id="pause-reason"' not in live() and 'id="analysis"' not in live()
+
+
+def test_recent_values_are_a_sparkline_without_script() -> None:
+    page = at_analysis_gate()
+    tags = parse(page).tags
+    charts = [attrs for tag, attrs in tags if tag == "svg"]
+    assert len(charts) == 3 and all(attrs["class"] == "spark" for attrs in charts)
+    assert not any(tag == "script" or any(name.startswith("on") for name in attrs) for tag, attrs in tags)
+    row = metric_row(page, "error-rate")
+    assert '<polyline class="spark-line" points="3.0,25.0 60.0,3.0"/>' in row
+    assert '<title>error at 11:58:30 UTC: connection refused by prometheus:9090</title>' in row
+
+
+HOSTILE = '</td></tr><script>alert(1)</script><img src=x onerror="alert(2)">&amp;'
+
+
+def test_hostile_text_from_specs_and_providers_stays_text() -> None:
+    run = view(AnalysisKind.STEP, 1, [(metric("success-rate", inconclusiveLimit=0), measured(
+        (INC, 0.5, HOSTILE)))], template=HOSTILE)
+    assert HOSTILE in run.reason  # the verdict quotes the provider's message
+    page = live(analyses=[run], pause_reason=f"step 2: {HOSTILE}")
+    parsed = parse(page)
+    assert not any(tag in ("script", "img") for tag, _ in parsed.tags)
+    assert not any(name.startswith("on") for _, attrs in parsed.tags for name in attrs)
+    text = "".join(parsed.text)
+    assert text.count(HOSTILE) >= 4  # the gate, the run's reason, the template name, the point's title
+    assert cells(metric_row(page, "success-rate"))[1] == "inconclusive"
