@@ -3,7 +3,9 @@
 Starts (or reuses) the dev environment of ``canaryctl dev up`` — Temporal dev server with its
 UI, the local Kubernetes cluster, a worker — then plays what an operator does: deploy a
 sample app, attach a canary job, change the image, watch the steps, continue at the manual
-gate, see the promotion, and roll back to the previous version. Everything stays up
+gate, see the promotion after the canary's analysis passed, watch a version that serves 5 %
+errors caught by its analysis (a real Prometheus scraping the simulated mesh) and rolled back
+by itself, and roll back to the first version. Everything stays up
 afterwards so the job can be looked at in the Temporal UI and with ``canaryctl``.
 """
 
@@ -32,12 +34,23 @@ from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
 
 NAMESPACE = "demo"
 APP = "shop-web"
+# The canary's success rate, from the mesh's request metrics, judged twice at 50 % of the traffic.
+ANALYSIS = {"templates": [{"name": "success-rate", "metrics": [{
+    "name": "success-rate", "interval": "5s", "count": 2, "initialDelay": "10s",
+    "successCondition": "result >= 0.98",
+    "provider": {"builtin": {"check": "request-success-rate", "workload": APP, "namespace": NAMESPACE,
+                             "window": "10s"}},
+}]}]}
 JOB = JobSpec.model_validate({
     "name": APP, "namespace": NAMESPACE, "workload": {"name": APP},
-    "steps": [{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50}, {"pause": {}},
+    "steps": [{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50},
+              {"analysis": {"templates": [{"templateName": "success-rate"}]}}, {"pause": {}},
               {"setWeight": 75}, {"pause": {"duration": "5s"}}],
+    "analysis": ANALYSIS,
     "progressDeadline": "2m",
 })
+GATE = 4  # the step index of the manual gate (0-based)
+ERROR_RATE_ANNOTATION = "canary-delivery.dev/simulate-error-rate"
 ACTOR = "demo"
 
 
@@ -146,7 +159,9 @@ async def run(state: dev.DevState) -> None:
     say("==> kubectl set image deployment/shop-web web=registry.local/shop-web:2.0  (a new release starts)")
     apps.patch_namespaced_deployment(APP, NAMESPACE, {"spec": {"template": {"spec": {
         "containers": [{"name": "web", "image": "registry.local/shop-web:2.0"}]}}}})
-    await follow(temporal, lambda d: d.phase == Phase.PAUSED and d.current_step == 3)
+    gate = await follow(temporal, lambda d: d.phase == Phase.PAUSED and d.current_step == GATE)
+    for run in gate.analyses:
+        say(f"    analysis at step {(run.step or 0) + 1}: {run.phase.value}: {run.reason}")
 
     say("==> canaryctl continue: the manual gate at 50 % is passed")
     result = await canary.operate(temporal, NAMESPACE, APP, names.CONTINUE, OperationRequest(actor=ACTOR))
@@ -155,11 +170,18 @@ async def run(state: dev.DevState) -> None:
     assert promoted.stable is not None
     say(f"==> promoted: revision {promoted.stable.revision} {promoted.stable.images} is stable")
 
+    say("==> kubectl set image ...:3.0, a version that answers 5 % of its requests with 500s")
+    apps.patch_namespaced_deployment(APP, NAMESPACE, {"spec": {"template": {
+        "metadata": {"annotations": {ERROR_RATE_ANNOTATION: "0.05"}},
+        "spec": {"containers": [{"name": "web", "image": "registry.local/shop-web:3.0"}]}}}})
+    failed = await follow(temporal, lambda d: d.phase == Phase.FAILED)
+    say(f"==> caught by analysis and rolled back by the job itself: {failed.last_error}")
+
     say("==> canaryctl rollback --to-revision 1 --skip-steps: back to the previous version, at once")
     await canary.operate(temporal, NAMESPACE, APP, names.ROLLBACK,
                          RollbackRequest(revision=1, skip_steps=True, actor=ACTOR))
     back = await follow(temporal, lambda d: d.phase == Phase.HEALTHY and d.stable is not None
-                        and d.stable.revision == 3)
+                        and d.stable.revision == 4)
     assert back.stable is not None
     say(f"==> rolled back: revision {back.stable.revision} {back.stable.images} is stable")
 

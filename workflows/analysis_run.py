@@ -13,10 +13,22 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.analysis_spec import Analysis, AnalysisRef, Metric, rendered_metrics
-from workflows.verdict import Measurement, MetricPhase, MetricStatus, Verdict, combine, metric_status, next_due
+from workflows.verdict import (
+    Measurement,
+    MetricPhase,
+    MetricStatus,
+    Tally,
+    Verdict,
+    combine,
+    metric_status,
+    next_due,
+)
 
-# Measurements a client sees per metric (the newest); the run keeps them all for the verdict.
+# Measurements a client sees per metric (the newest).
 SHOWN_MEASUREMENTS = 10
+# Measurements a run keeps per metric; older ones are folded into a tally, so a background
+# analysis of a week-long release stays a few kilobytes in the job's state.
+KEPT_MEASUREMENTS = 50
 
 
 class AnalysisKind(StrEnum):
@@ -34,14 +46,23 @@ class MetricRun(BaseModel):
     template: str
     metric: Metric
     measurements: list[Measurement] = Field(default_factory=list)
+    earlier: Tally = Field(default_factory=Tally)  # measurements folded away, oldest first
+
+    def record(self, measurement: Measurement) -> None:
+        """Add a measurement, folding the oldest into the tally beyond ``KEPT_MEASUREMENTS``."""
+        self.measurements.append(measurement)
+        extra = len(self.measurements) - KEPT_MEASUREMENTS
+        if extra > 0:
+            self.earlier = self.earlier.add(self.measurements[:extra])
+            del self.measurements[:extra]
 
     def status(self, *, stopped: bool = False) -> MetricStatus:
         """Where the metric stands (see :func:`workflows.verdict.metric_status`)."""
-        return metric_status(self.metric, self.measurements, stopped=stopped)
+        return metric_status(self.metric, self.measurements, stopped=stopped, earlier=self.earlier)
 
     def due(self, started_at: datetime) -> datetime | None:
         """When its next measurement is due; None once it has its verdict."""
-        return next_due(self.metric, started_at, self.measurements)
+        return next_due(self.metric, started_at, self.measurements, earlier=self.earlier)
 
 
 class AnalysisRun(BaseModel):

@@ -846,7 +846,7 @@ class CanaryJobWorkflow:
                 measurement = Measurement(phase=MeasurementPhase.ERROR,
                                           message=f"{spec.name}: {_failure_message(error)}"[:1000])
             # The workflow's clock, not the worker's: the schedule must replay (and skip time) alike.
-            metric.measurements.append(measurement.model_copy(update={"at": workflow.now()}))
+            metric.record(measurement.model_copy(update={"at": workflow.now()}))
 
     def _can_hand_over(self) -> bool:
         """A long release continues-as-new while it waits at a pause (never mid-step)."""

@@ -106,22 +106,59 @@ def _condition(metric: Metric, phase: MeasurementPhase) -> str:
     return ""
 
 
-def metric_status(metric: Metric, measurements: Sequence[Measurement], *, stopped: bool = False) -> MetricStatus:
-    """Where ``metric`` stands after ``measurements`` (oldest first); ``stopped``: no more will come."""
-    counts = {phase: 0 for phase in MeasurementPhase}
-    consecutive = 0
-    last_answer: Measurement | None = None
+class Tally(_Strict):
+    """Measurements folded away: their counts, the errors in a row at their end, the last value answered.
+
+    A metric measured across a long release (a background analysis without ``count``) keeps
+    only its newest measurements; the verdict goes on from this summary of the older ones,
+    which never decided anything (a metric stops being measured once it has its verdict).
+    """
+
+    total: int = 0
+    successful: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    errors: int = 0
+    consecutive_errors: int = Field(default=0, alias="consecutiveErrors")
+    last_value: float | None = Field(default=None, alias="lastValue")
+
+    def add(self, measurements: Sequence[Measurement]) -> Tally:
+        """This tally with ``measurements`` (oldest first) folded in."""
+        counts = {MeasurementPhase.SUCCESSFUL: self.successful, MeasurementPhase.FAILED: self.failed,
+                  MeasurementPhase.INCONCLUSIVE: self.inconclusive, MeasurementPhase.ERROR: self.errors}
+        consecutive, last_value = self.consecutive_errors, self.last_value
+        for measurement in measurements:
+            counts[measurement.phase] += 1
+            if measurement.phase is MeasurementPhase.ERROR:
+                consecutive += 1
+            else:
+                consecutive, last_value = 0, measurement.value
+        return Tally(total=self.total + len(measurements), successful=counts[MeasurementPhase.SUCCESSFUL],
+                     failed=counts[MeasurementPhase.FAILED], inconclusive=counts[MeasurementPhase.INCONCLUSIVE],
+                     errors=counts[MeasurementPhase.ERROR], consecutive_errors=consecutive, last_value=last_value)
+
+
+def metric_status(metric: Metric, measurements: Sequence[Measurement], *, stopped: bool = False,
+                  earlier: Tally | None = None) -> MetricStatus:
+    """Where ``metric`` stands after ``measurements`` (oldest first); ``stopped``: no more will come.
+
+    ``earlier``: the folded measurements that came before ``measurements``.
+    """
+    earlier = earlier or Tally()
+    counts = {MeasurementPhase.SUCCESSFUL: earlier.successful, MeasurementPhase.FAILED: earlier.failed,
+              MeasurementPhase.INCONCLUSIVE: earlier.inconclusive, MeasurementPhase.ERROR: earlier.errors}
+    consecutive = earlier.consecutive_errors
+    last_value = earlier.last_value
 
     def status(phase: MetricPhase, reason: str = "") -> MetricStatus:
         return MetricStatus(
-            metric=metric.name, phase=phase, reason=reason,
-            last_value=None if last_answer is None else last_answer.value,
-            measured=len(measurements) if phase is MetricPhase.RUNNING else seen,
+            metric=metric.name, phase=phase, reason=reason, last_value=last_value,
+            measured=earlier.total + len(measurements) if phase is MetricPhase.RUNNING else seen,
             successful=counts[MeasurementPhase.SUCCESSFUL], failed=counts[MeasurementPhase.FAILED],
             inconclusive=counts[MeasurementPhase.INCONCLUSIVE], errors=counts[MeasurementPhase.ERROR],
             consecutive_errors=consecutive)
 
-    seen = 0
+    seen = earlier.total
     for measurement in measurements:
         seen += 1
         counts[measurement.phase] += 1
@@ -129,7 +166,7 @@ def metric_status(metric: Metric, measurements: Sequence[Measurement], *, stoppe
             consecutive += 1
         else:
             consecutive = 0
-            last_answer = measurement
+            last_value = measurement.value
         value = format_value(measurement.value)
         if counts[MeasurementPhase.FAILED] > metric.failure_limit:
             # A baseline comparison has no condition: its measurement says who was worse and by how much.
@@ -188,13 +225,14 @@ def combine(statuses: Sequence[MetricStatus]) -> Verdict:
     return Verdict(phase=MetricPhase.RUNNING, reason=f"measuring {running}")
 
 
-def next_due(metric: Metric, started_at: datetime, measurements: Sequence[Measurement]) -> datetime | None:
+def next_due(metric: Metric, started_at: datetime, measurements: Sequence[Measurement],
+             earlier: Tally | None = None) -> datetime | None:
     """When the next measurement is due: ``initialDelay`` after the start, then every ``interval``.
 
     None once the metric is terminal (a count reached, a limit passed): nothing is due. A
     measurement without a time is taken to have happened when it was due.
     """
-    if metric_status(metric, measurements).phase.terminal:
+    if metric_status(metric, measurements, earlier=earlier).phase.terminal:
         return None
     due = started_at + (metric.initial_delay or timedelta(0))
     for measurement in measurements:

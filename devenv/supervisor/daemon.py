@@ -76,8 +76,9 @@ CHILD_GRACE = 10.0
 # 2, 4, 8 ... up to 30 s between attempts.
 STABLE_RUN = 60.0
 MAX_BACKOFF = 30.0
-# Requests per second the simulated mesh sends to each Service.
-MESH_RATE = 20.0
+# Requests per second the simulated mesh sends to each Service: at 50, a canary at half the
+# traffic answers 250 requests in 10 s, enough that a 5 % error rate reads as 4-6 %.
+MESH_RATE = 50.0
 PROMETHEUS_PORT_FILE = "port"
 
 log = logging.getLogger("canary.dev")
