@@ -184,6 +184,7 @@ class CanaryJobWorkflow:
         self._watch_task: asyncio.Task[None] | None = None
         self._background_task: asyncio.Task[Verdict] | None = None
         self._decision: str | None = None  # a human must continue before the current step (re)starts
+        self._measuring = 0  # measurements in flight: a hand-over waits for them, so none is lost
 
     # ------------------------------------------------------------------ main loop
 
@@ -716,12 +717,21 @@ class CanaryJobWorkflow:
     async def _analysis_step(self, index: int, step: AnalysisStep) -> None:
         """Measure until the step's verdict: successful goes on, failed rolls back, inconclusive asks a human."""
         label = f"step {index + 1}: {describe_step(step)}"
-        run = AnalysisRun.start(self.job.analysis, step.analysis, AnalysisKind.STEP, index, workflow.now())
-        self.state.step_analyses.append(run)
+        resumed = self.state.step_analyses[-1] if self.state.step_analyses else None
+        if resumed is not None and resumed.step == index and not resumed.stopped:
+            run = resumed  # handed over by the previous run: its measurements count
+        else:
+            run = AnalysisRun.start(self.job.analysis, step.analysis, AnalysisKind.STEP, index, workflow.now())
+            self.state.step_analyses.append(run)
+        handed_over = False
         try:
-            verdict = await self._interruptible(self._run_analysis(run))
+            verdict = await self._interruptible(self._run_analysis(run, hand_over=True))
+        except ContinueAsNew:
+            handed_over = True
+            raise
         finally:
-            run.stopped = True
+            if not handed_over:
+                run.stopped = True
         self._event(f"analysis-{verdict.phase.value}", f"{label}: {verdict.reason}")
         if verdict.phase is MetricPhase.FAILED:
             raise ReleaseFailed(f"{label} failed: {verdict.reason}")
@@ -806,11 +816,21 @@ class CanaryJobWorkflow:
                 self.state.pause_reason = None
                 self._set_phase(Phase.PROGRESSING)
 
-    async def _run_analysis(self, run: AnalysisRun) -> Verdict:
-        """Measure every metric of ``run`` on its schedule until the run has its verdict."""
+    async def _run_analysis(self, run: AnalysisRun, *, hand_over: bool = False) -> Verdict:
+        """Measure every metric of ``run`` on its schedule until the run has its verdict.
+
+        ``hand_over``: a long analysis (thousands of measurements) continues-as-new when the
+        history grows long, like a pause does, and the next run picks it up where it was.
+        """
         tasks = [asyncio.ensure_future(self._measure_metric(run, metric)) for metric in run.metrics]
+
+        def handing_over() -> bool:
+            return hand_over and not run.decided and self._can_hand_over()
+
         try:
-            await workflow.wait_condition(lambda: run.decided or all(task.done() for task in tasks))
+            await workflow.wait_condition(lambda: run.decided or all(task.done() for task in tasks) or handing_over())
+            if handing_over():
+                raise ContinueAsNew()
         finally:
             for task in tasks:
                 if not task.done():
@@ -833,6 +853,7 @@ class CanaryJobWorkflow:
             timeout = MEASURE_TIMEOUT
             if spec.provider.web is not None:
                 timeout = max(timeout, timedelta(seconds=spec.provider.web.timeout_seconds) + MEASURE_SLACK)
+            self._measuring += 1
             try:
                 measurement = await workflow.execute_activity(
                     port.MEASURE_METRIC.name, MeasureRequest.of(spec), result_type=Measurement,
@@ -845,12 +866,15 @@ class CanaryJobWorkflow:
             except ActivityError as error:
                 measurement = Measurement(phase=MeasurementPhase.ERROR,
                                           message=f"{spec.name}: {_failure_message(error)}"[:1000])
+            finally:
+                self._measuring -= 1
             # The workflow's clock, not the worker's: the schedule must replay (and skip time) alike.
             metric.record(measurement.model_copy(update={"at": workflow.now()}))
 
     def _can_hand_over(self) -> bool:
         """A long release continues-as-new while it waits at a pause (never mid-step)."""
-        return self._interrupt() is None and self._history_long() and workflow.patched(PATCH_RELEASE_CONTINUE_AS_NEW)
+        return (self._interrupt() is None and self._measuring == 0 and self._history_long()
+                and workflow.patched(PATCH_RELEASE_CONTINUE_AS_NEW))
 
     async def _promote_canary(self) -> None:
         canary = self.state.canary

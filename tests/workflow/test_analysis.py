@@ -181,3 +181,48 @@ async def test_update_rules_can_remove_the_analysis_mid_release(start_job) -> No
     assert job.kube.metrics.taken("success-rate") == taken, "the removed analysis measures no more"
     await job.operate(names.CONTINUE)
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.canary is None, "promoted")
+
+
+async def test_a_long_analysis_step_continues_as_new_and_keeps_its_measurements(start_job) -> None:
+    spec = _analysis_spec(count=12)
+    job: Job = await start_job(spec=spec, max_history_events=80)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    job.kube.metrics.set("success-rate", 0.999)
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: bool(d.analyses) and d.analyses[0].metrics[0].status.measured >= 1, "measuring")
+    for minute in range(2, 13):
+        await job.env.sleep(61)
+        await job.wait_for(lambda d, m=minute: d.analyses and d.analyses[0].metrics[0].status.measured >= m,
+                           f"measurement {minute}")
+    done = await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.canary is None, "promoted")
+    latest = job.client.get_workflow_handle(job.handle.id)
+    assert (await latest.describe()).run_id != job.handle.result_run_id, "the analysis handed over"
+    [run] = done.analyses
+    assert run.phase == MetricPhase.SUCCESSFUL
+    assert run.metrics[0].status.measured == 12 and run.metrics[0].status.successful == 12
+    # The hop waits for a measurement in flight: none is lost, none taken twice.
+    assert job.kube.metrics.taken("success-rate") == 12
+
+
+async def test_background_analysis_goes_on_across_continue_as_new(start_job) -> None:
+    spec = _analysis_spec(count=None, background={"templates": [{"templateName": "success-rate"}],
+                                                  "args": [{"name": "service", "value": "web"}]},
+                          steps=[{"setWeight": 25}, {"pause": {"duration": "2h"}}, {"setWeight": 50}])
+    job: Job = await start_job(spec=spec, max_history_events=70)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    job.kube.metrics.set("success-rate", *([0.999] * 12), 0.5)
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the pause")
+    failed = None
+    for _ in range(20):
+        await job.env.sleep(61)
+        details = await job.wait_for(lambda d: bool(d.analyses), "details")
+        if details.phase == Phase.FAILED:
+            failed = details
+            break
+    assert failed is not None, "the bad value after the hop rolled the release back"
+    latest = job.client.get_workflow_handle(job.handle.id)
+    assert (await latest.describe()).run_id != job.handle.result_run_id, "the release handed over at its pause"
+    [run] = failed.analyses
+    assert run.metrics[0].status.successful >= 12 and run.metrics[0].status.failed == 1
+    assert job.kube.canary_replicas == 0
