@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, watch
@@ -67,6 +68,11 @@ from workflows.models import (
 Obj = dict[str, Any]
 FIELD_MANAGER = "canary-delivery"
 REQUEST_TIMEOUT = 10.0
+# "Not yet" answers of the waits: checked again on the next change instead of failing the attempt.
+WAIT_TYPES = frozenset({errors.CANARY_NOT_READY, errors.STABLE_NOT_ROLLED_OUT})
+# A wait raises its last "not yet" this long before the activity's deadline, so Temporal records
+# that message rather than a bare timeout.
+DEADLINE_MARGIN = 1.0
 CONFLICT_ATTEMPTS = 5
 # How long an activity waits for the Deployment controller to act on a write before it lets
 # Temporal retry: it normally answers within milliseconds.
@@ -333,14 +339,65 @@ class KubeActivities:
                 if not (not_found(error) and req.replicas == 0):
                     raise
 
+    # -- waits: checked again on every change of the Deployment, until the activity's deadline ------
+
+    def _wait_until(self, check: Callable[[], None], namespace: str, name: str) -> None:
+        """Run ``check`` until it passes, again after every change of Deployment ``name``.
+
+        ``check`` raises a retryable ApplicationError while the condition does not hold yet.
+        Between checks this thread waits on a watch of the Deployment (whose status follows its
+        pods and ReplicaSets), heartbeating at least every ``heartbeat_every`` seconds: that is
+        how a cancellation arrives, and how a dead worker's wait moves to another worker. Shortly
+        before the activity's own deadline the last "not yet" is raised, so the message a user
+        reads when the deadline passes says what was missing, and no attempt fails as a clock.
+        """
+        deadline = _activity_deadline()
+        while True:
+            version = self._resource_version(namespace, name)
+            try:
+                check()
+                return
+            except ApplicationError as error:
+                if error.type not in WAIT_TYPES or time.monotonic() >= deadline:
+                    raise
+                activity.heartbeat(error.message)
+            self._next_change(namespace, name, version, min(self._heartbeat_every * 4, deadline - time.monotonic()))
+
+    def _resource_version(self, namespace: str, name: str) -> str | None:
+        deployment = self._read(namespace, name)
+        return None if deployment is None else str(deployment["metadata"]["resourceVersion"])
+
+    def _next_change(self, namespace: str, name: str, version: str | None, timeout: float) -> None:
+        """Block until Deployment ``name`` changes after ``version`` (or is created), at most ``timeout`` s."""
+        if timeout <= 0:
+            return
+        if version is None:  # nothing to watch from: the object does not exist yet
+            time.sleep(min(timeout, self._heartbeat_every))
+            return
+        stream = watch.Watch()
+        with kube_errors(f"watch Deployment {namespace}/{name}"):
+            try:
+                for _event in stream.stream(
+                        self._apps.list_namespaced_deployment, namespace, field_selector=f"metadata.name={name}",
+                        resource_version=version, timeout_seconds=max(1, int(timeout)), deserialize=False,
+                        _request_timeout=(REQUEST_TIMEOUT, timeout + REQUEST_TIMEOUT)):
+                    return  # any event (a change, a bookmark, an expired version): check again
+            except ApiException as error:
+                if error.status != 410:  # 410 Gone: the version is too old; reading again is the answer
+                    raise
+            finally:
+                stream.stop()
+
     @activity.defn(name=port.WAIT_CANARY_READY.name)
     def wait_canary_ready(self, req: ReadyRequest) -> None:
-        """Return once ``replicas`` canary pods of the template are Ready; else raise CanaryNotReady.
+        """Return once ``replicas`` canary pods of the template are Ready, watching the canary Deployment.
 
-        Meant for retry-as-poll: the retry policy's interval is the poll interval and its
-        schedule-to-close timeout the progress deadline, so the last message is the one a user
-        sees when the canary never becomes ready.
+        Runs until the activity's deadline (the workflow gives it the progress deadline), then
+        raises CanaryNotReady saying what is missing; see :meth:`_wait_until`.
         """
+        self._wait_until(lambda: self._check_canary_ready(req), req.namespace, canary_name(req.name))
+
+    def _check_canary_ready(self, req: ReadyRequest) -> None:
         name = canary_name(req.name)
         canary = self._read(req.namespace, name)
         if canary is None:
@@ -509,7 +566,13 @@ class KubeActivities:
 
     @activity.defn(name=port.WAIT_STABLE_ROLLED_OUT.name)
     def wait_stable_rolled_out(self, req: RolloutRequest) -> None:
-        """Return once every pod of the user's Deployment runs the template; else StableNotRolledOut."""
+        """Return once every pod of the user's Deployment runs the template, watching the Deployment.
+
+        Raises StableNotRolledOut at the activity's deadline; see :meth:`_wait_until`.
+        """
+        self._wait_until(lambda: self._check_rolled_out(req), req.namespace, req.name)
+
+    def _check_rolled_out(self, req: RolloutRequest) -> None:
         deployment = self._workload(req)
         if req.held:
             self._check_held(req, deployment)
@@ -687,10 +750,12 @@ class KubeActivities:
 
 
 def _rollout_unfinished(deployment: dict[str, Any]) -> str | None:
-    """Why the Deployment's own rollout is not finished (as ``kubectl rollout status`` judges), or None.
+    """Why pausing the Deployment now would freeze two versions side by side, or None.
 
-    A rollout stuck past its progress deadline counts as finished: waiting would never end, and
-    the job may as well take over what runs (a new release replaces it).
+    Pods of another template still running (a rollout under way) is the reason; a first rollout
+    whose pods are all of the current template is not, since a paused Deployment keeps scaling
+    that one ReplicaSet. A rollout stuck past its progress deadline does not count: waiting would
+    never end, and a new release replaces what runs.
     """
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     if spec.get("paused"):
@@ -701,13 +766,21 @@ def _rollout_unfinished(deployment: dict[str, Any]) -> str | None:
     generation = (deployment.get("metadata") or {}).get("generation") or 0
     if (status.get("observedGeneration") or 0) < generation:
         return "the controller has not seen its latest spec yet"
-    wanted = spec.get("replicas", 1)
     updated, total = status.get("updatedReplicas") or 0, status.get("replicas") or 0
-    available = status.get("availableReplicas") or 0
-    if updated < wanted:
-        return f"{updated} of {wanted} pods updated"
     if total > updated:
-        return f"{total - updated} old pods still running"
-    if available < updated:
-        return f"{available} of {updated} updated pods available"
+        return f"{total - updated} pods of an older template still running, {updated} updated"
     return None
+
+
+def _activity_deadline() -> float:
+    """When (``time.monotonic()``) the running activity must give its answer, less a margin."""
+    info = activity.info()
+    now = datetime.now(UTC)
+    ends = []
+    if info.start_to_close_timeout:
+        ends.append(info.started_time + info.start_to_close_timeout)
+    if info.schedule_to_close_timeout:
+        ends.append(info.scheduled_time + info.schedule_to_close_timeout)
+    if not ends:
+        return time.monotonic()
+    return time.monotonic() + (min(ends) - now).total_seconds() - DEADLINE_MARGIN

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ActivityCancellationType
 
@@ -92,13 +92,10 @@ T = TypeVar("T")
 
 API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                         maximum_interval=timedelta(seconds=30))
-# Readiness is polled by retrying the activity: retries cost no history events.
+# Waits watch inside one attempt; a retry (a dead worker, a broken watch) comes a second later.
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=1.0,
                          maximum_interval=timedelta(seconds=1))
 API_TIMEOUT = timedelta(seconds=30)
-# One readiness check (milliseconds of work); short, so an attempt lost with a dead worker is
-# retried soon, well inside a progress deadline.
-POLL_ATTEMPT_TIMEOUT = timedelta(seconds=5)
 # A dead worker's watch is retried elsewhere once its heartbeat is this late: edits are
 # noticed within a few seconds of a worker crash (the watch heartbeats every 0.5 s).
 WATCH_HEARTBEAT = timedelta(seconds=3)
@@ -672,11 +669,20 @@ class CanaryJobWorkflow:
         await workflow.execute_activity(
             port.WAIT_CANARY_READY.name,
             ReadyRequest(**self._ref(), replicas=replicas, template_hash=canary_hash),
-            start_to_close_timeout=POLL_ATTEMPT_TIMEOUT,
-            schedule_to_close_timeout=self.job.progress_deadline,
-            retry_policy=POLL_RETRY,
+            **self._wait_options(),
             summary=f"{label}: wait for {replicas} canary pods Ready",
         )
+
+    def _wait_options(self) -> dict[str, Any]:
+        """Activity options of a wait (canary Ready, Deployment rolled out): one watching attempt.
+
+        The attempt watches until the condition holds or the progress deadline is near, and
+        heartbeats; a dead worker's wait moves to another worker within ``WATCH_HEARTBEAT``.
+        Runs scheduled by older code poll with short attempts instead; the activity serves both.
+        """
+        return {"start_to_close_timeout": self.job.progress_deadline,
+                "schedule_to_close_timeout": self.job.progress_deadline,
+                "heartbeat_timeout": WATCH_HEARTBEAT, "retry_policy": POLL_RETRY}
 
     async def _pause(self, index: int, step: PauseStep) -> None:
         timeout = step.pause.duration if step.pause.duration is not None else self.job.max_pause
@@ -902,8 +908,7 @@ class CanaryJobWorkflow:
             await self._interruptible(workflow.execute_activity(
                 port.WAIT_STABLE_ROLLED_OUT.name,
                 RolloutRequest(**self._ref(), replicas=replicas, template_hash=canary.template_hash, held=True),
-                start_to_close_timeout=POLL_ATTEMPT_TIMEOUT, schedule_to_close_timeout=self.job.progress_deadline,
-                retry_policy=POLL_RETRY, summary=f"{label}: wait for the Deployment's pods",
+                **self._wait_options(), summary=f"{label}: wait for the Deployment's pods",
             ), only=PROMOTION_INTERRUPTS)
         except ActivityError as error:
             if _failure_type(error) == "WorkloadNotFound":
@@ -947,8 +952,7 @@ class CanaryJobWorkflow:
             await self._interruptible(workflow.execute_activity(
                 port.WAIT_STABLE_ROLLED_OUT.name,
                 RolloutRequest(**self._ref(), replicas=replicas, template_hash=stable.template_hash, held=True),
-                start_to_close_timeout=POLL_ATTEMPT_TIMEOUT, schedule_to_close_timeout=self.job.progress_deadline,
-                retry_policy=POLL_RETRY, summary=f"restore revision {stable.revision} on the Deployment's pods",
+                **self._wait_options(), summary=f"restore revision {stable.revision} on the Deployment's pods",
             ))
         except ActivityError as error:
             if _failure_type(error) == "WorkloadNotFound":
@@ -964,9 +968,7 @@ class CanaryJobWorkflow:
         await workflow.execute_activity(
             port.WAIT_STABLE_ROLLED_OUT.name,
             RolloutRequest(**request, replicas=self.state.replicas, template_hash=canary.template_hash),
-            start_to_close_timeout=POLL_ATTEMPT_TIMEOUT,
-            schedule_to_close_timeout=self.job.progress_deadline,
-            retry_policy=POLL_RETRY,
+            **self._wait_options(),
             summary=f"promote revision {canary.revision}: wait for the Deployment to roll out",
         )
         await self._call(port.PAUSE_STABLE, WorkloadRequest(**request),
@@ -1354,7 +1356,7 @@ def _failure_message(error: ActivityError) -> str:
         elif str(cause):
             last = str(cause)
         cause = getattr(cause, "cause", None)
-    if isinstance(error.cause, TemporalTimeoutError):
+    if isinstance(error.cause, TemporalTimeoutError) or error.retry_state == RetryState.TIMEOUT:
         # The poll's schedule-to-close timeout is the progress deadline; its last attempt says why.
         return f"progress deadline exceeded: {last}"
     return last

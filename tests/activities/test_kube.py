@@ -84,7 +84,8 @@ class Web:
         return sum(len(e.addresses) for s in slices for e in s.endpoints or [] if e.conditions.ready)
 
     def attach(self) -> WorkloadSnapshot:
-        return run(self.acts.attach_workload, self.req(AttachRequest))
+        """Attach as the job does: retried while the Deployment's own rollout is under way."""
+        return eventually(lambda: _attached_or_none(self), timeout=30, interval=0.2, what="the attach")
 
     def start_canary(self, snap: WorkloadSnapshot, replicas: int = 1) -> None:
         run(self.acts.prepare_canary, self.req(CanaryTemplateRequest, template=snap.template,

@@ -42,7 +42,9 @@ async def test_edit_is_delivered_as_a_canary_and_promoted(shop: Shop) -> None:
     workload = shop.workload()
     assert workload.spec.paused is True
     assert workload.metadata.annotations["canary-delivery.dev/job"] == "web"
-    assert shop.ready_images() == ["registry.local/web:1"] * 4
+    # The canary's pods (same version now) leave the Service moments after the job scaled it to zero.
+    await until(lambda: asyncio.to_thread(shop.ready_images), lambda images: images == ["registry.local/web:1"] * 4,
+                "web:1 on the 4 stable pods alone", timeout=30)
 
     shop.set_image("registry.local/web:2")
     paused = await shop.wait(lambda d: d.phase == Phase.PAUSED and d.current_step == 1, "first pause")
@@ -56,7 +58,9 @@ async def test_edit_is_delivered_as_a_canary_and_promoted(shop: Shop) -> None:
     done = await shop.wait(lambda d: d.phase == Phase.HEALTHY and d.stable is not None and d.stable.revision == 2,
                            "promotion")
     assert all(s.status == StepStatus.SUCCEEDED for s in done.steps)
-    assert shop.ready_images() == ["registry.local/web:2"] * 4
+    # The canary's pods (same version now) leave the Service moments after the job scaled it to zero.
+    await until(lambda: asyncio.to_thread(shop.ready_images), lambda images: images == ["registry.local/web:2"] * 4,
+                "web:2 on the 4 stable pods alone", timeout=30)
     assert shop.pods("canary") == []
     workload = shop.workload()
     assert workload.spec.paused is True and workload.spec.replicas == 4
@@ -72,7 +76,9 @@ async def test_a_crashing_canary_is_rolled_back_automatically(shop: Shop) -> Non
     assert failed.last_error is not None and "CrashLoopBackOff" in failed.last_error
     # The canary was scaled to zero before the job said failed; its pods go as the controller acts.
     await until(lambda: asyncio.to_thread(shop.pods, "canary"), lambda pods: pods == [], "no canary pods")
-    assert shop.ready_images() == ["registry.local/web:1"] * 4
+    # The canary's pods (same version now) leave the Service moments after the job scaled it to zero.
+    await until(lambda: asyncio.to_thread(shop.ready_images), lambda images: images == ["registry.local/web:1"] * 4,
+                "web:1 on the 4 stable pods alone", timeout=30)
     assert shop.workload().spec.replicas == 4
 
 
@@ -103,7 +109,9 @@ async def test_update_version_promote_and_rollback_to_a_historical_version(shop:
     assert shop.workload().spec.template.spec.containers[0].image == "registry.local/web:2"
     await canary.operate(shop.temporal, shop.namespace, "web", names.PROMOTE, OperationRequest())
     await shop.wait(lambda d: d.phase == Phase.HEALTHY and d.stable.revision == 2, "promoted")
-    assert shop.ready_images() == ["registry.local/web:2"] * 4
+    # The canary's pods (same version now) leave the Service moments after the job scaled it to zero.
+    await until(lambda: asyncio.to_thread(shop.ready_images), lambda images: images == ["registry.local/web:2"] * 4,
+                "web:2 on the 4 stable pods alone", timeout=30)
 
     with pytest.raises(CanaryError, match="unknown revision 7"):
         await canary.operate(shop.temporal, shop.namespace, "web", names.ROLLBACK, RollbackRequest(revision=7))
@@ -112,7 +120,9 @@ async def test_update_version_promote_and_rollback_to_a_historical_version(shop:
     back = await shop.wait(lambda d: d.phase == Phase.HEALTHY and d.stable.revision == 3, "fast rollback")
     assert back.stable is not None and back.stable.trigger == Trigger.ROLLBACK
     assert back.stable.images == {"app": "registry.local/web:1"}
-    assert shop.ready_images() == ["registry.local/web:1"] * 4
+    # The canary's pods (same version now) leave the Service moments after the job scaled it to zero.
+    await until(lambda: asyncio.to_thread(shop.ready_images), lambda images: images == ["registry.local/web:1"] * 4,
+                "web:1 on the 4 stable pods alone", timeout=30)
 
 
 async def test_update_rules_applies_to_the_running_release(shop: Shop) -> None:
