@@ -1,7 +1,8 @@
 """A real webhook receiver on 127.0.0.1 for activity and end-to-end tests: records, answers as told.
 
 ``/status/<code>`` answers that status (with a line of text), ``/slow/<seconds>`` answers 200
-that late, anything else 200. Every POST's JSON body is kept, with its path, in arrival order.
+that late, a path given a script in ``Received.script`` answers its statuses in turn (the last
+one repeats), anything else 200. Every POST's JSON body is kept, with its path, in arrival order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Received:
     """What the receiver got: (path, JSON body, Content-Type) per request."""
 
     requests: list[tuple[str, Any, str | None]] = field(default_factory=list)
+    script: dict[str, list[int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def bodies(self) -> list[Any]:
@@ -44,8 +46,11 @@ def hook_receiver() -> Iterator[tuple[str, Received]]:
                 body = raw.decode(errors="replace")
             with received.lock:
                 received.requests.append((self.path, body, self.headers.get("Content-Type")))
+                scripted = received.script.get(self.path)
+                status = scripted[0] if scripted else 200
+                if scripted and len(scripted) > 1:
+                    scripted.pop(0)
             parts = self.path.strip("/").split("/")
-            status = 200
             if parts[0] == "slow" and len(parts) > 1:
                 time.sleep(float(parts[1]))
             elif parts[0] == "status" and len(parts) > 1:
