@@ -833,7 +833,7 @@ class CanaryJobWorkflow:
                 self._event("webhook", refused.message)
                 self._set_phase(Phase.PAUSED)
             self.state.pause_reason = f"{refused.message}; asking again every {CONFIRM_POLL.seconds}s"
-            if self._can_hand_over():
+            if self._can_hand_over() and not overridden():  # an accepted continue is not carried over
                 raise ContinueAsNew()
             try:
                 await workflow.wait_condition(overridden, timeout=CONFIRM_POLL,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.workflow.conftest import Job, job_spec
+from tests.workflow.conftest import Job, eventually, job_spec
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase, RollbackRequest, StepStatus, UpdateRulesRequest
 from workflows.spec import JobSpec
@@ -39,14 +39,26 @@ async def _promoted(job: Job, revision: int = 2) -> JobDetails:
                               and d.stable.revision == revision, f"revision {revision} promoted")
 
 
+async def _told(job: Job, releases: int = 1) -> JobDetails:
+    """Wait until post-rollout hooks heard of ``releases`` releases: they are called after the release ends."""
+    def told(details: JobDetails) -> int:
+        return sum(1 for e in details.events if e.kind == "webhook" and e.message.startswith("post-rollout"))
+
+    return await job.wait_for(lambda d: told(d) >= releases, f"post-rollout told of {releases} releases")
+
+
+async def _run_id(job: Job) -> str | None:
+    return (await job.client.get_workflow_handle(job.handle.id).describe()).run_id
+
+
 def _canary_sizes(job: Job) -> list[int]:
     return [replicas for what, replicas in job.kube.writes if what == "scale_canary"]
 
 
 async def test_every_hook_type_is_called_in_order_with_the_release_facts(start_job) -> None:
     job = await _release(start_job, _spec(ALL_HOOKS))
-    done = await _promoted(job)
-    assert done.stable is not None and done.stable.revision == 2
+    await _promoted(job)
+    done = await _told(job)
     assert job.kube.hooks.order() == ["pre-rollout pre", "rollout roll", "rollout roll",
                                       "confirm-promotion confirm", "post-rollout post"]
     pre, first, second, confirm, post = job.kube.hooks.bodies()
@@ -66,7 +78,8 @@ async def test_a_refusing_pre_rollout_hook_stops_the_release_before_any_traffic(
     job.kube.hooks.set("pre", 500)
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
     await job.edit_image("registry.local/web:2")
-    failed = await job.wait_for(lambda d: d.phase == Phase.FAILED, "refused before traffic")
+    await job.wait_for(lambda d: d.phase == Phase.FAILED, "refused before traffic")
+    failed = await _told(job)
     assert failed.last_error is not None
     assert "pre-rollout webhook pre answered HTTP 500" in failed.last_error
     assert "no traffic reached the canary" in failed.last_error
@@ -103,12 +116,12 @@ async def test_a_refusing_rollout_hook_fails_its_step_and_rolls_back(start_job) 
 async def test_a_resumed_pause_does_not_ask_its_rollout_hook_again(start_job) -> None:
     steps = [{"setWeight": 25}, {"pause": {"duration": "1h"}}, {"setWeight": 50}]
     job = await _release(start_job, _spec([_hook("roll", "rollout")], steps), max_history_events=60)
-    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the pause")
-    first_run = job.handle.result_run_id
+    # Not queried while it hands over: the time-skipping server can hold a query that races the hop.
+    await eventually(lambda: _run_id(job), lambda run: run != job.handle.result_run_id,
+                     "the pause handed over to a fresh run")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the pause, resumed")
     await job.env.sleep(3601)
     await _promoted(job)
-    description = await job.client.get_workflow_handle(job.handle.id).describe()
-    assert description.run_id != first_run, "the pause handed over to a fresh run"
     assert [body.step for body in job.kube.hooks.bodies("roll")] == [1, 2, 3]
 
 
@@ -132,7 +145,8 @@ async def test_terminate_while_waiting_for_confirmation(start_job) -> None:
     job.kube.hooks.set("confirm", 503)
     await job.wait_for(lambda d: d.phase == Phase.PAUSED, "waiting for confirmation")
     await job.operate(names.TERMINATE, OperationRequest(reason="not today"))
-    done = await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
+    await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
+    done = await _told(job)
     assert done.pause_reason is None
     assert job.kube.canary_replicas == 0 and job.kube.replicas == 4
     asked = len(job.kube.hooks.bodies("confirm"))
@@ -165,12 +179,10 @@ async def test_update_rules_can_drop_the_confirm_promotion_hook_while_it_waits(s
 async def test_a_long_wait_for_confirmation_continues_as_new_and_keeps_waiting(start_job) -> None:
     job = await _release(start_job, _spec([_hook("confirm", "confirm-promotion")]), max_history_events=80)
     job.kube.hooks.set("confirm", *([503] * 12), 200)
-    first_run = job.handle.result_run_id
     await job.wait_for(lambda d: d.phase == Phase.PAUSED, "waiting for confirmation")
     await job.env.sleep(130)
     done = await _promoted(job)
-    description = await job.client.get_workflow_handle(job.handle.id).describe()
-    assert description.run_id != first_run, "the wait handed over to a fresh run"
+    assert await _run_id(job) != job.handle.result_run_id, "the wait handed over to a fresh run"
     assert len(job.kube.hooks.bodies("confirm")) == 13
     assert _canary_sizes(job).count(1) == 1, "the steps were not run again after the hand-over"
     assert done.steps[1].status == StepStatus.SUCCEEDED
@@ -179,7 +191,8 @@ async def test_a_long_wait_for_confirmation_continues_as_new_and_keeps_waiting(s
 async def test_a_failing_post_rollout_hook_never_changes_the_outcome(start_job) -> None:
     job = await _release(start_job, _spec([_hook("post", "post-rollout")]))
     job.kube.hooks.set("post", 500)
-    done = await _promoted(job)
+    await _promoted(job)
+    done = await _told(job)
     assert done.stable is not None and done.stable.revision == 2 and done.last_error is None
     assert any(e.kind == "webhook" and "HTTP 500" in e.message and "outcome stands" in e.message
                for e in done.events)
@@ -188,10 +201,12 @@ async def test_a_failing_post_rollout_hook_never_changes_the_outcome(start_job) 
 async def test_a_rollback_without_steps_asks_no_gate(start_job) -> None:
     job = await _release(start_job, _spec(ALL_HOOKS))
     await _promoted(job)
+    await _told(job)
     job.kube.hooks.set("pre", 500)
     job.kube.hooks.set("confirm", 503)
     await job.operate(names.ROLLBACK, RollbackRequest(revision=1, skip_steps=True))
-    done = await _promoted(job, revision=3)
+    await _promoted(job, revision=3)
+    done = await _told(job, releases=2)
     assert done.stable is not None and done.stable.images["app"] == "registry.local/web:1"
     assert job.kube.hooks.order()[-1] == "post-rollout post"
     assert job.kube.hooks.order().count("pre-rollout pre") == 1, "only the first release asked"
