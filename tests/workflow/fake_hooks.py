@@ -8,6 +8,8 @@ real activity is tested against a real HTTP server in tests/activities/test_webh
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
 
 from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookBody, WebhookRequest, WebhookResult
@@ -21,6 +23,14 @@ class FakeHooks:
     def __init__(self) -> None:
         self.script: dict[str, list[Answer]] = {}
         self.calls: list[WebhookRequest] = []
+        self.held: dict[str, asyncio.Event] = {}  # hooks that answer only once let go
+
+    def hold(self, name: str) -> None:
+        """Calls to hook ``name`` wait (a slow receiver) until :meth:`let_go`."""
+        self.held[name] = asyncio.Event()
+
+    def let_go(self, name: str) -> None:
+        self.held.pop(name).set()
 
     def set(self, name: str, *answers: Answer) -> None:
         """From now on, hook ``name`` answers ``answers`` in order, then the last one forever."""
@@ -44,6 +54,9 @@ class FakeHooks:
     @activity.defn(name=CALL_WEBHOOK_ACTIVITY)
     async def call_webhook(self, request: WebhookRequest) -> WebhookResult:
         self.calls.append(request)
+        held = self.held.get(request.body.name)
+        if held is not None:
+            await held.wait()
         hook = f"{request.body.type.value} webhook {request.body.name}"
         status = self._next(request.body.name)
         if status is None:

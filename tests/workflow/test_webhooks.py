@@ -6,6 +6,7 @@ HTTP call is tested in tests/activities/test_webhooks.py and end to end in tests
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.workflow.conftest import Job, eventually, job_spec
@@ -100,6 +101,20 @@ async def test_an_unreachable_pre_rollout_hook_is_a_no(start_job) -> None:
     assert job.kube.canary_replicas == 0
 
 
+async def test_terminate_while_a_gate_is_being_asked(start_job) -> None:
+    job = await start_job(spec=_spec([_hook("pre", "pre-rollout"), _hook("roll", "rollout")]))
+    job.kube.hooks.hold("pre")
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await eventually(lambda: asyncio.sleep(0, len(job.kube.hooks.calls)), lambda n: n == 1, "pre-rollout asked")
+    await job.operate(names.TERMINATE, OperationRequest(reason="wrong build"))
+    await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated without the answer")
+    job.kube.hooks.let_go("pre")
+    await job.env.sleep(60)
+    assert job.kube.hooks.order() == ["pre-rollout pre"], "no step, no rollout hook after terminate"
+    assert all(replicas == 0 for replicas in _canary_sizes(job))
+
+
 async def test_a_refusing_rollout_hook_fails_its_step_and_rolls_back(start_job) -> None:
     job = await start_job(spec=_spec([_hook("roll", "rollout")]))
     job.kube.hooks.set("roll", 200, 503)
@@ -164,6 +179,18 @@ async def test_promote_passes_a_refusing_confirm_promotion_hook(start_job) -> No
     done = await _promoted(job)
     assert done.stable is not None and done.stable.revision == 2
     assert any(e.kind == "webhook" and "passed by an operator" in e.message for e in done.events)
+
+
+async def test_continue_at_the_confirm_promotion_gate_passes_it_once(start_job) -> None:
+    job = await _release(start_job, _spec([_hook("confirm", "confirm-promotion")]))
+    job.kube.hooks.set("confirm", 503)
+    waiting = await job.wait_for(lambda d: d.phase == Phase.PAUSED, "waiting for confirmation")
+    assert waiting.canary is not None and waiting.current_step == 1
+    await job.operate(names.CONTINUE, OperationRequest(release=waiting.canary.revision, step=2, actor="ops"))
+    done = await _promoted(job)
+    assert any(e.kind == "webhook" and "passed by an operator" in e.message and e.actor == "ops"
+               for e in done.events)
+    assert len(job.kube.hooks.bodies("confirm")) == 1
 
 
 async def test_update_rules_can_drop_the_confirm_promotion_hook_while_it_waits(start_job) -> None:
