@@ -17,6 +17,7 @@ from temporalio import activity
 
 from activities.kube import KubeActivities
 from activities.metrics import MetricActivities
+from activities.webhooks import call_webhook
 from tests.workflow.fake_cluster import FakeCluster
 from tests.workflow.fake_kube import FakeKube
 from workflows import port
@@ -40,7 +41,8 @@ def _table() -> dict[str, tuple[Any, Any]]:
 
 
 def test_every_real_activity_is_in_the_table_with_its_types() -> None:
-    real = _signatures([*KubeActivities.__new__(KubeActivities).all(), MetricActivities().measure_metric])
+    real = _signatures([*KubeActivities.__new__(KubeActivities).all(), MetricActivities().measure_metric,
+                       call_webhook])
     assert real == _table()
 
 

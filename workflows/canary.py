@@ -85,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
         validation_message,
     )
     from workflows.verdict import Measurement, MeasurementPhase, MetricPhase, Verdict
+    from workflows.webhook_spec import Webhook, WebhookBody, WebhookRequest, WebhookResult, WebhookType
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -112,6 +113,12 @@ RECENT_REQUESTS = 50
 MEASURE_TIMEOUT = timedelta(seconds=30)
 MEASURE_SLACK = timedelta(seconds=10)
 MEASURE_RETRY = RetryPolicy(maximum_attempts=1)
+# A webhook call is one POST: its own timeout bounds it, the slack covers getting it to a worker.
+# Not retried by Temporal: a hook that does not answer has said no (confirm-promotion asks again
+# itself, every CONFIRM_POLL, and shows the last refusal).
+WEBHOOK_SLACK = timedelta(seconds=5)
+WEBHOOK_RETRY = RetryPolicy(maximum_attempts=1)
+CONFIRM_POLL = timedelta(seconds=10)
 
 # workflow.patched ids: runs that started on older code replay their old shape.
 PATCH_HELD_PROMOTION = "held-promotion"
@@ -182,6 +189,7 @@ class CanaryJobWorkflow:
         self._background_task: asyncio.Task[Verdict] | None = None
         self._decision: str | None = None  # a human must continue before the current step (re)starts
         self._measuring = 0  # measurements in flight: a hand-over waits for them, so none is lost
+        self._hooked_step: int | None = None  # the step whose rollout webhooks said yes (not again)
 
     # ------------------------------------------------------------------ main loop
 
@@ -561,6 +569,7 @@ class CanaryJobWorkflow:
                 self.state.current_step = None
                 self.state.pause_until = None
                 self.state.pause_reason = None
+        await self._post_rollout(canary)
 
     async def _deliver(self, canary: Version, start: int, *, resume: bool, skip_steps: bool) -> None:
         """The release's way to stable: prepare the canary, run the steps, pass the analysis, promote."""
@@ -571,10 +580,12 @@ class CanaryJobWorkflow:
                                       template_hash=canary.template_hash),
                 summary=f"prepare canary revision {canary.revision}",
             ))
+        await self._pre_rollout(start, resume=resume, skip_steps=skip_steps)
         if skip_steps:
             self.state.skip_steps(workflow.now(), 0, None, "skipped: rollback without steps")
-        elif await self._run_steps(start):
+        elif (resume and self.state.confirming) or await self._run_steps(start):
             await self._finish_background()
+            await self._confirm_promotion()
         await self._promote_canary()
 
     async def _run_steps(self, index: int) -> bool:
@@ -590,6 +601,7 @@ class CanaryJobWorkflow:
                     # Continued: the background analysis measures afresh, from this step.
                     self._decision, self.state.background = None, None
                     self._start_background(index)
+                await self._rollout_hooks(index)
                 await self._run_step(index, step)
             except Interrupted as interrupted:
                 if interrupted.kind == Interrupt.RULES:
@@ -717,6 +729,132 @@ class CanaryJobWorkflow:
             if not evicted and not handed_over:
                 self.state.pause_until = None
                 self._set_phase(Phase.PROGRESSING)
+
+    # ------------------------------------------------------------------ webhooks
+    #
+    # Flagger's gates (docs/webhooks.md). A job without webhooks issues no command here, so the
+    # histories of jobs that have none replay unchanged. Gates an operator has overridden
+    # (promote, a rollback without steps) are not asked.
+
+    def _hooks(self, kind: WebhookType) -> list[Webhook]:
+        return [hook for hook in self.job.webhooks if hook.type is kind]
+
+    async def _call_hook(self, hook: Webhook, version: Version, *, step: int | None = None,
+                         outcome: Outcome | None = None, reason: str | None = None) -> WebhookResult:
+        """One call; a failed activity (no worker took it in time) is a no like any other."""
+        body = WebhookBody(job=self.job.name, namespace=self.job.namespace, workload=self.job.workload.name,
+                           revision=version.revision, images=version.images, phase=self.state.phase.value,
+                           step=step, type=hook.type, name=hook.name, metadata=hook.metadata,
+                           outcome=outcome.value if outcome is not None else None, reason=reason)
+        request = WebhookRequest(url=hook.url, timeout_seconds=hook.timeout.total_seconds(), body=body)
+        try:
+            result: WebhookResult = await workflow.execute_activity(
+                port.CALL_WEBHOOK.name, request, result_type=WebhookResult,
+                start_to_close_timeout=hook.timeout + WEBHOOK_SLACK, retry_policy=WEBHOOK_RETRY,
+                # An answer no longer wanted is left unheard, with no cancel request to race it.
+                cancellation_type=ActivityCancellationType.ABANDON,
+                summary=f"{hook.type.value} webhook {hook.name}",
+            )
+        except ActivityError as error:
+            if isinstance(error.cause, CancelledError):
+                raise asyncio.CancelledError() from None
+            return WebhookResult(ok=False, message=f"{hook.type.value} webhook {hook.name}: "
+                                 f"{_failure_message(error)}")
+        return result
+
+    async def _ask(self, kind: WebhookType, *, step: int | None = None) -> WebhookResult | None:
+        """Ask every hook of ``kind`` in order; the first no (None when all said yes)."""
+        canary = self.state.canary
+        assert canary is not None
+        for hook in self._hooks(kind):
+            result = await self._call_hook(hook, canary, step=step)
+            if not result.ok:
+                return result
+            if kind is not WebhookType.CONFIRM_PROMOTION:
+                self._event("webhook", result.message)
+        return None
+
+    async def _pre_rollout(self, start: int, *, resume: bool, skip_steps: bool) -> None:
+        """Before any traffic reaches the canary (it exists, at zero pods): a no fails the release."""
+        self._hooked_step = start if resume else None  # a resumed step asked its hooks already
+        if resume or skip_steps or not self._hooks(WebhookType.PRE_ROLLOUT):
+            return
+        # Promote and new rules wait for the answer; the steps act on them.
+        refused = await self._interruptible(self._ask(WebhookType.PRE_ROLLOUT), only=BEFORE_PROMOTION_INTERRUPTS)
+        if refused is not None:
+            self._event("webhook", refused.message)
+            raise ReleaseFailed(f"{refused.message}; no traffic reached the canary")
+
+    async def _rollout_hooks(self, index: int) -> None:
+        """Before each step (Flagger: each iteration): a no fails the step, and so the release."""
+        if index == self._hooked_step or not self._hooks(WebhookType.ROLLOUT):
+            return
+        refused = await self._interruptible(self._ask(WebhookType.ROLLOUT, step=index + 1))
+        if refused is not None:
+            self._event("webhook", refused.message)
+            raise ReleaseFailed(f"step {index + 1}: {refused.message}")
+        self._hooked_step = index
+
+    async def _confirm_promotion(self) -> None:
+        """Hold the promotion until every confirm-promotion hook says yes, or an operator promotes."""
+        if not self._hooks(WebhookType.CONFIRM_PROMOTION):
+            return
+        if not self.state.confirming:
+            self.state.confirming = True
+            self.state.gate += 1  # continue (or promote) accepted while it waits passes this gate
+        evicted = handed_over = False
+        try:
+            await self._interruptible(self._await_confirmation(self.state.gate), only=BEFORE_PROMOTION_INTERRUPTS)
+        except ContinueAsNew:
+            handed_over = True
+            raise
+        except GeneratorExit:
+            evicted = True
+            raise
+        finally:
+            if not evicted and not handed_over:
+                self.state.confirming = False
+                if self.state.pause_reason is not None:
+                    self.state.pause_reason = None
+                    self._set_phase(Phase.PROGRESSING)
+
+    async def _await_confirmation(self, gate: int) -> None:
+        """Ask every CONFIRM_POLL; one timer and one call a round, and a hand-over when the history is long."""
+        def overridden() -> bool:
+            return self._opened_gate == gate or self._promote is not None
+
+        while True:
+            if overridden():
+                actor = self._continue_actor if self._opened_gate == gate else (
+                    self._promote.actor if self._promote else None)
+                self._promote = None
+                self._event("webhook", "confirm-promotion passed by an operator", actor)
+                return
+            # After the last step, new rules change only which hooks are asked (read every round).
+            self._rules_changed = False
+            refused = await self._ask(WebhookType.CONFIRM_PROMOTION)
+            if refused is None:
+                self._event("webhook", "confirm-promotion: every hook said yes")
+                return
+            if self.state.pause_reason is None:
+                self._event("webhook", refused.message)
+                self._set_phase(Phase.PAUSED)
+            self.state.pause_reason = f"{refused.message}; asking again every {CONFIRM_POLL.seconds}s"
+            if self._can_hand_over() and not overridden():  # an accepted continue is not carried over
+                raise ContinueAsNew()
+            try:
+                await workflow.wait_condition(overridden, timeout=CONFIRM_POLL,
+                                              timeout_summary="ask the confirm-promotion webhooks again")
+            except TimeoutError:
+                pass
+
+    async def _post_rollout(self, version: Version) -> None:
+        """Tell post-rollout hooks how the release ended; their answer is recorded, never acted on."""
+        if version.outcome is None:
+            return
+        for hook in self._hooks(WebhookType.POST_ROLLOUT):
+            result = await self._call_hook(hook, version, outcome=version.outcome, reason=version.reason)
+            self._event("webhook", result.message if result.ok else f"{result.message} (the outcome stands)")
 
     # ------------------------------------------------------------------ analysis
 

@@ -142,6 +142,9 @@ class JobState(_Model):
     # The current (or last) release's analysis: its analysis steps' runs, and the background run.
     step_analyses: list[AnalysisRun] = Field(default_factory=list)
     background: AnalysisRun | None = None
+    # The release has passed its steps and waits for its confirm-promotion webhooks (a run that
+    # continues-as-new there resumes the wait, not the steps).
+    confirming: bool = False
 
     # -- bookkeeping: every method takes the time, so the workflow passes workflow.now() --------
 

@@ -3,8 +3,8 @@
 The workflow cannot import ``activities/`` (it would drag the Kubernetes client into the
 sandbox), so the names live here once: the workflow calls through :class:`Activity` values,
 ``activities/kube.py`` registers its methods under the same names (``activities/metrics``
-registers ``measure_metric``), and a test checks that the real activities and the test fakes
-all match this table, signatures included.
+registers ``measure_metric``, ``activities/webhooks.py`` ``call_webhook``), and a test checks
+that the real activities and the test fakes all match this table, signatures included.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from workflows.models import (
     WriteTemplateRequest,
 )
 from workflows.verdict import Measurement
+from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -60,6 +61,7 @@ WRITE_TEMPLATE = Activity("write_template", WriteTemplateRequest, WorkloadSnapsh
 SET_IMAGE = Activity("set_image", SetImageRequest, WorkloadSnapshot)
 WATCH_WORKLOAD = Activity("watch_workload", WatchRequest, WorkloadChange)
 MEASURE_METRIC = Activity(MEASURE_METRIC_ACTIVITY, MeasureRequest, Measurement)
+CALL_WEBHOOK = Activity(CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult)
 # Only runs that started before promotions held the Deployment paused call these two.
 PROMOTE_STABLE = Activity[PromoteRequest, None]("promote_stable", PromoteRequest, None)
 PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, None)
@@ -67,5 +69,5 @@ PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, 
 ALL: tuple[Activity[object, object], ...] = (
     INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
     SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
-    WATCH_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC,
+    WATCH_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
 )  # type: ignore[assignment]

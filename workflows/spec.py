@@ -29,6 +29,7 @@ from workflows.fields import (
     StrictModel,
     format_duration,
 )
+from workflows.webhook_spec import MAX_WEBHOOKS, Webhook, check_unique
 
 # Argo Rollouts users rarely write more than ~30 steps; 100 keeps one release's history
 # (about 20 events a step) far below Temporal's limits.
@@ -147,6 +148,13 @@ class DeliveryRules(_Strict):
     on_pause_timeout: PauseTimeoutAction = Field(default=PauseTimeoutAction.CONTINUE, alias="onPauseTimeout")
     max_pause: Duration | None = Field(default=None, alias="maxPause")
     analysis: Analysis | None = None
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, value: list[Webhook]) -> list[Webhook]:
+        check_unique(value)
+        return value
 
     @field_validator("steps", mode="before")
     @classmethod

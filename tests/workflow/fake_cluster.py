@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import errors
 from activities.templates import images, template_hash, user_template
+from tests.workflow.fake_hooks import FakeHooks
 from tests.workflow.fake_metrics import FakeMetrics
 from workflows.analysis_spec import MEASURE_METRIC_ACTIVITY, MeasureRequest
 from workflows.images import validate_image
@@ -53,6 +54,7 @@ from workflows.models import (
     WriteTemplateRequest,
 )
 from workflows.verdict import Measurement
+from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult
 
 _KIND = re.compile(r":(good|crash|never|late(\d+))-[^:/]*$")
 
@@ -147,6 +149,7 @@ class FakeCluster:
         self.stable_log: list[StablePodsEntry] = []
         self.calls: list[tuple[str, int]] = []  # (activity, attempt): what the workflow asked for
         self.metrics = FakeMetrics()
+        self.hooks = FakeHooks()
         self.create(self.initial_template(image), replicas, why="initial")
 
     @staticmethod
@@ -267,6 +270,10 @@ class FakeCluster:
     @activity.defn(name=MEASURE_METRIC_ACTIVITY)
     async def measure_metric(self, req: MeasureRequest) -> Measurement:
         return await self.metrics.measure_metric(req)
+
+    @activity.defn(name=CALL_WEBHOOK_ACTIVITY)
+    async def call_webhook(self, req: WebhookRequest) -> WebhookResult:
+        return await self.hooks.call_webhook(req)
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, req: WorkloadRequest) -> WorkloadSnapshot:

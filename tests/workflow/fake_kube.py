@@ -16,6 +16,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from tests.workflow.fake_hooks import FakeHooks
 from tests.workflow.fake_metrics import FakeMetrics
 from workflows.models import (
     AttachRequest,
@@ -62,6 +63,7 @@ class FakeKube:
         self.stable_log: list[str] = [image]  # every app image the stable pods ever ran, in order
         self.writes: list[tuple[str, Any]] = []
         self.metrics = FakeMetrics()  # what analysis measures: scripted values, real judgement
+        self.hooks = FakeHooks()  # what webhooks answer: scripted statuses, every body kept
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -91,7 +93,8 @@ class FakeKube:
         return [self.inspect_workload, self.attach_workload, self.prepare_canary, self.scale_canary,
                 self.scale_stable, self.wait_canary_ready, self.promote_stable, self.wait_stable_rolled_out,
                 self.pause_stable, self.write_template, self.set_image, self.watch_workload,
-                self.detach_workload, self.hold_stable, self.prepare_stable, self.metrics.measure_metric]
+                self.detach_workload, self.hold_stable, self.prepare_stable, self.metrics.measure_metric,
+                self.hooks.call_webhook]
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, request: WorkloadRequest) -> WorkloadSnapshot:

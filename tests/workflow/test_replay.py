@@ -103,6 +103,27 @@ async def _analysis(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.FAILED, "the background analysis failed")
 
 
+async def _webhooks(job: Job) -> None:
+    job.kube.hooks.set("smoke", 500, 200)
+    job.kube.hooks.set("approval", *([503] * 8), 200)
+    job.kube.hooks.set("notify", 500)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.FAILED, "refused by pre-rollout")
+    await job.edit_image("registry.local/web:3")
+    # Queried before the wait hands over (the time-skipping server can hold a query racing the hop).
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "waiting for confirm-promotion")
+    await job.env.sleep(90)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.stable is not None and d.stable.revision == 3,
+                       "confirmed and promoted")
+    await job.wait_for(lambda d: sum(1 for e in d.events if e.message.startswith("post-rollout")) == 2,
+                       "post-rollout told of both releases")
+
+
+_WEBHOOKS = [{"name": name, "type": kind, "url": f"http://hooks.shop/{name}"} for name, kind in (
+    ("smoke", "pre-rollout"), ("load", "rollout"), ("approval", "confirm-promotion"), ("notify", "post-rollout"))]
+
+
 _ANALYSIS = {
     "templates": [{"name": "success-rate", "metrics": [{
         "name": "success-rate", "interval": "1s", "count": 3, "successCondition": "result >= 0.99",
@@ -123,6 +144,9 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
                {"setWeight": 50}, {"pause": {}}],
         analysis={**_ANALYSIS, "background": {"templates": [{"templateName": "success-rate"}],
                                               "startingStep": 3}})}),
+    # max_history_events: the wait for confirm-promotion hands over to a fresh run.
+    "webhooks": (_webhooks, {"spec": job_spec(steps=[{"setWeight": 25}, {"setWeight": 50}], webhooks=_WEBHOOKS),
+                             "max_history_events": 175}),
 }
 
 
