@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import math
 import os
 import sys
 import uuid
@@ -58,13 +59,23 @@ class SpecError(CanaryError):
 
 
 def load_document(path: str) -> Any:
-    """Read one YAML (or JSON, which is YAML) document from a file, or stdin for ``-``."""
+    """Read one YAML or JSON document from a file, or stdin for ``-``.
+
+    A document that parses as JSON is read as JSON, so it means what the same body means to the
+    HTTP API: YAML 1.1 reads a JSON number such as ``1e400`` as a string, JSON as infinity, and
+    the two would be refused with different messages.
+    """
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([f"{path}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # YAML's flow style looks the same; YAML reads it (or says where it is wrong)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -250,6 +261,24 @@ def _simple(operation: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
 
 # -- parser ---------------------------------------------------------------------------------
 
+MAX_TIMEOUT = 3600.0
+
+
+def timeout_seconds(value: str) -> float:
+    """``--timeout``: a positive, finite number of seconds (at most an hour).
+
+    A negative or zero wait would give up before the job could answer, and ``inf``/``nan``
+    would reach the Temporal client as a deadline it cannot represent.
+    """
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds, "
+                                         f"not {value}")
+    return seconds
+
 
 def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     # Accepted before and after the subcommand; after it, only an explicit value overrides.
@@ -297,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def operation(name: str, func: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
         p = command(name, func, help_text)
-        p.add_argument("--timeout", type=float, default=canary.UPDATE_TIMEOUT,
+        p.add_argument("--timeout", type=timeout_seconds, default=canary.UPDATE_TIMEOUT,
                        help="seconds to wait for the job to answer (default: %(default).0f)")
         return p
 
