@@ -34,3 +34,14 @@ def local_client(app: FastAPI, role: str | None = None, base_url: str = BASE_URL
     """An HTTP client talking to ``app`` in process (with the role's bearer token if given)."""
     headers = {"Authorization": f"Bearer {TOKENS[role][0]}"} if role else {}
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, headers=headers)
+
+
+async def sign_in(http: httpx.AsyncClient, role: str) -> str:
+    """Sign ``http`` in through the page's form, as a browser on this site would; the session id."""
+    origin = f"{http.base_url.scheme}://{http.base_url.netloc.decode()}"
+    answer = await http.post("/ui/login", data={"token": TOKENS[role][0], "next": "/ui/jobs"},
+                             headers={"Origin": origin})
+    assert answer.status_code == 303, answer.text
+    session = http.cookies.get("canary_session")
+    assert session, answer.headers
+    return session

@@ -17,8 +17,8 @@ HUGE = ['"99999999999d"', "1e400", "-1e400", "1e300", '"1e400"', '"P99999999999D
 
 
 def job_document(duration: str) -> str:
-    return ('{"name": "web", "workload": {"name": "web"}, "progressDeadline": %s, '
-            '"steps": [{"setWeight": 10}, {"pause": {"duration": %s}}]}' % (duration, duration))
+    return ('{"name": "web", "workload": {"name": "web"}, "progressDeadline": DURATION, '
+            '"steps": [{"setWeight": 10}, {"pause": {"duration": DURATION}}]}').replace("DURATION", duration)
 
 
 @pytest.mark.parametrize("duration", HUGE)
@@ -61,7 +61,7 @@ async def test_canaryctl_refuses_the_same_job_with_the_same_message(
     assert cli_lines == api_lines
 
     rules = tmp_path / "rules.json"
-    rules.write_text('{"steps": [{"pause": {"duration": %s}}]}' % duration)
+    rules.write_text('{"steps": [{"pause": {"duration": DURATION}}]}'.replace("DURATION", duration))
     update = ["update-rules", "web", "-f", str(rules), "--address", "127.0.0.1:1"]
     assert await asyncio.to_thread(main, update) == 2
     assert capsys.readouterr().err.startswith("error: steps.0.pause.duration: ")
