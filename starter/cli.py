@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from temporalio.client import Client
 from devenv import cli as dev_cli
 from starter import client as canary
 from starter import render
+from starter.actors import actor_problem
 from starter.errors import CanaryError, Conflict
 from workflows import names
 from workflows.models import (
@@ -146,15 +147,44 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def actor() -> str:
-    """Who is operating: ``$CANARY_ACTOR``, else the OS user."""
-    explicit = os.environ.get("CANARY_ACTOR")
-    if explicit:
-        return explicit
+class ActorError(SpecError):
+    """``$CANARY_ACTOR`` (or the OS user name) cannot be recorded: a usage error naming the field."""
+
+
+def os_user() -> str:
+    """The OS user running ``canaryctl``: what the job records unless told more.
+
+    From the password database by user id where there is one: ``getpass.getuser()`` reads
+    ``$LOGNAME``/``$USER`` first, which are as easy to set as ``$CANARY_ACTOR``.
+    """
+    try:
+        import pwd  # POSIX only
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError, OSError):
+        pass
     try:
         return getpass.getuser()
     except (OSError, KeyError):
         return "unknown"
+
+
+def actor(environ: Mapping[str, str] | None = None) -> str:
+    """Who is operating, as recorded in the job's history: the OS user.
+
+    ``$CANARY_ACTOR`` (a CI pipeline naming itself) is a claim anybody can make, so it never
+    replaces the OS user: it is recorded beside it, ``ci-deploy (os user runner)``. Either is
+    refused (exit 2, naming ``actor``) if it holds markup or control characters.
+    """
+    environ = os.environ if environ is None else environ
+    user = os_user()
+    claimed = environ.get("CANARY_ACTOR", "").strip()
+    name = user if not claimed or claimed == user else f"{claimed} (os user {user})"
+    problem = actor_problem(claimed or user) or actor_problem(name)
+    if problem is not None:
+        source = "$CANARY_ACTOR" if claimed else "the OS user name"
+        raise ActorError([f"actor: {problem} ({source})"])
+    return name
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from starter.api.auth import OPERATION_ROLES, Principal, TokenStore
 from starter.api.deps import ClientFactory, ClientHolder, Clients, Creator, JobName, Namespace, Viewer, operator
 from starter.api.docs import install_docs
 from starter.api.errors import ApiError, ErrorBody, ErrorCode, FieldError, classify, invalid
+from starter.api.logs import install_log_redaction
 from starter.api.security import SecurityHeaders
 from starter.api.sessions import SessionStore
 from starter.api.web import install_web
@@ -163,6 +164,7 @@ def create_app(client_factory: ClientFactory, tokens: TokenStore, *, web: bool =
     app.state.clients = ClientHolder(client_factory)
     app.state.tokens = tokens
     app.state.sessions = SessionStore()
+    install_log_redaction()
     app.add_middleware(SecurityHeaders)
     _install_error_handlers(app)
     app.include_router(router)
