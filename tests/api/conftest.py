@@ -24,7 +24,7 @@ from devenv.processes import free_port
 from starter import client as canary
 from starter.api.app import create_app
 from starter.api.auth import Principal, Role, TokenStore
-from tests.e2e.conftest import Shop, dev_server, shop, temporal, until  # noqa: F401  (fixtures and helpers)
+from tests.e2e.conftest import Shop, dev_server, mesh_metrics, shop, temporal, until  # noqa: F401  (fixtures and helpers)
 
 # role -> (token, name recorded as actor)
 TOKENS: dict[str, tuple[str, str]] = {
