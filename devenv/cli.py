@@ -27,7 +27,6 @@ from devenv.supervisor.state import (
     DevError,
     DevState,
     Options,
-    admin_token,
     default_worker_script,
     read_state,
     supervisor_pid,
@@ -46,9 +45,12 @@ def running_state(state_dir: Path = DEFAULT_HOME) -> DevState | None:
     return state if state is not None and supervisor_pid(state_dir) is not None else None
 
 
-def print_state(state: DevState, *, with_token: bool) -> None:
-    """Addresses and the exports a worker of one's own needs; the admin token only where ``dev up`` hands it out."""
-    token = admin_token(Path(state.api_tokens_file)) if with_token and state.api_tokens_file else None
+def print_state(state: DevState) -> None:
+    """Addresses and the exports a worker of one's own needs; never a token.
+
+    The tokens stay in their 0600 file, which this names: output ends up in terminals'
+    scrollback, CI logs and bug reports.
+    """
     lines = [
         f"Temporal:    {state.temporal_address} (namespace {state.temporal_namespace})",
         f"Web UI:      {state.ui_url}",
@@ -59,7 +61,7 @@ def print_state(state: DevState, *, with_token: bool) -> None:
         f"Worker:      {'pid ' + str(state.processes['worker']) if 'worker' in state.processes else 'none'}"
         + (f" (log {state.worker_log})" if state.worker_log else ""),
         *([f"API + page:  {state.api_url}  (OpenAPI: {state.api_url}/docs)",
-           f"API tokens:  {state.api_tokens_file}" + (f"  (admin: {token})" if token else "")]
+           f"API tokens:  {state.api_tokens_file}  (one per role; sign in with the admin one)"]
           if state.api_url else []),
         f"State dir:   {state.state_dir}",
         "",
@@ -84,7 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise DevError(f"a dev environment is starting in {state_dir} (supervisor pid {running}); "
                            "wait for it or run `canaryctl dev down`")
         _out(f"dev environment already running (supervisor pid {running})")
-        print_state(state, with_token=True)
+        print_state(state)
         return 0
     control.shut_down(state_dir)  # leftovers of a supervisor that was killed
     worker = None if args.no_worker else (Path(args.worker) if args.worker else default_worker_script())
@@ -104,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         control.stop_process(process)
         raise
-    print_state(state, with_token=True)
+    print_state(state)
     return 0
 
 
@@ -143,7 +145,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         _out(json.dumps({"running": True, **state.model_dump(mode="json"), "alive": alive}, indent=2))
     else:
-        print_state(state, with_token=False)
+        print_state(state)
         _out("")
         _out(f"{'supervisor':<24} pid {pid}  running")
         for name, child in state.processes.items():

@@ -12,10 +12,11 @@ import argparse
 import asyncio
 import getpass
 import json
+import math
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from temporalio.client import Client
 from devenv import cli as dev_cli
 from starter import client as canary
 from starter import render
+from starter.actors import actor_problem
 from starter.errors import CanaryError, Conflict
 from workflows import names
 from workflows.models import (
@@ -58,13 +60,23 @@ class SpecError(CanaryError):
 
 
 def load_document(path: str) -> Any:
-    """Read one YAML (or JSON, which is YAML) document from a file, or stdin for ``-``."""
+    """Read one YAML or JSON document from a file, or stdin for ``-``.
+
+    A document that parses as JSON is read as JSON, so it means what the same body means to the
+    HTTP API: YAML 1.1 reads a JSON number such as ``1e400`` as a string, JSON as infinity, and
+    the two would be refused with different messages.
+    """
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([f"{path}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # YAML's flow style looks the same; YAML reads it (or says where it is wrong)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -135,15 +147,44 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def actor() -> str:
-    """Who is operating: ``$CANARY_ACTOR``, else the OS user."""
-    explicit = os.environ.get("CANARY_ACTOR")
-    if explicit:
-        return explicit
+class ActorError(SpecError):
+    """``$CANARY_ACTOR`` (or the OS user name) cannot be recorded: a usage error naming the field."""
+
+
+def os_user() -> str:
+    """The OS user running ``canaryctl``: what the job records unless told more.
+
+    From the password database by user id where there is one: ``getpass.getuser()`` reads
+    ``$LOGNAME``/``$USER`` first, which are as easy to set as ``$CANARY_ACTOR``.
+    """
+    try:
+        import pwd  # POSIX only
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError, OSError):
+        pass
     try:
         return getpass.getuser()
     except (OSError, KeyError):
         return "unknown"
+
+
+def actor(environ: Mapping[str, str] | None = None) -> str:
+    """Who is operating, as recorded in the job's history: the OS user.
+
+    ``$CANARY_ACTOR`` (a CI pipeline naming itself) is a claim anybody can make, so it never
+    replaces the OS user: it is recorded beside it, ``ci-deploy (os user runner)``. Either is
+    refused (exit 2, naming ``actor``) if it holds markup or control characters.
+    """
+    environ = os.environ if environ is None else environ
+    user = os_user()
+    claimed = environ.get("CANARY_ACTOR", "").strip()
+    name = user if not claimed or claimed == user else f"{claimed} (os user {user})"
+    problem = actor_problem(claimed or user) or actor_problem(name)
+    if problem is not None:
+        source = "$CANARY_ACTOR" if claimed else "the OS user name"
+        raise ActorError([f"actor: {problem} ({source})"])
+    return name
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,6 +291,24 @@ def _simple(operation: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
 
 # -- parser ---------------------------------------------------------------------------------
 
+MAX_TIMEOUT = 3600.0
+
+
+def timeout_seconds(value: str) -> float:
+    """``--timeout``: a positive, finite number of seconds (at most an hour).
+
+    A negative or zero wait would give up before the job could answer, and ``inf``/``nan``
+    would reach the Temporal client as a deadline it cannot represent.
+    """
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds, "
+                                         f"not {value}")
+    return seconds
+
 
 def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     # Accepted before and after the subcommand; after it, only an explicit value overrides.
@@ -297,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def operation(name: str, func: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
         p = command(name, func, help_text)
-        p.add_argument("--timeout", type=float, default=canary.UPDATE_TIMEOUT,
+        p.add_argument("--timeout", type=timeout_seconds, default=canary.UPDATE_TIMEOUT,
                        help="seconds to wait for the job to answer (default: %(default).0f)")
         return p
 

@@ -46,6 +46,7 @@ from devenv.processes import free_port, log_tail, port_in_use, spawn, stop_all
 from devenv.prometheus import PrometheusError, PrometheusServer, prometheus_binary
 from devenv.supervisor.state import (
     API_LOG,
+    API_TOKEN_DIGESTS_FILE,
     API_TOKENS_FILE,
     CLUSTER_DIR,
     DEFAULT_API_PORT,
@@ -67,6 +68,7 @@ from devenv.supervisor.state import (
 )
 from devenv.temporal import DEFAULT_NAMESPACE, TemporalDevServer, temporal_cli
 from devenv.traffic import TrafficSimulator
+from starter.api.auth import load_tokens_file
 from workflows.names import TASK_QUEUE
 
 WORKER_READY_TIMEOUT = 60.0
@@ -160,6 +162,27 @@ class Child:
         if self.process is not None and self.process.poll() is None:
             log.info("stopping the %s", self.label)
             stop_all([self.process], CHILD_GRACE)
+
+
+def api_token_files(state_dir: Path) -> Path:
+    """Make the user's tokens file on first start (then keep it); write the API's digests of it.
+
+    The user's file (``api-tokens.json``, one token per role) is the one place a token is
+    shown. The API only verifies tokens, so it gets ``api-token-digests.json``: the same
+    entries with ``tokenSha256`` instead of ``token``, rewritten at every start so that a token
+    the user adds to or removes from their file takes effect. Both are 0600.
+    """
+    path = state_dir / API_TOKENS_FILE
+    if not path.exists():
+        tokens = [{"token": secrets.token_urlsafe(24), "role": role, "name": f"dev-{role}"}
+                  for role in ("admin", "operator", "viewer")]
+        write_private(path, json.dumps({"tokens": tokens}, indent=2) + "\n")
+    path.chmod(0o600)
+    digests = [{"tokenSha256": principal.digest, "role": principal.role.label, "name": principal.name}
+               for principal in load_tokens_file(path)]
+    target = state_dir / API_TOKEN_DIGESTS_FILE
+    write_private(target, json.dumps({"tokens": digests}, indent=2) + "\n")
+    return target
 
 
 class Supervisor:
@@ -314,14 +337,8 @@ class Supervisor:
                      ready_what=f"answer on {url}", ready_timeout=API_READY_TIMEOUT, poll_every=0.2)
 
     def _api_tokens(self) -> Path:
-        """The dev environment's API tokens (one per role), made on first start and then kept."""
-        path = self.state_dir / API_TOKENS_FILE
-        if not path.exists():
-            tokens = [{"token": secrets.token_urlsafe(24), "role": role, "name": f"dev-{role}"}
-                      for role in ("admin", "operator", "viewer")]
-            write_private(path, json.dumps({"tokens": tokens}, indent=2) + "\n")
-        path.chmod(0o600)
-        return path
+        """The file of token digests the API verifies against (see :func:`api_token_files`)."""
+        return api_token_files(self.state_dir)
 
     def _has_pollers(self) -> bool:
         assert self.server is not None

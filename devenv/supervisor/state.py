@@ -8,7 +8,9 @@ layout, so the two cannot drift apart::
       state.json          addresses, paths and PIDs, while the environment is up
       supervisor.pid      the supervisor's PID, from launch until it has stopped
       supervisor.log      the supervisor's own log; error.txt: why the last start failed
-      api-tokens.json     the HTTP API's tokens (admin, operator, viewer), made once, kept by reset
+      api-tokens.json     the HTTP API's tokens (admin, operator, viewer), made once, kept by reset:
+                          the one place a token is shown (dev up and dev status name the file)
+      api-token-digests.json  what the API is given: their SHA-256 digests only, rewritten each start
       worker.log, api.log
       temporal.db         Temporal's database: jobs survive dev down / dev up
       temporal/           the Temporal server's log
@@ -47,6 +49,7 @@ ERROR_FILE = "error.txt"
 WORKER_LOG = "worker.log"
 API_LOG = "api.log"
 API_TOKENS_FILE = "api-tokens.json"
+API_TOKEN_DIGESTS_FILE = "api-token-digests.json"
 TEMPORAL_DB = "temporal.db"
 TEMPORAL_DIR = "temporal"
 CLUSTER_DIR = "cluster"
@@ -143,7 +146,7 @@ def supervisor_pid(state_dir: Path) -> int | None:
 
 
 def admin_token(tokens_file: Path) -> str | None:
-    """The admin token in the API's tokens file, for ``dev up`` to print once."""
+    """The admin token in the user's tokens file (for scripts and tests that sign in with it)."""
     try:
         entries = json.loads(tokens_file.read_text())["tokens"]
     except (OSError, ValueError, KeyError, TypeError):

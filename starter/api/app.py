@@ -36,7 +36,11 @@ from temporalio.service import RPCError
 from starter import client as canary
 from starter.api.auth import OPERATION_ROLES, Principal, TokenStore
 from starter.api.deps import ClientFactory, ClientHolder, Clients, Creator, JobName, Namespace, Viewer, operator
+from starter.api.docs import install_docs
 from starter.api.errors import ApiError, ErrorBody, ErrorCode, FieldError, classify, invalid
+from starter.api.logs import install_log_redaction
+from starter.api.security import SecurityHeaders
+from starter.api.sessions import SessionStore
 from starter.api.web import install_web
 from starter.client import JobSummary
 from starter.errors import CanaryError
@@ -153,11 +157,18 @@ def create_app(client_factory: ClientFactory, tokens: TokenStore, *, web: bool =
                     "these endpoints call the same updates and queries as `canaryctl`. Authenticate with "
                     "`Authorization: Bearer <token>`; the token's name is recorded as the actor of "
                     "every operation.",
+        # Served by starter.api.docs from the swagger-ui-bundle wheel; FastAPI's own pages use a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.clients = ClientHolder(client_factory)
     app.state.tokens = tokens
+    app.state.sessions = SessionStore()
+    install_log_redaction()
+    app.add_middleware(SecurityHeaders)
     _install_error_handlers(app)
     app.include_router(router)
+    install_docs(app)
     if web:
         install_web(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

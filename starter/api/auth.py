@@ -12,10 +12,18 @@ Tokens come from a YAML or JSON file (``CANARY_API_TOKENS_FILE``)::
       - {token: "s3cret-ci", role: operator, name: ci-pipeline}
 
 or from ``CANARY_API_TOKENS="s3cret-admin:admin:alice,s3cret-ci:operator:ci-pipeline"``.
+
+The API only verifies tokens, so it need not hold them: an entry may give ``tokenSha256`` (the
+hex SHA-256 of the token) instead of ``token``, and whichever is given, the store keeps only
+the digest. ``canaryctl dev up`` hands the API such a file of digests; the tokens themselves are
+in the file given to the user. One unsalted SHA-256 is enough for tokens made with
+``secrets.token_urlsafe`` (no dictionary to search); a guessable token stays guessable however
+it is stored, hence the minimum length.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Mapping, Sequence
@@ -24,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from starter.actors import check_actor
 from starter.errors import CanaryError
 from workflows import names
 
@@ -68,40 +77,75 @@ OPERATION_ROLES: Mapping[str, Role] = {
 CREATE_ROLE = Role.ADMIN
 
 
+def token_digest(token: str) -> str:
+    """The hex SHA-256 of a token: what a tokens file may give as ``tokenSha256``."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class Principal(BaseModel):
-    """One configured token: the secret, its role and the name recorded as actor."""
+    """One configured token: the secret (or its digest), its role and the name recorded as actor.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Once in a :class:`TokenStore`, a principal carries neither: it is the identity of a
+    verified caller, handed to routes, sessions and logs.
+    """
 
-    token: str = Field(min_length=8, repr=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    token: str | None = Field(default=None, min_length=8, repr=False, exclude=True)
+    token_sha256: str | None = Field(default=None, alias="tokenSha256", pattern=r"^[0-9a-f]{64}$",
+                                     repr=False, exclude=True)
     role: Role
     name: str = Field(min_length=1, max_length=256, pattern=r"^[^\s:,][^:,]*$")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # The name is recorded as the actor of every operation made with this token.
+        return check_actor(value)
 
     @field_validator("role", mode="before")
     @classmethod
     def _role(cls, value: Any) -> Any:
         return Role.parse(value) if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _one_secret(self) -> Principal:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("give exactly one of token or tokenSha256")
+        return self
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 the store keeps, from whichever of the two was given."""
+        return self.token_sha256 or token_digest(self.token or "")
+
 
 class TokenStore:
-    """Looks a bearer token up in constant time per configured token."""
+    """Verifies bearer tokens against their digests, in constant time per configured token."""
 
     def __init__(self, principals: Sequence[Principal]) -> None:
-        seen: set[str] = set()
+        self._digests: list[tuple[bytes, Principal]] = []
         for principal in principals:
-            if principal.token in seen:
+            digest = bytes.fromhex(principal.digest)
+            if any(hmac.compare_digest(digest, known) for known, _ in self._digests):
                 raise CanaryError(f"API token of {principal.name!r} is configured twice")
-            seen.add(principal.token)
-        self.principals = list(principals)
+            # Only the digest stays; the principal kept is the caller's identity, without its secret.
+            self._digests.append((digest, principal.model_copy(update={"token": None, "token_sha256": None})))
 
     def __len__(self) -> int:
-        return len(self.principals)
+        return len(self._digests)
+
+    @property
+    def principals(self) -> list[Principal]:
+        """Who the configured tokens belong to (without the tokens)."""
+        return [principal for _, principal in self._digests]
 
     def find(self, token: str) -> Principal | None:
-        """The principal holding ``token``, or None; compares every token to leak no timing."""
+        """The principal holding ``token``, or None; compares every digest to leak no timing."""
+        presented = hashlib.sha256(token.encode()).digest()
         found = None
-        for principal in self.principals:
-            if hmac.compare_digest(principal.token.encode(), token.encode()):
+        for digest, principal in self._digests:
+            if hmac.compare_digest(digest, presented):
                 found = principal
         return found
 

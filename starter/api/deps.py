@@ -16,15 +16,18 @@ from temporalio.client import Client
 
 from starter.api.auth import CREATE_ROLE, OPERATION_ROLES, Principal, Role, TokenStore
 from starter.api.errors import ApiError, ErrorCode
+from starter.api.security import require_same_origin
+from starter.api.sessions import SessionStore
 from starter.errors import CanaryError
 from workflows.fields import NAME_PATTERN
 
 ClientFactory = Callable[[], Awaitable[Client]]
 
-# The web page signs in by putting the token into this cookie (HttpOnly, SameSite=Strict).
+# The web page's session id (never the token: see starter.api.sessions); HttpOnly, SameSite=Strict.
 SESSION_COOKIE = "canary_session"
 # A cookie alone never authenticates an API call: the page's scripts also send this header,
-# which a cross-site form cannot, and no CORS is configured that would let another site do so.
+# which a cross-site form cannot, and no CORS is configured that would let another site do so;
+# a state-changing call must also come from this site's Origin (starter.api.security).
 WEB_HEADER = "X-Requested-With"
 WEB_HEADER_VALUE = "canary-web"
 
@@ -69,6 +72,12 @@ def tokens(request: Request) -> TokenStore:
     return store
 
 
+def sessions(request: Request) -> SessionStore:
+    """The app's sign-in sessions (the web page's)."""
+    store: SessionStore = request.app.state.sessions
+    return store
+
+
 # -- authentication ----------------------------------------------------------------------------
 
 bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
@@ -76,12 +85,20 @@ bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
 
 
 def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """The bearer token's holder; the page's session cookie counts only with the page's header."""
+    """The bearer token's holder, or the page's signed-in user.
+
+    The session cookie counts only with the page's header, and for a call that changes
+    something only from this site's Origin: a cookie is sent whoever made the request.
+    """
     token = credentials.credentials if credentials is not None else None
     if token is None:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie and request.headers.get(WEB_HEADER) == WEB_HEADER_VALUE:
-            token = cookie
+            require_same_origin(request)
+            signed_in = sessions(request).find(cookie)
+            if signed_in is None:
+                raise ApiError(ErrorCode.UNAUTHORIZED, "signed out or session expired: sign in again")
+            return signed_in
     if not token:
         raise ApiError(ErrorCode.UNAUTHORIZED, "a bearer token is required (Authorization: Bearer <token>)",
                        headers={"WWW-Authenticate": "Bearer"})

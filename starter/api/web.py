@@ -1,9 +1,11 @@
 """The web page: a job list and a job's details page, served by the API's own app.
 
 Server-rendered Jinja2 templates with a little plain JavaScript, no build step. The page signs
-in with an API token, kept in an HttpOnly, SameSite=Strict cookie; its scripts call the same
-JSON API as everyone else (so the same roles apply, and a refused operation shows the API's
-own message), adding the ``X-Requested-With`` header without which the API ignores the cookie.
+in with an API token and keeps only a session id in an HttpOnly, SameSite=Strict cookie
+(:mod:`starter.api.sessions`); its scripts call the same JSON API as everyone else (so the
+same roles apply, and a refused operation shows the API's own message), adding the
+``X-Requested-With`` header without which the API ignores the cookie. Signing in and out must
+come from this site (:func:`starter.api.security.require_same_origin`).
 While a job is open, the page fetches its live part (``/live``, rendered by the same template
 as the first load) every second or so and swaps it in: no reload, and no second renderer in
 JavaScript that could drift from the server's.
@@ -24,8 +26,9 @@ from fastapi.templating import Jinja2Templates
 from starter import analysis_format
 from starter import client as canary
 from starter.api.auth import OPERATION_ROLES, Principal
-from starter.api.deps import SESSION_COOKIE, JobName, Namespace, clients, tokens
+from starter.api.deps import SESSION_COOKIE, JobName, Namespace, clients, sessions, tokens
 from starter.api.errors import ApiError, ErrorCode, classify
+from starter.api.security import require_same_origin
 from starter.api.sparkline import sparkline
 from starter.errors import CanaryError
 from starter.render import PHASE_NOTES, age, image_pairs
@@ -38,7 +41,6 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 # Phases in which the job moves by itself (or waits to recover by itself): the page polls faster then.
 ACTIVE_PHASES = {Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK,
                  Phase.WORKLOAD_MISSING, Phase.ERROR}
-SESSION_HOURS = 12
 
 router = APIRouter(include_in_schema=False)
 
@@ -81,8 +83,7 @@ templates.env.globals.update(
 
 
 def _signed_in(request: Request) -> Principal | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    return tokens(request).find(token) if token else None
+    return sessions(request).find(request.cookies.get(SESSION_COOKIE))
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -124,21 +125,30 @@ async def login_page(request: Request, next: str | None = None) -> Response:
 @router.post("/ui/login", response_class=HTMLResponse)
 async def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = ""
                 ) -> Response:
-    """Check the token and keep it in the session cookie; a wrong one shows the form again (401)."""
+    """Check the token and start a session; a wrong one shows the form again (401).
+
+    Only from this site: a cross-site sign-in would put the attacker's session in the victim's
+    browser (login CSRF), and the victim's actions on record under the attacker's name.
+    """
+    require_same_origin(request)
     principal = tokens(request).find(token.strip()) if token.strip() else None
     if principal is None:
         return templates.TemplateResponse(
             request, "login.html", _context(request, None, next=_safe_next(next), error="unknown token"),
             status_code=401)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, principal.token, max_age=SESSION_HOURS * 3600, httponly=True,
+    store = sessions(request)
+    store.revoke(request.cookies.get(SESSION_COOKIE))  # a new sign-in replaces the session, never adds one
+    response.set_cookie(SESSION_COOKIE, store.create(principal), max_age=int(store.lifetime), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
     return response
 
 
 @router.post("/ui/logout")
-async def logout() -> RedirectResponse:
-    """Forget the session cookie."""
+async def logout(request: Request) -> RedirectResponse:
+    """End the session on the server (its cookie is refused from now on) and drop the cookie."""
+    require_same_origin(request)
+    sessions(request).revoke(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -24,7 +24,7 @@ from devenv.processes import free_port
 from starter import client as canary
 from starter.api.app import create_app
 from starter.api.auth import Principal, Role, TokenStore
-from tests.e2e.conftest import Shop, dev_server, shop, temporal, until  # noqa: F401  (fixtures and helpers)
+from tests.e2e.conftest import Shop, dev_server, mesh_metrics, shop, temporal, until  # noqa: F401  (fixtures and helpers)
 
 # role -> (token, name recorded as actor)
 TOKENS: dict[str, tuple[str, str]] = {
@@ -47,9 +47,20 @@ class ApiServer:
     temporal_address: str
 
     def client(self, role: str | None = None, *, cookie_role: str | None = None) -> httpx.AsyncClient:
-        """A client with the role's bearer token, or (``cookie_role``) with the web page's session cookie."""
+        """A client with the role's bearer token, or (``cookie_role``) signed in like the web page.
+
+        The page's client sends this site's ``Origin`` as a browser does (state-changing
+        requests that a cookie authenticates are refused without it); the session comes from
+        the sign-in form, since the cookie holds a session id, not the token.
+        """
         headers = {"Authorization": f"Bearer {TOKENS[role][0]}"} if role else {}
-        cookies = {"canary_session": TOKENS[cookie_role][0]} if cookie_role else None
+        cookies = None
+        if cookie_role:
+            headers["Origin"] = self.url
+            signed = httpx.post(f"{self.url}/ui/login", data={"token": TOKENS[cookie_role][0]},
+                                headers={"Origin": self.url}, timeout=HTTP_TIMEOUT)
+            assert signed.status_code == 303, signed.text
+            cookies = {"canary_session": signed.cookies["canary_session"]}
         return httpx.AsyncClient(base_url=self.url, headers=headers, cookies=cookies, timeout=HTTP_TIMEOUT)
 
 

@@ -19,6 +19,7 @@ import pytest_asyncio
 from starter import client as canary
 from starter.api.app import create_app
 from tests.api.conftest import TOKENS, token_store
+from tests.api.local import sign_in
 from tests.starter.analysis_data import INC, SUCCESS_RATE_INCONCLUSIVE, measured, metric, view
 from tests.starter.test_render_analysis import at_analysis_gate
 from workflows.analysis_run import AnalysisKind
@@ -88,7 +89,7 @@ async def test_the_page_escapes_what_providers_say(serve: tuple[httpx.AsyncClien
     http, answers = serve
     run = view(AnalysisKind.STEP, 1, [(metric("success-rate"), measured((INC, 0.97, HOSTILE)))])
     answers.append(at_analysis_gate(analyses=[run], pause_reason=f"step 2: analysis inconclusive: {run.reason}"))
-    http.cookies.set("canary_session", TOKENS["viewer"][0])
+    await sign_in(http, "viewer")
     for path in ("/ui/namespaces/shop/jobs/web", "/ui/namespaces/shop/jobs/web/live"):
         page = await http.get(path)
         assert page.status_code == 200, page.text

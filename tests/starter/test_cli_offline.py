@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from devenv.processes import free_port
-from starter.cli import load_rules, main
+from starter.api.auth import tokens_from_environment
+from starter.cli import actor, load_rules, main, os_user
+from starter.errors import CanaryError
 
 CANARYCTL = Path(sys.executable).with_name("canaryctl")
 GOOD_JOB = "name: web\nworkload: {name: web}\nsteps:\n  - setWeight: 20\n  - pause: {}\n"
@@ -142,3 +144,27 @@ def test_stdin_job(tmp_path: Path) -> None:
     port = free_port()
     result = canaryctl("--address", f"127.0.0.1:{port}", "apply", "-f", "-", stdin=GOOD_JOB)
     assert assert_clean_error(result, 1)[0].startswith("error: cannot reach Temporal")
+
+
+def test_the_os_user_is_recorded_and_canary_actor_only_beside_it() -> None:
+    user = os_user()
+    assert actor({}) == user
+    assert actor({"CANARY_ACTOR": "ci-deploy"}) == f"ci-deploy (os user {user})"
+    assert actor({"CANARY_ACTOR": user}) == user
+
+
+@pytest.mark.parametrize(("claimed", "reason"), [
+    ("<img src=x onerror=alert(1)>", "must not contain '<'"),
+    ("dana\x1b[31m", "must not contain control character '\\x1b'"),
+    ("dana\u202eevil", "must not contain control character"),
+    ('x" onmouseover="y', "must not contain '\"'"),
+])
+def test_an_actor_with_markup_or_control_characters_is_refused(claimed: str, reason: str) -> None:
+    result = canaryctl("continue", "web", "--address", "127.0.0.1:1", env={"CANARY_ACTOR": claimed})
+    [line] = assert_clean_error(result, 2)
+    assert line.startswith("error: actor: ") and reason in line and "($CANARY_ACTOR)" in line
+
+
+def test_a_token_name_with_markup_is_refused() -> None:
+    with pytest.raises(CanaryError, match=r"entry 1: name: Value error, must not contain '<'"):
+        tokens_from_environment({"CANARY_API_TOKENS": "long-enough-1:admin:<b>boss</b>"})

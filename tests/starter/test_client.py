@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from starter import client as api
+from starter.cli import os_user
 from starter.errors import CanaryError, Conflict, JobEnded, JobNotFound, Unavailable
 from tests.temporal_envs import local_env
 from workflows import names, search
@@ -390,6 +391,10 @@ async def test_continue_names_the_gate_it_was_sent_for(env: WorkflowEnvironment)
 # -- canaryctl against the same server ---------------------------------------------------------
 
 
+# $CANARY_ACTOR is recorded beside the OS user, never instead of it.
+DANA = f"dana (os user {os_user()})"
+
+
 async def canaryctl(address: str, *args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     command = [str(CANARYCTL)] if CANARYCTL.exists() else [sys.executable, "-m", "starter.cli"]
     process = await asyncio.create_subprocess_exec(
@@ -416,7 +421,7 @@ async def test_cli_session(env: WorkflowEnvironment, address: str, tmp_path: Pat
     assert out.splitlines()[1].split()[:3] == ["1", "stable", "nginx:1"]
 
     assert await canaryctl(address, "set-image", name, "nginx:2", "-n", "shop") == (
-        0, f"shop/{name}: delivering nginx:2 by dana (phase progressing)\n", "")
+        0, f"shop/{name}: delivering nginx:2 by {DANA} (phase progressing)\n", "")
     assert await canaryctl(address, "set-image", name, "nginx:2", "-n", "shop") == (
         1, "", "error: nginx:2 is already the current image\n")
 
@@ -426,12 +431,12 @@ async def test_cli_session(env: WorkflowEnvironment, address: str, tmp_path: Pat
         return out
 
     assert await ok("terminate", name, "--reason", "slow") == (
-        f"shop/{name}: terminating (slow) by dana (phase progressing)\n")
+        f"shop/{name}: terminating (slow) by {DANA} (phase progressing)\n")
     assert await ok("rollback", name, "--to-revision", "1", "--skip-steps") == (
-        f"shop/{name}: rolling back to 1 skip=True by dana (phase progressing)\n")
+        f"shop/{name}: rolling back to 1 skip=True by {DANA} (phase progressing)\n")
     (tmp_path / "rules.yaml").write_text("steps: [{setWeight: 10}, {setWeight: 60}, {pause: {}}]\n")
     assert await ok("update-rules", name, "-f", "rules.yaml") == (
-        f"shop/{name}: 3 steps by dana (phase progressing)\n")
+        f"shop/{name}: 3 steps by {DANA} (phase progressing)\n")
     assert await canaryctl(address, "continue", name, "-n", "shop", "--release", "2", "--step", "4") == (
         1, "", "error: release 2 step 4 is not current (release 2, step 1) (sent release 2, step 4; "
                f"`canaryctl get {name} -n shop` shows the current ones)\n")
@@ -444,7 +449,7 @@ async def test_cli_session(env: WorkflowEnvironment, address: str, tmp_path: Pat
     ops = await operations(env.client, job(name))
     assert [op["operation"] for op in ops] == [names.UPDATE_VERSION, names.TERMINATE, names.ROLLBACK,
                                                names.UPDATE_RULES, names.CONTINUE]
-    assert all(op["actor"] == "dana" and op["requestId"] for op in ops)
+    assert all(op["actor"] == DANA and op["requestId"] for op in ops)
     assert (ops[-1]["release"], ops[-1]["step"]) == (2, 1)
 
     # --watch redraws until the job is idle (promote makes the stand-in healthy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -158,10 +159,16 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         assert f"export CANARY_PROMETHEUS_ADDRESS={prometheus}" in up.stdout.splitlines()
         with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=5) as response:
             assert response.status == 200
-        # the HTTP API, with the admin token dev up printed (and kept only in the tokens file)
+        # the HTTP API: dev up names the tokens file, the one place a token is shown
         token = dev.admin_token(Path(state["api_tokens_file"]))
-        assert token and f"API tokens:  {state['api_tokens_file']}  (admin: {token})" in up.stdout
+        tokens_line = f"API tokens:  {state['api_tokens_file']}  (one per role; sign in with the admin one)"
+        assert token and tokens_line in up.stdout and token not in up.stdout + up.stderr
         assert token not in (state_dir / dev.STATE_FILE).read_text()
+        # The API holds only digests, and logs no token, not even one sent in a query string.
+        digests = (state_dir / dev.API_TOKEN_DIGESTS_FILE).read_text()
+        assert token not in digests and hashlib.sha256(token.encode()).hexdigest() in digests
+        with urllib.request.urlopen(f"{state['api_url']}/healthz?token={token}", timeout=5) as response:
+            assert response.status == 200
         whoami = urllib.request.Request(f"{state['api_url']}/api/v1/whoami",
                                         headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(whoami, timeout=5) as response:
@@ -197,7 +204,9 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         assert token not in status.stdout
         status = canaryctl("dev", "status", "--state-dir", state_dir)
         assert status.returncode == 0, status.stdout
-        assert f"API tokens:  {state['api_tokens_file']}\n" in status.stdout and token not in status.stdout
+        assert f"{tokens_line}\n" in status.stdout and token not in status.stdout + status.stderr
+        assert token not in (state_dir / dev.API_LOG).read_text() and "/healthz?token=" in (
+            state_dir / dev.API_LOG).read_text()
         assert f"Prometheus:  {prometheus}  (simulated mesh: {state['mesh_metrics_url']})" in status.stdout
         assert re.search(r"^prometheus +pid \d+  running$", status.stdout, re.MULTILINE), status.stdout
         again = canaryctl("dev", "up", "--state-dir", state_dir, "--port", str(port),
@@ -332,7 +341,8 @@ def test_cluster_survives_down_and_up_until_reset(tmp_path: Path) -> None:
         cluster = state_dir / "cluster"
         for directory in (state_dir, cluster, cluster / "pki", cluster / "etcd"):
             assert mode(directory) == 0o700, directory
-        private = [state_dir / dev.API_TOKENS_FILE, state_dir / dev.STATE_FILE, state_dir / dev.PID_FILE,
+        private = [state_dir / dev.API_TOKENS_FILE, state_dir / dev.API_TOKEN_DIGESTS_FILE,
+                   state_dir / dev.STATE_FILE, state_dir / dev.PID_FILE,
                    state_dir / "temporal.db", kubeconfig, *sorted((cluster / "pki").glob("*.key"))]
         assert len(private) >= 8
         assert {str(path): oct(mode(path)) for path in private} == {str(path): "0o600" for path in private}

@@ -25,7 +25,7 @@ from tests.api.conftest import (  # noqa: F401  (fixtures)
     operator,
     viewer,
 )
-from tests.e2e.conftest import Shop, dev_server, shop, temporal, until  # noqa: F401  (fixtures and helpers)
+from tests.e2e.conftest import Shop, dev_server, mesh_metrics, shop, temporal, until  # noqa: F401  (fixtures and helpers)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
