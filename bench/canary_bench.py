@@ -201,12 +201,13 @@ def vm_kib(pid: int, field: str) -> int:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", default=["detection", "operation", "fleet"],
-                        choices=["detection", "operation", "fleet"])
+    # No default list with choices: argparse checks a list default against the choices as one value.
+    parser.add_argument("which", nargs="*", choices=["detection", "operation", "fleet"])
     parser.add_argument("--releases", type=int, default=20)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=50)
     args = parser.parse_args()
+    args.which = args.which or ["detection", "operation", "fleet"]
 
     with LocalCluster(nodes=3) as cluster, TemporalDevServer() as server:
         temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
