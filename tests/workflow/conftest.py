@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
@@ -23,6 +24,17 @@ from workflows.models import CanaryJobInput, JobDetails, JobVersions, OperationR
 from workflows.spec import JobSpec
 
 T = TypeVar("T")
+
+# Temporal's time-skipping test server sometimes stops answering queries and sleeps right
+# around a continue-as-new (a signal racing the hop is lost, a query or a sleep hangs until its
+# RPC gives up), where the real server (tests/e2e/test_continue_as_new.py) does not. A test that
+# hops is marked with this: rerun, on a fresh server, only for those errors, never for an
+# assertion about the job.
+HOPS = pytest.mark.flaky(reruns=2, only_rerun=["TestServerStuck", "RPCError"])
+
+
+class TestServerStuck(AssertionError):
+    """The test server did not answer a query for the whole wait (see ``HOPS``)."""
 
 
 @pytest_asyncio.fixture
@@ -81,19 +93,27 @@ async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], boo
                      timeout: float = 20) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
 
+    stuck = False  # the last query went unanswered
+
     async def attempt() -> T | None:
+        nonlocal stuck
         try:
-            return await probe()
+            value = await probe()
         except RPCError as error:
             # A query that lands while the job continues-as-new waits for the new run's first
             # task; under load that can exceed the query deadline. Ask again.
-            if "deadline" not in str(error):
+            if not any(sign in str(error) for sign in ("deadline", "Timeout expired", "h2 protocol")):
                 raise
+            stuck = True
             return None
+        stuck = False
+        return value
 
     value = await attempt()
     while value is None or not check(value):
         if asyncio.get_running_loop().time() > deadline:
+            if stuck:
+                raise TestServerStuck(f"queries went unanswered while waiting for {what}; last answer: {value!r}")
             raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
         await asyncio.sleep(0.05)
         value = await attempt()

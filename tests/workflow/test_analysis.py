@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.workflow.conftest import Job, job_spec
+from tests.workflow.conftest import HOPS, Job, job_spec
 from tests.workflow.fake_metrics import DOWN
 from workflows import names
 from workflows.models import OperationRequest, Phase, StepStatus, UpdateRulesRequest
@@ -183,6 +183,7 @@ async def test_update_rules_can_remove_the_analysis_mid_release(start_job) -> No
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.canary is None, "promoted")
 
 
+@HOPS
 async def test_a_long_analysis_step_continues_as_new_and_keeps_its_measurements(start_job) -> None:
     spec = _analysis_spec(count=12)
     job: Job = await start_job(spec=spec, max_history_events=80)
@@ -204,6 +205,7 @@ async def test_a_long_analysis_step_continues_as_new_and_keeps_its_measurements(
     assert job.kube.metrics.taken("success-rate") == 12
 
 
+@HOPS
 async def test_background_analysis_goes_on_across_continue_as_new(start_job) -> None:
     spec = _analysis_spec(count=None, background={"templates": [{"templateName": "success-rate"}],
                                                   "args": [{"name": "service", "value": "web"}]},

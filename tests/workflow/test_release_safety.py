@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
-from tests.workflow.conftest import Job, job_spec
+from tests.workflow.conftest import HOPS, Job, job_spec
 from workflows import names
 from workflows.models import (
     OperationRequest,
@@ -176,6 +176,7 @@ async def test_unbounded_input_is_refused_where_it_enters(start_job, rules, fiel
     assert await job.handle.result() == "deleted"
 
 
+@HOPS
 async def test_a_long_release_continues_as_new_at_a_pause_and_carries_on(start_job) -> None:
     job = await _attached(start_job, max_history_events=40)
     await job.edit_image("registry.local/web:2")

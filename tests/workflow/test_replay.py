@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.workflow.conftest import Job, job_spec
+from tests.workflow.conftest import HOPS, Job, job_spec
 from workflows import names
 from workflows.canary import CanaryJobWorkflow
 from workflows.models import OperationRequest, Phase, RollbackRequest, UpdateRulesRequest, UpdateVersionRequest
@@ -150,6 +150,7 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
 }
 
 
+@HOPS
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 async def test_scenario_history_replays_deterministically(start_job, scenario: str) -> None:
     run, kwargs = SCENARIOS[scenario]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.workflow.conftest import Job, eventually, job_spec
+from tests.workflow.conftest import HOPS, Job, eventually, job_spec
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase, RollbackRequest, StepStatus, UpdateRulesRequest
 from workflows.spec import JobSpec
@@ -203,6 +203,7 @@ async def test_update_rules_can_drop_the_confirm_promotion_hook_while_it_waits(s
     assert done.stable is not None and done.stable.revision == 2
 
 
+@HOPS
 async def test_a_long_wait_for_confirmation_continues_as_new_and_keeps_waiting(start_job) -> None:
     job = await _release(start_job, _spec([_hook("confirm", "confirm-promotion")]), max_history_events=80)
     job.kube.hooks.set("confirm", *([503] * 12), 200)
