@@ -37,13 +37,21 @@ DEFAULT_ACTIVITY_THREADS = 200
 STICKY_TIMEOUT = timedelta(seconds=1)
 
 
-def kubernetes_client(kubeconfig: str | None = None) -> k8s.ApiClient:
-    """In-cluster config inside a pod, else the kubeconfig file."""
+def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT_ACTIVITY_THREADS) -> k8s.ApiClient:
+    """In-cluster config inside a pod, else the kubeconfig file.
+
+    The connection pool holds ``pool_size`` connections, one per activity thread: with the
+    client's default of 10, a busy worker opened and discarded a connection per call
+    ("Connection pool is full") by the hundred.
+    """
+    configuration = k8s.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config()
-        return k8s.ApiClient()
-    api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"))
-    return api
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+                                    client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return k8s.ApiClient(configuration)
 
 
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,

@@ -30,7 +30,7 @@ from kubernetes import client, watch
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import errors
 from activities.errors import kube_errors, not_found
@@ -68,6 +68,8 @@ from workflows.models import (
 Obj = dict[str, Any]
 FIELD_MANAGER = "canary-delivery"
 REQUEST_TIMEOUT = 10.0
+# Expected states, not faults ("not Ready yet", "rolling out"): the SDK logs them without a traceback.
+BENIGN = ApplicationErrorCategory.BENIGN
 # "Not yet" answers of the waits: checked again on the next change instead of failing the attempt.
 WAIT_TYPES = frozenset({errors.CANARY_NOT_READY, errors.STABLE_NOT_ROLLED_OUT})
 # A wait raises its last "not yet" this long before the activity's deadline, so Temporal records
@@ -235,7 +237,8 @@ class KubeActivities:
                 # Paused now, the old pods would keep serving beside the new ones under a job that
                 # believes the new template is stable. Retried until the rollout ends.
                 raise ApplicationError(f"{req.namespace}/{req.name} is rolling out ({unfinished}); the job takes "
-                                       "it over when the rollout completes", type=errors.ROLLOUT_IN_PROGRESS)
+                                       "it over when the rollout completes", type=errors.ROLLOUT_IN_PROGRESS,
+                                       category=BENIGN)
             body = {"metadata": {"annotations": {JOB_KEY: req.job},
                                  "resourceVersion": deployment["metadata"]["resourceVersion"]},
                     "spec": {"paused": True}}
@@ -404,7 +407,7 @@ class KubeActivities:
             if req.replicas == 0:
                 return
             raise ApplicationError(f"canary Deployment {req.namespace}/{name} does not exist",
-                                   type=errors.CANARY_NOT_READY)
+                                   type=errors.CANARY_NOT_READY, category=BENIGN)
         meta, spec, status = canary["metadata"], canary["spec"], canary.get("status") or {}
         running_hash = _meta(canary, "annotations").get(HASH_ANNOTATION)
         observed = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
@@ -426,7 +429,7 @@ class KubeActivities:
             reason = pod_problem(pods)
             if reason:
                 problem += f"; {reason}"
-        raise ApplicationError(f"{req.namespace}/{name}: {problem}", type=errors.CANARY_NOT_READY)
+        raise ApplicationError(f"{req.namespace}/{name}: {problem}", type=errors.CANARY_NOT_READY, category=BENIGN)
 
     # -- the stable side (the user's Deployment) -----------------------------------------------
 
@@ -560,7 +563,7 @@ class KubeActivities:
             if time.monotonic() > deadline:
                 raise ApplicationError(
                     f"{req.namespace}/{req.name}: the Deployment controller has not acted on the change "
-                    f"within {STABLE_SETTLE_SECONDS:.0f}s", type=errors.STABLE_NOT_ROLLED_OUT)
+                    f"within {STABLE_SETTLE_SECONDS:.0f}s", type=errors.STABLE_NOT_ROLLED_OUT, category=BENIGN)
             activity.heartbeat()
             time.sleep(0.1)
 
@@ -597,7 +600,8 @@ class KubeActivities:
             reason = pod_problem(self._pods(req.namespace, stable_pods))
             if reason:
                 problem += f"; {reason}"
-        raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT)
+        raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT,
+                               category=BENIGN)
 
     def _check_held(self, req: RolloutRequest, deployment: Obj) -> None:
         """Pass once the ReplicaSet of ``template_hash`` has every pod available and no other has pods.
@@ -624,7 +628,8 @@ class KubeActivities:
                 problem += f"; {reason}"
         else:
             problem = f"the Deployment has no ReplicaSet for revision {req.template_hash}"
-        raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT)
+        raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT,
+                               category=BENIGN)
 
     @activity.defn(name=port.WRITE_TEMPLATE.name)
     def write_template(self, req: WriteTemplateRequest) -> WorkloadSnapshot:
