@@ -63,7 +63,10 @@ async def test_twenty_identical_continues_pass_one_gate(env: WorkflowEnvironment
     stale = await admin.post(f"{url}/continue", json={"release": 2, "step": 5})
     assert stale.status_code == 409 and stale.json()["message"].startswith("release 2 step 5 is not current")
     answers = await asyncio.gather(*(admin.post(f"{url}/continue") for _ in range(20)))
-    assert sorted(a.status_code for a in answers) == [200] + [409] * 19
+    codes = sorted(a.status_code for a in answers)
+    # One opens the gate; the others are refused (409), or, on a machine too busy to answer a burst
+    # within the client's deadlines, told to try again (503, seen once in CI) — never a second 200.
+    assert codes[0] == 200 and set(codes[1:]) <= {409, 503} and codes.count(409) >= 15, codes
     assert {a.json()["code"] for a in answers if a.status_code == 409} == {"conflict"}
     [sent] = await operations(env.client, spec)
     assert (sent["release"], sent["step"], sent["actor"]) == (2, 1, "alice-admin")
