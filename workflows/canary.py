@@ -912,28 +912,28 @@ class CanaryJobWorkflow:
         phase = run.verdict().phase
         return phase if phase in (MetricPhase.FAILED, MetricPhase.INCONCLUSIVE) else None
 
-    def _background_stopped(self, index: int) -> str:
-        """Stop the background analysis that interrupted step ``index``; the reason a human must look at."""
+    def _end_background(self, index: int | None) -> Verdict:
+        """Stop the background analysis and judge it; failed ends the release (and step ``index``)."""
         run = self.state.background
         assert run is not None
         self._stop_background()
         verdict = run.verdict()
         self._event(f"analysis-{verdict.phase.value}", f"background analysis: {verdict.reason}")
         if verdict.phase is MetricPhase.FAILED:
-            self.state.mark_step(workflow.now(), index, StepStatus.FAILED, verdict.reason)
+            if index is not None:
+                self.state.mark_step(workflow.now(), index, StepStatus.FAILED, verdict.reason)
             raise ReleaseFailed(f"background analysis failed: {verdict.reason}")
-        return f"background analysis inconclusive: {verdict.reason}"
+        return verdict
+
+    def _background_stopped(self, index: int) -> str:
+        """Stop the background analysis that interrupted step ``index``; the reason a human must look at."""
+        return f"background analysis inconclusive: {self._end_background(index).reason}"
 
     async def _finish_background(self) -> None:
         """Before promotion: the background analysis ends, and its verdict must allow the promotion."""
-        run = self.state.background
-        if run is None or run.stopped:
+        if self.state.background is None or self.state.background.stopped:
             return
-        self._stop_background()
-        verdict = run.verdict()
-        self._event(f"analysis-{verdict.phase.value}", f"background analysis: {verdict.reason}")
-        if verdict.phase is MetricPhase.FAILED:
-            raise ReleaseFailed(f"background analysis failed: {verdict.reason}")
+        verdict = self._end_background(None)
         if verdict.phase is not MetricPhase.SUCCESSFUL:
             # After the last step: new rules are for the next release, and promote is as good as continue.
             await self._wait_for_decision(f"background analysis inconclusive: {verdict.reason}",
