@@ -14,7 +14,9 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from kubernetes import client as k8s
@@ -23,13 +25,16 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.informer import DeploymentInformer
 from activities.kube import KubeActivities
 from activities.metrics import MetricActivities
+from activities.notifier import JobNotifier
 from activities.webhooks import call_webhook
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
 
-# One thread per running watch plus room for short calls: jobs x 1 watch + bursts.
+# Activities are short calls and waits of a release (a job's watch is the worker's shared one),
+# so this bounds the releases that can wait on pods at once, not the jobs a worker holds.
 DEFAULT_ACTIVITY_THREADS = 200
 # A job's workflow tasks go to the worker that has it cached; when that worker dies, they wait
 # this long before any worker may take them. The SDK's 10 s would delay every job's next step
@@ -70,18 +75,40 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
     )
 
 
+@asynccontextmanager
+async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
+                activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
+                watch_namespaces: Sequence[str] | None = None) -> AsyncIterator[Worker]:
+    """Run the worker and its shared watch on the Deployments jobs hold, until the block ends.
+
+    The watch starts once the worker polls, so the first list's reports find a worker to run
+    the jobs' workflow tasks; it stops (and its thread is joined) before the worker does.
+    """
+    worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
+                          prometheus_address=prometheus_address)
+    notifier = JobNotifier(temporal)
+    informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
+    async with worker:
+        notifier.start()
+        informer.start()
+        try:
+            yield worker
+        finally:
+            await asyncio.to_thread(informer.stop)
+            await notifier.stop()
+
+
 async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | None,
               prometheus_address: str | None = None) -> None:
     """Run until SIGINT or SIGTERM, then finish in-flight tasks and stop."""
     temporal = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
     api = kubernetes_client(kubeconfig)
-    worker = build_worker(temporal, api, task_queue=task_queue, prometheus_address=prometheus_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     logging.info("worker polling %s on %s/%s", task_queue, address, namespace)
-    async with worker:
+    async with serve(temporal, api, task_queue=task_queue, prometheus_address=prometheus_address):
         await stop.wait()
     api.close()
 

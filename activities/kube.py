@@ -38,9 +38,11 @@ from activities.templates import (
     CANARY_TRACK,
     HASH_ANNOTATION,
     JOB_KEY,
+    KNOWN_ANNOTATION,
     TRACK_LABEL,
     canary_template,
     images,
+    known_value,
     template_hash,
     user_template,
 )
@@ -52,6 +54,7 @@ from workflows.models import (
     DetachRequest,
     HoldStableRequest,
     HoldStableResult,
+    LabelRequest,
     PromoteRequest,
     ReadyRequest,
     RolloutRequest,
@@ -106,7 +109,15 @@ def snapshot(deployment: Obj) -> WorkloadSnapshot:
         images=images(template),
         replicas=int(spec.get("replicas", 1)),
         resource_version=str(deployment["metadata"]["resourceVersion"]),
+        uid=str(deployment["metadata"].get("uid") or ""),
+        generation=int(deployment["metadata"].get("generation") or 0),
     )
+
+
+def _known_ops(deployment: Obj, value: str) -> list[Obj]:
+    """JSON patch ops that stamp KNOWN_ANNOTATION = ``value`` and keep every other annotation."""
+    annotations = {**_meta(deployment, "annotations"), KNOWN_ANNOTATION: value}
+    return [{"op": "add", "path": "/metadata/annotations", "value": annotations}]
 
 
 def selector_string(selector: Obj) -> str:
@@ -157,7 +168,8 @@ class KubeActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, bound to this client: what the worker registers."""
-        return [self.inspect_workload, self.attach_workload, self.detach_workload, self.prepare_canary,
+        return [self.inspect_workload, self.attach_workload, self.label_workload, self.detach_workload,
+                self.prepare_canary,
                 self.scale_canary, self.wait_canary_ready, self.scale_stable, self.hold_stable,
                 self.prepare_stable, self.promote_stable, self.pause_stable, self.wait_stable_rolled_out,
                 self.write_template, self.set_image, self.watch_workload]
@@ -230,7 +242,8 @@ class KubeActivities:
         for attempt in range(CONFLICT_ATTEMPTS):
             deployment = self._workload(req)
             self._check_owner(deployment, req.job, what="Deployment")
-            if _meta(deployment, "annotations").get(JOB_KEY) == req.job and deployment["spec"].get("paused"):
+            if (_meta(deployment, "annotations").get(JOB_KEY) == req.job and deployment["spec"].get("paused")
+                    and _meta(deployment, "labels").get(JOB_KEY) == req.job):
                 return snapshot(deployment)
             unfinished = _rollout_unfinished(deployment)
             if unfinished:
@@ -239,7 +252,11 @@ class KubeActivities:
                 raise ApplicationError(f"{req.namespace}/{req.name} is rolling out ({unfinished}); the job takes "
                                        "it over when the rollout completes", type=errors.ROLLOUT_IN_PROGRESS,
                                        category=BENIGN)
-            body = {"metadata": {"annotations": {JOB_KEY: req.job},
+            current = snapshot(deployment)
+            body = {"metadata": {"annotations": {JOB_KEY: req.job,
+                                                 KNOWN_ANNOTATION: known_value(current.template_hash,
+                                                                               current.replicas)},
+                                 "labels": {JOB_KEY: req.job},
                                  "resourceVersion": deployment["metadata"]["resourceVersion"]},
                     "spec": {"paused": True}}
             try:
@@ -248,6 +265,31 @@ class KubeActivities:
                 if error.type != errors.KUBERNETES_CONFLICT or attempt == CONFLICT_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+    @activity.defn(name=port.LABEL_WORKLOAD.name)
+    def label_workload(self, req: LabelRequest) -> None:
+        """Label a Deployment the job holds, stamping ``known_hash`` as what the job knows.
+
+        For jobs attached before the shared watch existed. The stamp carries the job's own
+        belief, never what the Deployment now holds: an edit made before the label lands then
+        differs from the stamp, and the shared watch reports it.
+        """
+        for attempt in range(CONFLICT_ATTEMPTS):
+            deployment = self._workload(req)
+            self._check_owner(deployment, req.job, what="Deployment")
+            replicas = int(deployment["spec"].get("replicas", 1))
+            ops: list[Obj] = [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": deployment["metadata"]["resourceVersion"]},
+                {"op": "add", "path": "/metadata/labels", "value": {**_meta(deployment, "labels"), JOB_KEY: req.job}},
+                *_known_ops(deployment, known_value(req.known_hash, replicas)),
+            ]
+            try:
+                self._patch(req.namespace, req.name, ops, JSON_PATCH)
+                return
+            except ApplicationError as error:
+                if error.type not in (errors.KUBERNETES_CONFLICT, errors.KUBERNETES_INVALID) or (
+                        attempt == CONFLICT_ATTEMPTS - 1):
+                    raise
 
     @activity.defn(name=port.DETACH_WORKLOAD.name)
     def detach_workload(self, req: DetachRequest) -> None:
@@ -263,7 +305,8 @@ class KubeActivities:
                 if req.template is not None and template_hash(req.template) != snapshot(deployment).template_hash:
                     ops = [{"op": "replace", "path": "/spec/template", "value": user_template(req.template)}]
                     self._patch(req.namespace, req.name, ops, JSON_PATCH)
-                body = {"metadata": {"annotations": {JOB_KEY: None}},
+                body = {"metadata": {"annotations": {JOB_KEY: None, KNOWN_ANNOTATION: None},
+                                     "labels": {JOB_KEY: None}},
                         "spec": {"replicas": req.replicas, "paused": False}}
                 self._patch(req.namespace, req.name, body, MERGE)
             except ApplicationError as error:
@@ -436,12 +479,14 @@ class KubeActivities:
     @activity.defn(name=port.SCALE_STABLE.name)
     def scale_stable(self, req: ScaleRequest) -> None:
         """Set the user's Deployment's replicas; paused, it scales the pods it already runs."""
-        self._patch(req.namespace, req.name, {"spec": {"replicas": req.replicas}}, MERGE)
+        self._patch(req.namespace, req.name, _stamped({"spec": {"replicas": req.replicas}}, req.known_hash,
+                                                      req.replicas), MERGE)
 
     @activity.defn(name=port.PROMOTE_STABLE.name)
     def promote_stable(self, req: PromoteRequest) -> None:
         """Unpause the user's Deployment at ``replicas``: it rolls its new template out itself."""
-        self._patch(req.namespace, req.name, {"spec": {"replicas": req.replicas, "paused": False}}, MERGE)
+        self._patch(req.namespace, req.name, _stamped({"spec": {"replicas": req.replicas, "paused": False}},
+                                                      req.known_hash, req.replicas), MERGE)
 
     @activity.defn(name=port.PAUSE_STABLE.name)
     def pause_stable(self, req: WorkloadRequest) -> None:
@@ -457,8 +502,8 @@ class KubeActivities:
         A template of the user's found in its place is set aside and returned: it becomes the
         next release instead of riding along with this one.
         """
-        displaced, _ = self._hold(req, req.template, req.template_hash, req.replicas)
-        return HoldStableResult(displaced=displaced)
+        displaced, written = self._hold(req, req.template, req.template_hash, req.replicas)
+        return HoldStableResult(displaced=displaced, generation=_generation(written))
 
     @activity.defn(name=port.PREPARE_STABLE.name)
     def prepare_stable(self, req: StableRevisionRequest) -> HoldStableResult:
@@ -477,7 +522,7 @@ class KubeActivities:
             deployment, rss = self._wait_observed(req, written, lambda d, rss: all(
                 int((rs.get("spec") or {}).get("replicas", 0)) == 0 for rs in rss))
             if self._replica_set_for(rss, req.template_hash) is not None:
-                return HoldStableResult(displaced=displaced)
+                return HoldStableResult(displaced=displaced, generation=_generation(deployment))
             if snapshot(deployment).template_hash != req.template_hash or deployment["spec"].get("replicas"):
                 continue  # written over in between: hold it again
             try:
@@ -515,7 +560,8 @@ class KubeActivities:
                 displaced = current
                 ops.append({"op": "replace", "path": "/spec/template", "value": user_template(template)})
             ops += [{"op": "add", "path": "/spec/replicas", "value": replicas},
-                    {"op": "add", "path": "/spec/paused", "value": True}]
+                    {"op": "add", "path": "/spec/paused", "value": True},
+                    *_known_ops(deployment, known_value(hash_, replicas))]
             try:
                 return displaced, self._patch(req.namespace, req.name, ops, JSON_PATCH)
             except ApplicationError as error:
@@ -634,9 +680,26 @@ class KubeActivities:
     @activity.defn(name=port.WRITE_TEMPLATE.name)
     def write_template(self, req: WriteTemplateRequest) -> WorkloadSnapshot:
         """Replace the Deployment's pod template wholesale (a merge would keep stale keys)."""
-        self._workload(req)
-        ops = [{"op": "replace", "path": "/spec/template", "value": user_template(req.template)}]
-        return snapshot(self._patch(req.namespace, req.name, ops, JSON_PATCH))
+        return self._write_own_template(req, lambda _: user_template(req.template))
+
+    def _write_own_template(self, req: WorkloadRequest, change: Callable[[Obj], Obj]) -> WorkloadSnapshot:
+        """Write ``change(current template)`` and stamp it as known, in one guarded write."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            deployment = self._workload(req)
+            template = change(deployment["spec"]["template"])
+            replicas = int(deployment["spec"].get("replicas", 1))
+            ops: list[Obj] = [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": deployment["metadata"]["resourceVersion"]},
+                {"op": "replace", "path": "/spec/template", "value": template},
+                *_known_ops(deployment, known_value(template_hash(template), replicas)),
+            ]
+            try:
+                return snapshot(self._patch(req.namespace, req.name, ops, JSON_PATCH))
+            except ApplicationError as error:
+                if error.type not in (errors.KUBERNETES_CONFLICT, errors.KUBERNETES_INVALID) or (
+                        attempt == CONFLICT_ATTEMPTS - 1):
+                    raise
+        raise AssertionError("unreachable")
 
     @activity.defn(name=port.SET_IMAGE.name)
     def set_image(self, req: SetImageRequest) -> WorkloadSnapshot:
@@ -651,11 +714,17 @@ class KubeActivities:
             raise ApplicationError(
                 f"Deployment {req.namespace}/{req.name} has no container {req.container!r}; "
                 f"its containers are: {', '.join(names)}", type=errors.INVALID_REQUEST, non_retryable=True)
-        targets = names if req.container is None else [req.container]
-        # Strategic merge matches containers by name, so other containers stay as they are.
-        containers = [{"name": n, "image": req.image} for n in targets]
-        body = {"spec": {"template": {"spec": {"containers": containers}}}}
-        return snapshot(self._patch(req.namespace, req.name, body, STRATEGIC))
+        targets = set(names if req.container is None else [req.container])
+
+        def with_image(template: Obj) -> Obj:
+            # Only the named containers' images change, as `kubectl set image` does.
+            result = user_template(template)
+            for container in (result.get("spec") or {}).get("containers") or []:
+                if container.get("name") in targets:
+                    container["image"] = req.image
+            return result
+
+        return self._write_own_template(req, with_image)
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -752,6 +821,17 @@ class KubeActivities:
         if req.known_replicas is not None and current.replicas != req.known_replicas:
             return WorkloadChange(kind="replicas", snapshot=current)
         return None
+
+
+def _stamped(body: Obj, known_hash: str | None, replicas: int) -> Obj:
+    """A merge patch ``body`` that also stamps what the job knows (unless it said nothing)."""
+    if known_hash is None:
+        return body
+    return {**body, "metadata": {"annotations": {KNOWN_ANNOTATION: known_value(known_hash, replicas)}}}
+
+
+def _generation(deployment: Obj) -> int:
+    return int((deployment.get("metadata") or {}).get("generation") or 0)
 
 
 def _rollout_unfinished(deployment: dict[str, Any]) -> str | None:

@@ -17,6 +17,12 @@ JOB_KEY = PREFIX + "job"
 TRACK_LABEL = PREFIX + "track"
 HASH_ANNOTATION = PREFIX + "template-hash"
 CANARY_TRACK = "canary"
+# On the user's Deployment: "<template hash>/<replicas>" as the job last wrote or acknowledged them.
+# The worker's shared watch reports a Deployment to its job only when its spec differs from this,
+# so the job's own writes are never echoed back to it and a quiet fleet costs no signals.
+KNOWN_ANNOTATION = PREFIX + "known"
+# Selects the Deployments jobs hold (the canary Deployments carry the job label too).
+WATCH_SELECTOR = f"{JOB_KEY},{TRACK_LABEL}!={CANARY_TRACK}"
 
 # Only the keys this project writes are ignored by the hash. Other ``canary-delivery.dev/*``
 # keys (the local cluster's ``simulate`` label, ``ready-delay`` annotation) are the user's
@@ -55,6 +61,11 @@ def template_hash(template: PodTemplate) -> str:
     """
     canonical = json.dumps(user_template(template), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def known_value(hash_: str, replicas: int) -> str:
+    """The KNOWN_ANNOTATION value for a Deployment spec of ``hash_`` at ``replicas``."""
+    return f"{hash_}/{replicas}"
 
 
 def images(template: PodTemplate) -> dict[str, str]:

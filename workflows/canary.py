@@ -40,9 +40,11 @@ with workflow.unsafe.imports_passed_through():
         CanaryTemplateRequest,
         DetachRequest,
         HoldStableRequest,
+        HoldStableResult,
         JobDetails,
         JobState,
         JobVersions,
+        LabelRequest,
         OperationRequest,
         OperationResult,
         Outcome,
@@ -124,6 +126,12 @@ CONFIRM_POLL = timedelta(seconds=10)
 PATCH_HELD_PROMOTION = "held-promotion"
 PATCH_WATCH_MISSING = "watch-missing-workload"
 PATCH_RELEASE_CONTINUE_AS_NEW = "continue-as-new-in-release"
+PATCH_SHARED_WATCH = "shared-watch"
+# The activities that write the user's Deployment: an observation that arrives while one runs
+# waits for its result (and its generation), which tells whether the observation predates it.
+USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
+                         port.PREPARE_STABLE.name, port.SCALE_STABLE.name, port.PROMOTE_STABLE.name,
+                         port.PAUSE_STABLE.name, port.WRITE_TEMPLATE.name, port.SET_IMAGE.name})
 
 
 class Interrupt(IntEnum):
@@ -185,6 +193,8 @@ class CanaryJobWorkflow:
         self._recheck = False
         self._trouble = False
         self._writes = 0  # template writes by the job: a watch started before one is stale
+        self._writing = 0  # writes to the user's Deployment in flight
+        self._observed: WorkloadChange | None = None  # the shared watch's newest report, not yet read
         self._watch_task: asyncio.Task[None] | None = None
         self._background_task: asyncio.Task[Verdict] | None = None
         self._decision: str | None = None  # a human must continue before the current step (re)starts
@@ -322,6 +332,7 @@ class CanaryJobWorkflow:
         self.state.replicas = snapshot.replicas
         self.state.stable_replicas = snapshot.replicas
         self.state.workload_hash = snapshot.template_hash
+        self.state.labelled = True
         self.state.stable = self._version(snapshot, Trigger.ATTACH, actor=None)
         self.state.stable.finished = now
         self.state.stable.outcome = Outcome.PROMOTED
@@ -339,6 +350,7 @@ class CanaryJobWorkflow:
         snapshot = await self._call(port.ATTACH_WORKLOAD, AttachRequest(**self._ref()),
                                     summary=f"take Deployment {self.job.workload.name} over again")
         self.state.workload_missing = False
+        self.state.labelled = True
         self.state.last_error = None
         self.state.replicas = self.state.stable_replicas = snapshot.replicas
         self.state.canary_replicas = 0
@@ -397,12 +409,23 @@ class CanaryJobWorkflow:
     # ------------------------------------------------------------------ watch
 
     async def _watch_loop(self) -> None:
-        """Keep one watch on the Deployment running; every change is recorded as intent."""
+        """Follow the Deployment; every change is recorded as intent.
+
+        Runs on current code follow the worker's shared watch (reports arrive as signals) and
+        watch by themselves only while the Deployment is missing; older runs keep a watch
+        activity of their own for as long as they live.
+        """
+        shared = self.watch and workflow.patched(PATCH_SHARED_WATCH)
         while True:
             writes = self._writes
             try:
                 if not self.watch:
                     change = await self._recheck_on_nudge()
+                elif shared:
+                    observed = await self._next_observation()
+                    if observed is None:
+                        continue
+                    change = observed
                 else:
                     change = await self._watch_once()
             except ActivityError as error:
@@ -416,7 +439,7 @@ class CanaryJobWorkflow:
                     self._event("watch-failed", self.state.last_error)
                     await workflow.sleep(MISSING_WORKLOAD_RECHECK, summary="wait before watching again")
                     continue
-            if writes != self._writes and change.kind != "deleted":
+            if writes != self._writes and change.kind not in ("deleted", "observed"):
                 # The job wrote the template meanwhile: look again, from what it wrote.
                 self._recheck = self._recheck or not self.watch
                 continue
@@ -436,6 +459,47 @@ class CanaryJobWorkflow:
             summary="wait for the Deployment to come back" if missing else "watch the Deployment for new versions",
         )
         return change
+
+    async def _next_observation(self) -> WorkloadChange | None:
+        """The next change the shared watch reports, or None when there is nothing (new) to act on.
+
+        A missing Deployment is out of the shared watch's sight (it follows labelled ones): the
+        job watches for it by name until it is back.
+        """
+        if self.state.workload_missing:
+            return await self._watch_once()
+        if not self.state.labelled:
+            label = LabelRequest(**self._ref(), known_hash=self.state.workload_hash or "")
+            await self._call(port.LABEL_WORKLOAD, label, summary="label the Deployment for the worker's shared watch")
+            self.state.labelled = True
+        await workflow.wait_condition(lambda: (self._observed is not None and self._writing == 0) or self._recheck
+                                      or self.state.workload_missing)
+        if self.state.workload_missing:
+            return None
+        if self._observed is None:
+            return await self._recheck_on_nudge()  # a plain nudge: look for ourselves
+        change, self._observed = self._observed, None
+        if change.kind == "deleted":
+            return change
+        return self._news(change.snapshot) if change.snapshot is not None else None
+
+    def _news(self, seen: WorkloadSnapshot) -> WorkloadChange | None:
+        """What an observation of the Deployment tells the job, or None when it is old news."""
+        state = self.state
+        if state.workload_uid and seen.uid and seen.uid != state.workload_uid:
+            # Deleted and created again while nobody looked: the job lets go of the old one and
+            # watches for the new one by name, which takes it over.
+            self._workload_gone(f"Deployment {self.job.workload.name} was deleted and created again")
+            return None
+        if seen.generation and seen.generation <= state.workload_generation:
+            return None  # made before a write of the job's own that has since been answered
+        state.workload_generation = max(state.workload_generation, seen.generation)
+        state.workload_uid = seen.uid or state.workload_uid
+        pending = self._pending_change
+        if pending is not None and pending.template_hash == seen.template_hash:
+            return None  # the edit already waiting its turn
+        kind = "template" if seen.template_hash != state.workload_hash else "replicas"
+        return WorkloadChange(kind=kind, snapshot=seen)
 
     async def _recheck_on_nudge(self) -> WorkloadChange:
         await workflow.wait_condition(lambda: self._recheck)
@@ -673,8 +737,9 @@ class CanaryJobWorkflow:
         self._set_phase(Phase.PROGRESSING)
 
     async def _scale(self, activity: port.Activity[ScaleRequest, None], replicas: int, summary: str) -> None:
-        await self._interruptible(self._call(activity, ScaleRequest(**self._ref(), replicas=replicas),
-                                             summary=summary))
+        known = self.state.workload_hash if activity is port.SCALE_STABLE else None
+        await self._interruptible(self._call(activity, ScaleRequest(**self._ref(), replicas=replicas,
+                                                                    known_hash=known), summary=summary))
 
     async def _wait_canary_ready(self, replicas: int, label: str) -> None:
         canary_hash = self.state.canary.template_hash if self.state.canary else ""
@@ -1101,7 +1166,8 @@ class CanaryJobWorkflow:
     async def _promote_by_rollout(self, canary: Version) -> None:
         """How runs started on older code promote: unpause the Deployment and let it roll out."""
         request = self._ref()
-        await self._call(port.PROMOTE_STABLE, PromoteRequest(**request, replicas=self.state.replicas),
+        await self._call(port.PROMOTE_STABLE, PromoteRequest(**request, replicas=self.state.replicas,
+                                                         known_hash=self.state.workload_hash),
                          summary=f"promote revision {canary.revision}: roll the Deployment out")
         await workflow.execute_activity(
             port.WAIT_STABLE_ROLLED_OUT.name,
@@ -1177,7 +1243,8 @@ class CanaryJobWorkflow:
         """Stable at full size, canary at zero: where the job rests between releases."""
         request = self._ref()
         # Stable first, so capacity never dips while the canary goes away.
-        await self._call(port.SCALE_STABLE, ScaleRequest(**request, replicas=self.state.replicas),
+        await self._call(port.SCALE_STABLE, ScaleRequest(**request, replicas=self.state.replicas,
+                                                         known_hash=self.state.workload_hash),
                          summary="roll back: scale stable to full size")
         await self._call(port.SCALE_CANARY, ScaleRequest(**request, replicas=0),
                          summary="roll back: scale the canary down")
@@ -1237,10 +1304,19 @@ class CanaryJobWorkflow:
         raise Interrupted(kind)
 
     async def _call(self, activity: port.Activity[Req, Res], request: Req, *, summary: str) -> Res:
-        result: Res = await workflow.execute_activity(
-            activity.name, request, result_type=activity.result, start_to_close_timeout=API_TIMEOUT,
-            retry_policy=API_RETRY, summary=summary,
-        )
+        writes = activity.name in USER_WRITES
+        self._writing += writes
+        try:
+            result: Res = await workflow.execute_activity(
+                activity.name, request, result_type=activity.result, start_to_close_timeout=API_TIMEOUT,
+                retry_policy=API_RETRY, summary=summary,
+            )
+        finally:
+            self._writing -= writes
+        if isinstance(result, WorkloadSnapshot | HoldStableResult):
+            self.state.workload_generation = max(self.state.workload_generation, result.generation)
+        if isinstance(result, WorkloadSnapshot) and result.uid:
+            self.state.workload_uid = result.uid
         return result
 
     # ------------------------------------------------------------------ bookkeeping
@@ -1421,8 +1497,24 @@ class CanaryJobWorkflow:
 
     @workflow.signal(name=names.WORKLOAD_CHANGED)
     def workload_changed(self, payload: Any = None) -> None:
-        """A nudge from outside (webhook, CI, tests): look at the Deployment again."""
-        self._recheck = True
+        """The worker's shared watch reports the Deployment; anything else is a nudge to look again.
+
+        Reports from several workers may cross: of two for the same Deployment, the newer
+        generation is kept.
+        """
+        try:
+            change = WorkloadChange.model_validate(payload) if payload is not None else None
+        except ValidationError:
+            change = None
+        if change is None or change.kind not in ("observed", "deleted"):
+            self._recheck = True
+            return
+        kept = self._observed
+        if (kept is not None and kept.snapshot is not None and change.snapshot is not None
+                and kept.snapshot.uid == change.snapshot.uid
+                and kept.snapshot.generation > change.snapshot.generation):
+            return
+        self._observed = change
 
     @workflow.signal(dynamic=True)
     def signal_operation(self, name: str, args: Sequence[RawValue]) -> None:

@@ -119,6 +119,13 @@ class JobState(_Model):
     replicas: int = 0
     # Hash of the template now written in the user's Deployment (the watch compares against it).
     workload_hash: str | None = None
+    # The newest Deployment generation the job has seen or written (0: unknown): an observation
+    # of the shared watch that is not newer was made before the job's own write, and is stale.
+    workload_generation: int = 0
+    workload_uid: str = ""  # a different uid is a Deployment deleted and created again
+    # The Deployment carries the job's label, so the worker's shared watch sees it (jobs attached
+    # before the shared watch get it on their first run that follows it).
+    labelled: bool = False
     workload_missing: bool = False
     stable: Version | None = None
     canary: Version | None = None
@@ -232,12 +239,19 @@ class WorkloadSnapshot(_Model):
     images: dict[str, str]
     replicas: int
     resource_version: str
+    uid: str = ""
+    generation: int = 0
 
 
 class WorkloadChange(_Model):
-    """What the watch saw change on the Deployment."""
+    """What a watch saw change on the Deployment.
 
-    kind: str  # "template", "replicas" or "deleted"
+    From the job's own watch activity: "template", "replicas", "created" or "deleted". From the
+    worker's shared watch (the ``workload-changed`` signal): "observed", the Deployment as it is
+    now, sent only when it differs from what the job last stamped on it; or "deleted".
+    """
+
+    kind: str
     snapshot: WorkloadSnapshot | None = None
 
 
@@ -363,6 +377,9 @@ class ScaleRequest(WorkloadRequest):
     """Scale one side (the canary Deployment, or the stable side: the user's Deployment)."""
 
     replicas: int = Field(ge=0)
+    # Scaling the user's Deployment: the template hash the job believes it holds, stamped beside
+    # the write so the shared watch does not report the job's own change back to it.
+    known_hash: str | None = None
 
 
 class ReadyRequest(WorkloadRequest):
@@ -376,6 +393,7 @@ class PromoteRequest(WorkloadRequest):
     """Let the user's Deployment roll out its (new) template to ``replicas`` pods."""
 
     replicas: int = Field(ge=0)
+    known_hash: str | None = None  # as in ScaleRequest
 
 
 class RolloutRequest(WorkloadRequest):
@@ -431,6 +449,13 @@ class HoldStableResult(_Model):
     # The user's own edit, written while the job was moving the Deployment; it becomes the
     # next release instead of riding along with this one.
     displaced: WorkloadSnapshot | None = None
+    generation: int = 0  # the Deployment's generation after the job's write
+
+
+class LabelRequest(WorkloadRequest):
+    """Label a Deployment the job already holds, so the worker's shared watch sees it."""
+
+    known_hash: str
 
 
 class DetachRequest(WorkloadRequest):

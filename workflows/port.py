@@ -19,6 +19,7 @@ from workflows.models import (
     DetachRequest,
     HoldStableRequest,
     HoldStableResult,
+    LabelRequest,
     PromoteRequest,
     ReadyRequest,
     RolloutRequest,
@@ -60,6 +61,7 @@ WAIT_STABLE_ROLLED_OUT = Activity[RolloutRequest, None]("wait_stable_rolled_out"
 WRITE_TEMPLATE = Activity("write_template", WriteTemplateRequest, WorkloadSnapshot)
 SET_IMAGE = Activity("set_image", SetImageRequest, WorkloadSnapshot)
 WATCH_WORKLOAD = Activity("watch_workload", WatchRequest, WorkloadChange)
+LABEL_WORKLOAD = Activity[LabelRequest, None]("label_workload", LabelRequest, None)
 MEASURE_METRIC = Activity(MEASURE_METRIC_ACTIVITY, MeasureRequest, Measurement)
 CALL_WEBHOOK = Activity(CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult)
 # Only runs that started before promotions held the Deployment paused call these two.
@@ -69,5 +71,5 @@ PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, 
 ALL: tuple[Activity[object, object], ...] = (
     INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
     SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
-    WATCH_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
+    WATCH_WORKLOAD, LABEL_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
 )  # type: ignore[assignment]

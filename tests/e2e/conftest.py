@@ -21,7 +21,7 @@ from devenv.traffic import TrafficSimulator
 from starter import client as canary
 from tests.kube_helpers import deployment, eventually, service
 from tests.temporal_envs import local_env
-from worker import build_worker
+from worker import serve
 from workflows.models import JobDetails, Phase
 from workflows.spec import JobSpec, workflow_id
 
@@ -72,9 +72,8 @@ async def temporal(dev_server: WorkflowEnvironment, kube_api: ApiClient,
 
     The worker's default Prometheus is the mesh's, as ``canaryctl dev up`` configures it.
     """
-    worker = build_worker(dev_server.client, kube_api, activity_threads=100,
-                          prometheus_address=mesh_metrics.prometheus_address)
-    async with worker:
+    async with serve(dev_server.client, kube_api, activity_threads=100,
+                     prometheus_address=mesh_metrics.prometheus_address):
         yield dev_server.client
 
 

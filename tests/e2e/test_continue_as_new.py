@@ -10,7 +10,7 @@ from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from starter import client as canary
 from tests.e2e.conftest import Shop, until
 from tests.temporal_envs import local_env
-from worker import build_worker
+from worker import serve
 from workflows.models import Phase
 from workflows.spec import workflow_id
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.cluster
 async def test_history_and_watch_survive_continue_as_new(kube_api: ApiClient, namespace: str) -> None:
     extra = ["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"]
     async with await local_env(dev_server_extra_args=extra) as env:
-        async with build_worker(env.client, kube_api, activity_threads=20):
+        async with serve(env.client, kube_api, activity_threads=20):
             shop = Shop(env.client, kube_api, namespace)
             await shop.attach(steps=[{"setWeight": 50}])
             for n in range(2, 6):

@@ -40,6 +40,7 @@ from workflows.models import (
     DetachRequest,
     HoldStableRequest,
     HoldStableResult,
+    LabelRequest,
     PodTemplate,
     PromoteRequest,
     ReadyRequest,
@@ -459,6 +460,11 @@ class FakeCluster:
                 c["image"] = req.image
         self._touched("the job set an image (update-version)")
         return self.snapshot()
+
+    @activity.defn(name="label_workload")
+    async def label_workload(self, req: LabelRequest) -> None:
+        self._log_call("label_workload")
+        self._check_owner(self._workload(req), req)
 
     @activity.defn(name="watch_workload")
     async def watch_workload(self, req: WatchRequest) -> WorkloadChange:

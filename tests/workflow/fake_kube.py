@@ -24,6 +24,7 @@ from workflows.models import (
     DetachRequest,
     HoldStableRequest,
     HoldStableResult,
+    LabelRequest,
     PromoteRequest,
     ReadyRequest,
     RolloutRequest,
@@ -92,7 +93,7 @@ class FakeKube:
     def activities(self) -> list[Any]:
         return [self.inspect_workload, self.attach_workload, self.prepare_canary, self.scale_canary,
                 self.scale_stable, self.wait_canary_ready, self.promote_stable, self.wait_stable_rolled_out,
-                self.pause_stable, self.write_template, self.set_image, self.watch_workload,
+                self.pause_stable, self.write_template, self.set_image, self.watch_workload, self.label_workload,
                 self.detach_workload, self.hold_stable, self.prepare_stable, self.metrics.measure_metric,
                 self.hooks.call_webhook]
 
@@ -198,6 +199,11 @@ class FakeKube:
                 c["image"] = request.image
         self.writes.append(("set_image", request.image))
         return self.snapshot()
+
+    @activity.defn(name="label_workload")
+    async def label_workload(self, request: LabelRequest) -> None:
+        self._require(request)
+        self.writes.append(("label", request.job))
 
     @activity.defn(name="watch_workload")
     async def watch_workload(self, request: WatchRequest) -> WorkloadChange:

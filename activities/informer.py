@@ -1,0 +1,232 @@
+"""One watch per worker on every Deployment a job holds, turned into reports to the jobs.
+
+A job no longer keeps a watch of its own (a thread, an activity slot and a connection for as
+long as it lives): the worker lists and watches the Deployments labelled with a job's name,
+and reports one to its job only when its spec differs from what the job stamped on it
+(``KNOWN_ANNOTATION``, written beside every write the job makes). So the job's own writes are
+never echoed back, a quiet fleet costs no signals at all, and a (re)list after a restart or a
+watch gap reports exactly the edits nobody has told the jobs about yet.
+
+Several workers may each run one: a report is an idempotent "this is the Deployment now",
+which the job compares with what it knows, so a duplicate changes nothing.
+
+The watch runs in one thread with the synchronous client; reports go to ``report`` (which
+must not block). ``stop`` closes the connection, so the thread ends at once and can be joined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from activities.kube import REQUEST_TIMEOUT, snapshot
+from activities.templates import JOB_KEY, KNOWN_ANNOTATION, WATCH_SELECTOR, known_value
+from workflows.models import WorkloadChange
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+
+# A watch request lasts this long before it is renewed from its resourceVersion; bookmarks keep
+# that resourceVersion fresh meanwhile, so a renewal does not need a list.
+WATCH_SECONDS = 300
+# After an error (API server away), wait this long, doubling up to the maximum, then list again.
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 15.0
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the informer last saw of one Deployment: enough to skip status-only updates."""
+
+    job: str
+    uid: str
+    generation: int
+
+
+Report = Callable[[str, str, WorkloadChange], None]  # namespace, job, change
+
+
+def differs_from_known(deployment: Obj) -> bool:
+    """True when the Deployment's spec is not what its job last stamped on it."""
+    current = snapshot(deployment)
+    stamped = ((deployment.get("metadata") or {}).get("annotations") or {}).get(KNOWN_ANNOTATION)
+    return stamped != known_value(current.template_hash, current.replicas)
+
+
+class DeploymentInformer:
+    """List and watch the Deployments jobs hold (all namespaces, or the ones given)."""
+
+    def __init__(self, api: ApiClient, report: Report, *, namespaces: Sequence[str] | None = None,
+                 watch_seconds: int = WATCH_SECONDS) -> None:
+        self._apps = client.AppsV1Api(api)
+        self._report = report
+        self._namespaces = list(namespaces) if namespaces else [None]
+        self._watch_seconds = watch_seconds
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._responses: dict[str | None, Any] = {}
+        self._lock = threading.Lock()
+        self.lists = 0  # (re)lists done: a test and the benchmarks read it
+        self.synced = threading.Event()  # set once every namespace has been listed
+        self._listed: set[str | None] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one watching thread per namespace (one in all for the whole cluster)."""
+        for namespace in self._namespaces:
+            thread = threading.Thread(target=self._run, args=(namespace,), daemon=True,
+                                      name=f"informer-{namespace or 'all'}")
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the watches now (their connections are closed) and join the threads."""
+        with self._lock:
+            self._stopping.set()
+            responses = list(self._responses.values())
+        for response in responses:
+            try:
+                response.shutdown()  # wakes the thread blocked reading it
+            except Exception:  # a dead connection is as good as closed
+                pass
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _run(self, namespace: str | None) -> None:
+        seen: dict[tuple[str, str], Seen] = {}
+        backoff = BACKOFF_FIRST
+        while not self._stopping.is_set():
+            try:
+                version: str | None = self._list(namespace, seen)
+                backoff = BACKOFF_FIRST
+                while not self._stopping.is_set() and version is not None:
+                    version = self._watch(namespace, version, seen)
+            except Exception as error:  # any failure: wait, then list again
+                if self._stopping.is_set():
+                    return
+                log.warning("watching Deployments%s failed (%s); listing again in %.1f s",
+                            f" in {namespace}" if namespace else "", error, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _list(self, namespace: str | None, seen: dict[tuple[str, str], Seen]) -> str:
+        """List, report what differs, and forget what is gone; the list's resourceVersion."""
+        kwargs: dict[str, Any] = {"label_selector": WATCH_SELECTOR, "_preload_content": False,
+                                  "_request_timeout": REQUEST_TIMEOUT}
+        if namespace is None:
+            response = self._apps.list_deployment_for_all_namespaces(**kwargs)
+        else:
+            response = self._apps.list_namespaced_deployment(namespace, **kwargs)
+        listed = json.loads(response.data)
+        present: set[tuple[str, str]] = set()
+        for item in listed.get("items") or []:
+            present.add(_key(item))
+            self._on_present(item, seen, listing=True)
+        for key in [k for k in seen if k not in present]:
+            self._on_absent(key, seen.pop(key))
+        self.lists += 1
+        self._listed.add(namespace)
+        if len(self._listed) == len(self._namespaces):
+            self.synced.set()
+        return str(listed["metadata"]["resourceVersion"])
+
+    def _watch(self, namespace: str | None, version: str, seen: dict[tuple[str, str], Seen]) -> str | None:
+        """Follow one watch request; the resourceVersion to go on from, None to list again."""
+        kwargs: dict[str, Any] = {
+            "label_selector": WATCH_SELECTOR, "watch": True, "resource_version": version,
+            "allow_watch_bookmarks": True, "timeout_seconds": self._watch_seconds, "_preload_content": False,
+            "_request_timeout": (REQUEST_TIMEOUT, self._watch_seconds + REQUEST_TIMEOUT)}
+        if namespace is None:
+            response = self._apps.list_deployment_for_all_namespaces(**kwargs)
+        else:
+            response = self._apps.list_namespaced_deployment(namespace, **kwargs)
+        with self._lock:
+            if self._stopping.is_set():  # stop() came while the request was on its way
+                response.release_conn()
+                return None
+            self._responses[namespace] = response
+        try:
+            for event in _events(response):
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:  # Gone: our resourceVersion is too old
+                        return None
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if kind in ("ADDED", "MODIFIED"):
+                    self._on_present(obj, seen, listing=False)
+                elif kind == "DELETED":
+                    key = _key(obj)
+                    gone = seen.pop(key, None)
+                    self._on_absent(key, gone or Seen(_job(obj), "", 0))
+        finally:
+            with self._lock:
+                self._responses.pop(namespace, None)
+            response.release_conn()
+        return version
+
+    # -- what each event means for a job ---------------------------------------------------------
+
+    def _on_present(self, deployment: Obj, seen: dict[tuple[str, str], Seen], *, listing: bool) -> None:
+        key, meta = _key(deployment), deployment["metadata"]
+        now = Seen(_job(deployment), str(meta.get("uid") or ""), int(meta.get("generation") or 0))
+        before = seen.get(key)
+        seen[key] = now
+        if before == now and not listing:
+            return  # a status update: the spec the job cares about did not move
+        if before is not None and before.uid != now.uid:
+            self._report(key[0], before.job, WorkloadChange(kind="deleted"))
+        if differs_from_known(deployment):
+            self._report(key[0], now.job, WorkloadChange(kind="observed", snapshot=snapshot(deployment)))
+
+    def _on_absent(self, key: tuple[str, str], last: Seen) -> None:
+        """Deleted, or only out of the selector (its label removed): read it to tell which."""
+        namespace, name = key
+        try:
+            response = self._apps.read_namespaced_deployment(name, namespace, _preload_content=False,
+                                                              _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as error:
+            if error.status == 404:
+                self._report(namespace, last.job, WorkloadChange(kind="deleted"))
+                return
+            raise
+        deployment = json.loads(response.data)
+        owner = ((deployment.get("metadata") or {}).get("annotations") or {}).get(JOB_KEY)
+        if owner == last.job and last.job:
+            # Still the job's, but someone removed the label: put it back, so the watch sees it
+            # again (its ADDED event follows and is compared as usual).
+            body = {"metadata": {"labels": {JOB_KEY: owner},
+                                 "resourceVersion": deployment["metadata"]["resourceVersion"]}}
+            try:
+                self._apps.patch_namespaced_deployment(name, namespace, body, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if error.status not in (404, 409):
+                    raise
+        # Not the job's any more (detached): nothing to report.
+
+
+def _events(response: Any) -> Iterator[Obj]:
+    for line in iter_resp_lines(response):
+        if line:
+            yield json.loads(line)
+
+
+def _key(deployment: Obj) -> tuple[str, str]:
+    meta = deployment.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
+
+
+def _job(deployment: Obj) -> str:
+    return str(((deployment.get("metadata") or {}).get("labels") or {}).get(JOB_KEY) or "")
+
