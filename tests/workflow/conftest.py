@@ -122,7 +122,11 @@ async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], boo
 
 @pytest_asyncio.fixture
 async def start_job(env: WorkflowEnvironment) -> AsyncIterator[Callable[..., Awaitable[Job]]]:
-    """Start a job workflow (watch off) on a fresh task queue, with a worker around a FakeKube."""
+    """Start a job workflow on a fresh task queue, with a worker around a FakeKube.
+
+    Watch off unless ``watch=True``: then the job follows the shared watch's reports, which the
+    test sends itself (``workload-changed`` with a WorkloadChange).
+    """
     workers: list[Worker] = []
     handles: list[WorkflowHandle[Any, Any]] = []
 
@@ -135,7 +139,7 @@ async def start_job(env: WorkflowEnvironment) -> AsyncIterator[Callable[..., Awa
         asyncio.get_running_loop().create_task(worker.run())
         spec = spec or job_spec()
         handle = await env.client.start_workflow(
-            CanaryJobWorkflow.run, CanaryJobInput(job=spec, watch=False, **input_fields),
+            CanaryJobWorkflow.run, CanaryJobInput(job=spec, **{"watch": False, **input_fields}),
             id=f"canary-{spec.namespace}-{spec.name}-{uuid.uuid4().hex[:6]}", task_queue=queue,
         )
         handles.append(handle)

@@ -7,6 +7,7 @@ activity names and records every write, so tests can assert on what the cluster 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -207,7 +208,13 @@ class FakeKube:
 
     @activity.defn(name="watch_workload")
     async def watch_workload(self, request: WatchRequest) -> WorkloadChange:
-        raise ApplicationError("the fake has no watch: use watch=False", non_retryable=True)
+        """Only the wait for a missing Deployment to come back (jobs on the shared watch need it)."""
+        if not request.known_missing:
+            raise ApplicationError("the fake has no watch: use watch=False", non_retryable=True)
+        while not self.exists:
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        return WorkloadChange(kind="created", snapshot=self.snapshot())
 
     @activity.defn(name="detach_workload")
     async def detach_workload(self, request: DetachRequest) -> None:
