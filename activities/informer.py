@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 300
 # After an error (API server away), wait this long, doubling up to the maximum, then list again.
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 15.0
+RELABEL_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class DeploymentInformer:
         present: set[tuple[str, str]] = set()
         for item in listed.get("items") or []:
             present.add(_key(item))
-            self._on_present(item, seen, listing=True)
+            self._on_present(item, seen)
         for key in [k for k in seen if k not in present]:
             self._on_absent(key, seen.pop(key))
         self.lists += 1
@@ -165,7 +166,7 @@ class DeploymentInformer:
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind in ("ADDED", "MODIFIED"):
-                    self._on_present(obj, seen, listing=False)
+                    self._on_present(obj, seen)
                 elif kind == "DELETED":
                     key = _key(obj)
                     gone = seen.pop(key, None)
@@ -178,13 +179,13 @@ class DeploymentInformer:
 
     # -- what each event means for a job ---------------------------------------------------------
 
-    def _on_present(self, deployment: Obj, seen: dict[tuple[str, str], Seen], *, listing: bool) -> None:
+    def _on_present(self, deployment: Obj, seen: dict[tuple[str, str], Seen]) -> None:
         key, meta = _key(deployment), deployment["metadata"]
         now = Seen(_job(deployment), str(meta.get("uid") or ""), int(meta.get("generation") or 0))
         before = seen.get(key)
         seen[key] = now
-        if before == now and not listing:
-            return  # a status update: the spec the job cares about did not move
+        if before == now:
+            return  # a status update (or a relist after a gap): the spec did not move
         if before is not None and before.uid != now.uid:
             self._report(key[0], before.job, WorkloadChange(kind="deleted"))
         if differs_from_known(deployment):
@@ -193,27 +194,31 @@ class DeploymentInformer:
     def _on_absent(self, key: tuple[str, str], last: Seen) -> None:
         """Deleted, or only out of the selector (its label removed): read it to tell which."""
         namespace, name = key
-        try:
-            response = self._apps.read_namespaced_deployment(name, namespace, _preload_content=False,
-                                                              _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as error:
-            if error.status == 404:
-                self._report(namespace, last.job, WorkloadChange(kind="deleted"))
-                return
-            raise
-        deployment = json.loads(response.data)
-        owner = ((deployment.get("metadata") or {}).get("annotations") or {}).get(JOB_KEY)
-        if owner == last.job and last.job:
+        for _ in range(RELABEL_ATTEMPTS):
+            try:
+                response = self._apps.read_namespaced_deployment(name, namespace, _preload_content=False,
+                                                                  _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if error.status == 404:
+                    self._report(namespace, last.job, WorkloadChange(kind="deleted"))
+                    return
+                raise
+            deployment = json.loads(response.data)
+            owner = ((deployment.get("metadata") or {}).get("annotations") or {}).get(JOB_KEY)
+            if not last.job or owner != last.job:
+                return  # not the job's any more (detached): nothing to report
             # Still the job's, but someone removed the label: put it back, so the watch sees it
             # again (its ADDED event follows and is compared as usual).
             body = {"metadata": {"labels": {JOB_KEY: owner},
                                  "resourceVersion": deployment["metadata"]["resourceVersion"]}}
             try:
                 self._apps.patch_namespaced_deployment(name, namespace, body, _request_timeout=REQUEST_TIMEOUT)
+                return
             except ApiException as error:
-                if error.status not in (404, 409):
+                if error.status == 404:
+                    continue  # gone meanwhile: the next read says so
+                if error.status != 409:
                     raise
-        # Not the job's any more (detached): nothing to report.
 
 
 def _events(response: Any) -> Iterator[Obj]:

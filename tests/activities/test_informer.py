@@ -18,9 +18,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.informer import DeploymentInformer
 from activities.kube import KubeActivities
-from activities.templates import JOB_KEY
+from activities.templates import JOB_KEY, KNOWN_ANNOTATION
 from tests.kube_helpers import deployment, eventually
-from workflows.models import AttachRequest, ScaleRequest, WorkloadChange
+from workflows.models import AttachRequest, LabelRequest, ScaleRequest, WorkloadChange
 
 pytestmark = pytest.mark.cluster
 
@@ -152,3 +152,22 @@ def test_stop_ends_the_watch_thread_at_once(held: Held) -> None:
     informer = held.informer(Reports())
     informer.stop(timeout=5)  # the watch request itself would last minutes
     assert not [t for t in threading.enumerate() if t.name == f"informer-{held.ns}"]
+
+
+def test_a_job_attached_before_labels_gets_one_and_an_edit_it_never_saw_is_reported(held: Held) -> None:
+    # As attached by older code: the job's annotation, no label, no stamp.
+    held.apps.patch_namespaced_deployment("web", held.ns, {"metadata": {
+        "labels": {JOB_KEY: None}, "annotations": {KNOWN_ANNOTATION: None}}})
+    reports = Reports()
+    informer = held.informer(reports)
+    try:
+        held.edit("registry.local/web:2")  # made after the job last looked
+        settle()
+        assert reports.kinds(held.ns) == []  # out of the shared watch's sight so far
+        label = LabelRequest(namespace=held.ns, name="web", job="shop", known_hash=held.snapshot.template_hash)
+        ActivityEnvironment().run(held.acts.label_workload, label)
+        eventually(lambda: reports.kinds(held.ns) == [("shop", "observed")], what="the unseen edit reported")
+        change = reports.items[-1][2]
+        assert change.snapshot is not None and change.snapshot.images == {"app": "registry.local/web:2"}
+    finally:
+        informer.stop()
