@@ -285,8 +285,13 @@ class FleetBench:
             time.sleep(0.005)
         return time.monotonic()
 
-    async def _outcomes(self, names: list[str]) -> Counter[str]:
-        """Ask each job once how its release ended: promoted, failed, or still going (stuck)."""
+    async def _outcomes(self, names: list[str]) -> tuple[Counter[str], list[datetime]]:
+        """Ask each job once how its release ended: promoted, failed, or still going (stuck).
+
+        Also when each promoted job recorded its promotion, to check the cluster-side judgement.
+        """
+        promoted_at: list[datetime] = []
+
         async def outcome(name: str) -> str:
             try:
                 details = await canary.details(self.temporal, NAMESPACE, name)
@@ -294,13 +299,15 @@ class FleetBench:
                 return f"unanswered ({type(error).__name__})"
             if details.phase == Phase.HEALTHY and details.stable is not None \
                     and details.stable.images.get("app") == self.image[name]:
+                if details.stable.finished is not None:
+                    promoted_at.append(details.stable.finished)
                 return "promoted"
             if details.phase == Phase.FAILED or details.phase == Phase.HEALTHY:
                 return "failed"
             return f"stuck ({details.phase.value})"
 
         results = await bounded([partial(outcome, name) for name in names], self.concurrency, lambda *_: None)
-        return Counter(r if isinstance(r, str) else f"error ({type(r).__name__})" for r in results)
+        return Counter(r if isinstance(r, str) else f"error ({type(r).__name__})" for r in results), promoted_at
 
     async def _history_mark(self, name: str) -> tuple[str, int]:
         description = await self.temporal.get_workflow_handle(workflow_id(NAMESPACE, name)).describe()
@@ -343,7 +350,8 @@ class FleetBench:
     def print_history(what: str, history: dict[str, Any]) -> None:
         top = ", ".join(f"{kind} {n}" for kind, n in list(history["by_type"].items())[:8])
         print(f"{what}: {history['events']} history events ({history['events_per_step']} per step of "
-              f"{len(STEPS)}, promotion included), {history['workflow_tasks']} workflow tasks, {history['activities']} activities, "
+              f"{len(STEPS)}, promotion included), {history['workflow_tasks']} workflow tasks, "
+              f"{history['activities']} activities, "
               f"{history['bytes'] / 1024:.1f} KiB, {history['runs']} run(s); {top}", flush=True)
 
     # -- phases ------------------------------------------------------------------------
@@ -422,16 +430,20 @@ class FleetBench:
         loop = asyncio.get_running_loop()
         with PeakSampler(self.worker_pid) as peak:
             usage = Usage(self.measured())
+            edits_began = datetime.now(UTC)
             await asyncio.gather(*(loop.run_in_executor(self.threads, self._edit, name) for name in names))
             edited = time.monotonic() - usage.started
             done = await asyncio.to_thread(self.mirror.wait_all, names, self._promoted, timeout,
                                            progress_printer("promoted", count))
             wall, cpu = usage.cpu()
         finished = sorted(t - usage.started for t in done.values())
-        outcomes = await self._outcomes(names)
+        outcomes, promoted_at = await self._outcomes(names)
+        # The same wall time as the jobs recorded it (their promotion times, the server's clock).
+        job_wall = (max(promoted_at) - edits_began).total_seconds() if promoted_at else None
         history = await self._history_since(names[0], mark)
         figures: dict[str, Any] = {
             "jobs": len(self.jobs), "releases": count, "wall_s": round(wall, 1),
+            "wall_by_job_records_s": round(job_wall, 1) if job_wall is not None else None,
             "edits_s": round(edited, 2),
             "promoted_seen_on_cluster": len(done), "outcomes": dict(outcomes),
             "promoted": outcomes.get("promoted", 0), "not_promoted": count - outcomes.get("promoted", 0),
@@ -446,6 +458,7 @@ class FleetBench:
         not_promoted = {k: v for k, v in outcomes.items() if k != "promoted"}
         print(f"({tag}) {count} releases: {figures['promoted']} promoted"
               f"{', not promoted: ' + str(not_promoted) if not_promoted else ''}; wall {wall:.1f} s "
+              f"({figures['wall_by_job_records_s']} s by the jobs' records) "
               f"(edits sent in {edited:.2f} s, half done at {figures['finish_p50_s']} s); CPU worker "
               f"{cpu['worker']:.1f} s + Temporal {cpu['temporal']:.1f} s = "
               f"{figures['worker_plus_temporal_cpu_s']:.1f} CPU-s; worker peak RSS {peak.rss_mib:.0f} MiB, "
