@@ -328,6 +328,8 @@ class FleetBench:
                 break
             run_id, offset = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id, 0
         kinds = Counter(EventType.Name(e.event_type).removeprefix("EVENT_TYPE_").lower() for e in events)
+        activities = Counter(e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+                             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
         return {
             "events": len(events),
             "events_per_step": round(len(events) / len(STEPS), 1),
@@ -337,6 +339,7 @@ class FleetBench:
             "bytes": sum(e.ByteSize() for e in events),
             "runs": runs,
             "by_type": dict(kinds.most_common()),
+            "activities_by_name": dict(activities.most_common()),
         }
 
     async def _wait_phase(self, name: str, phase: Phase, timeout: float = 60) -> None:
@@ -353,6 +356,8 @@ class FleetBench:
               f"{len(STEPS)}, promotion included), {history['workflow_tasks']} workflow tasks, "
               f"{history['activities']} activities, "
               f"{history['bytes'] / 1024:.1f} KiB, {history['runs']} run(s); {top}", flush=True)
+        print("    activities: " + ", ".join(f"{name} {n}" for name, n in history["activities_by_name"].items()),
+              flush=True)
 
     # -- phases ------------------------------------------------------------------------
 
