@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from devenv.components import ComponentSettings
 from devenv.files import make_private_dir, secure_tree, write_private
 from devenv.processes import Service, free_port, log_tail, port_in_use, spawn, stop_all
 
@@ -63,6 +65,9 @@ PORTS_FILE = "ports.json"
 UNSCHEDULABLE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 SIMULATE_LABEL = "canary-delivery.dev/simulate"
 READY_DELAY_ANNOTATION = "canary-delivery.dev/ready-delay"
+SCHEDULER_CONFIG = "kube-scheduler-config.yaml"
+
+log = logging.getLogger(__name__)
 
 
 class ClusterError(RuntimeError):
@@ -152,11 +157,14 @@ class LocalCluster(Service):
         state_dir: Path | None = None,
         nodes: int = 3,
         start_timeout: float = 90.0,
+        components: ComponentSettings | None = None,
     ) -> None:
         """Set up a cluster; nothing starts yet.
 
         ``state_dir`` makes the cluster persistent (kept on stop, reused on start); without it
         the cluster runs in ``run_dir`` (a fresh temporary directory if None), deleted on stop.
+        ``components`` raises client rate limits and concurrency of the components (benchmarks
+        of many jobs); the defaults start them as they always were.
         """
         if run_dir is not None and state_dir is not None:
             raise ValueError("give run_dir (throwaway) or state_dir (persistent), not both")
@@ -166,11 +174,13 @@ class LocalCluster(Service):
         self.run_dir = state_dir or run_dir or Path(tempfile.mkdtemp(prefix="canary-cluster-"))
         self.nodes = nodes
         self.start_timeout = start_timeout
+        self.components = components or ComponentSettings()
         self.ports = Ports.reuse(self.run_dir / PORTS_FILE) if self.persistent else Ports()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.pki = self.run_dir / "pki"
         self.logs = self.run_dir / "logs"
         self.kubeconfig = self.run_dir / "kubeconfig.yaml"
+        self.scheduler_config = self.run_dir / SCHEDULER_CONFIG
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -187,6 +197,8 @@ class LocalCluster(Service):
             if self.persistent:
                 self.ports.save(self.run_dir / PORTS_FILE)
             self._write_kwok_config()
+            self._write_scheduler_config()
+            log.info("local cluster component settings:\n%s", self.components.describe())
             self._start_etcd()
             self._start_apiserver()
             self._start_controllers()
@@ -294,6 +306,10 @@ class LocalCluster(Service):
         parts.append(POD_STAGES.read_text())
         (self.run_dir / "kwok-stages.yaml").write_text("\n---\n".join(parts))
 
+    def _write_scheduler_config(self) -> None:
+        write_private(self.scheduler_config,
+                      yaml.safe_dump(self.components.scheduler_config(self.kubeconfig), sort_keys=False))
+
     def _spawn(self, name: str, args: list[str]) -> None:
         self.processes[name] = spawn([str(self.bin_dir / name), *args], log=self.logs / f"{name}.log",
                                      cwd=self.run_dir)
@@ -356,8 +372,8 @@ class LocalCluster(Service):
             "--service-cluster-ip-range=10.96.0.0/16",
             "--authorization-mode=RBAC", "--allow-privileged=true",
             f"--cert-dir={self.run_dir / 'apiserver-certs'}", "--profiling=false",
-            "--enable-priority-and-fairness=false",
-            "--max-requests-inflight=0", "--max-mutating-requests-inflight=0", "--v=1",
+            "--enable-priority-and-fairness=false", "--v=1",
+            *self.components.apiserver_args(),
         ])
         self._wait("kube-apiserver",
                    lambda: self._get(f"{self.server}/readyz").strip() == "ok", "/readyz")
@@ -369,10 +385,12 @@ class LocalCluster(Service):
             f"--secure-port={p.controller_manager}", "--leader-elect=false",
             f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
             "--use-service-account-credentials=false", "--profiling=false", "--v=1",
+            *self.components.controller_manager_args(),
         ])
+        # Client, leader election and profiling come from the config file (see devenv.components).
         self._spawn("kube-scheduler", [
-            f"--kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
-            f"--secure-port={p.scheduler}", "--leader-elect=false", "--profiling=false", "--v=1",
+            f"--config={self.scheduler_config}", "--bind-address=127.0.0.1",
+            f"--secure-port={p.scheduler}", "--v=1", *self.components.scheduler_flags,
         ])
         self._wait("kube-controller-manager",
                    lambda: self._get(f"https://127.0.0.1:{p.controller_manager}/healthz",
