@@ -29,6 +29,7 @@ from activities.informer import DeploymentInformer
 from activities.kube import KubeActivities
 from activities.metrics import MetricActivities
 from activities.notifier import JobNotifier
+from activities.routers.activities import RouterActivities
 from activities.webhooks import call_webhook
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
@@ -61,14 +62,15 @@ def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT
 
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None) -> Worker:
-    """A worker for job workflows, the activities bound to ``api``, metric measurements and webhooks."""
+    """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers), metrics and webhooks."""
     activities = KubeActivities(api)
+    routers = RouterActivities(api)
     metrics = MetricActivities(prometheus_address)
     return Worker(
         temporal,
         task_queue=task_queue,
         workflows=[CanaryJobWorkflow],
-        activities=[*activities.all(), metrics.measure_metric, call_webhook],
+        activities=[*activities.all(), *routers.all(), metrics.measure_metric, call_webhook],
         activity_executor=ThreadPoolExecutor(activity_threads, thread_name_prefix="canary-activity"),
         max_concurrent_activities=activity_threads,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,

@@ -24,6 +24,9 @@ OWNED_BY_OTHER_JOB = "OwnedByOtherJob"
 KUBERNETES_FORBIDDEN = "KubernetesForbidden"
 KUBERNETES_INVALID = "KubernetesInvalid"
 INVALID_REQUEST = "InvalidRequest"
+# The job's traffic spec does not fit the cluster: no such VirtualService, route or HTTPRoute,
+# a destination that is not the stable or canary Service, the router's CRD not installed.
+ROUTER_CONFIG_INVALID = "RouterConfigInvalid"
 # Retryable: time or a fresh read fixes them.
 KUBERNETES_CONFLICT = "KubernetesConflict"
 KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"
@@ -41,6 +44,7 @@ NON_RETRYABLE_ERRORS: tuple[str, ...] = (
     KUBERNETES_FORBIDDEN,
     KUBERNETES_INVALID,
     INVALID_REQUEST,
+    ROUTER_CONFIG_INVALID,
 )
 
 MAX_MESSAGE = 500

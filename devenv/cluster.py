@@ -5,7 +5,9 @@ controllers really create ReplicaSets and Pods, a scheduler that places them, an
 make them Running and Ready. This module starts etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler and kwok (simulated kubelets) from the binaries that
 ``scripts/build-cluster.sh`` builds, all on 127.0.0.1 with free ports, and stops every process
-it started.
+it started. The traffic routers' CRDs (Istio's VirtualService and DestinationRule, Gateway
+API's HTTPRoute and friends; see ``devenv/crds.py``) are installed by default, so routing
+objects are validated against their real schemas.
 
 By default a cluster lives in a fresh run directory that ``stop()`` deletes (tests want a clean
 slate each time). With ``state_dir`` it is persistent instead, as the dev environment needs:
@@ -34,13 +36,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from devenv import crds as crd_sets
 from devenv.components import ComponentSettings
 from devenv.files import make_private_dir, secure_tree, write_private
 from devenv.processes import Service, free_port, log_tail, port_in_use, spawn, stop_all
@@ -158,6 +161,7 @@ class LocalCluster(Service):
         nodes: int = 3,
         start_timeout: float = 90.0,
         components: ComponentSettings | None = None,
+        crds: Sequence[crd_sets.CrdSet] = crd_sets.ALL_SETS,
     ) -> None:
         """Set up a cluster; nothing starts yet.
 
@@ -165,6 +169,8 @@ class LocalCluster(Service):
         the cluster runs in ``run_dir`` (a fresh temporary directory if None), deleted on stop.
         ``components`` raises client rate limits and concurrency of the components (benchmarks
         of many jobs); the defaults start them as they always were.
+        ``crds`` names the CRD sets to install (``()``: a cluster without any, as a cluster
+        without a mesh looks to the routers).
         """
         if run_dir is not None and state_dir is not None:
             raise ValueError("give run_dir (throwaway) or state_dir (persistent), not both")
@@ -181,6 +187,9 @@ class LocalCluster(Service):
         self.logs = self.run_dir / "logs"
         self.kubeconfig = self.run_dir / "kubeconfig.yaml"
         self.scheduler_config = self.run_dir / SCHEDULER_CONFIG
+        self.home = home
+        self.crd_sets = tuple(crds)
+        self._crds: list[dict[str, Any]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -244,6 +253,19 @@ class LocalCluster(Service):
                 f"cluster binaries missing in {self.bin_dir} ({', '.join(missing) or 'kwok stages'}): "
                 "run scripts/build-cluster.sh (or `make cluster`) first"
             )
+        try:  # read before anything starts: a missing CRD cache fails as fast as a missing binary
+            self._crds = crd_sets.load(self.home, self.crd_sets)
+        except crd_sets.CrdError as error:
+            raise ClusterError(str(error)) from error
+
+    def _install_crds(self) -> None:
+        if not self._crds:
+            return
+        with self._client() as api:
+            try:
+                crd_sets.install(api, self._crds, timeout=self.start_timeout)
+            except crd_sets.CrdError as error:
+                raise ClusterError(str(error)) from error
 
     def _pki_complete(self) -> bool:
         """Whether an earlier start left every key and certificate; reuse them if so.
@@ -392,6 +414,7 @@ class LocalCluster(Service):
             f"--config={self.scheduler_config}", "--bind-address=127.0.0.1",
             f"--secure-port={p.scheduler}", "--v=1", *self.components.scheduler_flags,
         ])
+        self._install_crds()  # while the controllers start: they need none of them
         self._wait("kube-controller-manager",
                    lambda: self._get(f"https://127.0.0.1:{p.controller_manager}/healthz",
                                      verify=False) == "ok", "/healthz")

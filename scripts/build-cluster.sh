@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Build the local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok) from Go modules into a cache directory outside the repository.
+# kube-scheduler, kwok) from Go modules into a cache directory outside the repository, and
+# keep the traffic routers' CRDs (Istio, Gateway API) beside them, taken from the projects' own
+# Go modules, so the local API server validates routing objects against the real schemas.
 #
 # Idempotent: a binary that already reports the wanted version is not rebuilt. Each build is
 # timed. Nothing is downloaded except Go modules through the Go module proxy.
 #
 # Environment:
 #   CANARY_CLUSTER_HOME  cache root (default: ~/.cache/canary-delivery/cluster)
-#   K8S_VERSION, ETCD_VERSION, KWOK_VERSION  override the pinned versions
+#   K8S_VERSION, ETCD_VERSION, KWOK_VERSION, ISTIO_API_VERSION, GATEWAY_API_VERSION
+#                        override the pinned versions
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
+# v1.7.0 needs a newer Go than this machine kind has.
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
 STAGING_VERSION=v0${K8S_VERSION#v1}
 
 HOME_DIR=${CANARY_CLUSTER_HOME:-$HOME/.cache/canary-delivery/cluster}
@@ -90,6 +96,30 @@ build_kwok() {
   echo "$KWOK_VERSION" > "$HOME_DIR/kwok-stages/VERSION"
 }
 
+# module_dir MODULE@VERSION: where the Go module cache holds that module (downloaded if missing).
+module_dir() {
+  (cd "$SRC" && go mod download -json "$1") | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+# fetch_crds NAME MODULE VERSION PATH...: copy the module's CRD files into $HOME_DIR/crds/NAME,
+# whole or not at all (a reader never sees half a set), with VERSION naming what is there.
+fetch_crds() {
+  local name=$1 module=$2 version=$3; shift 3
+  local dir tmp=$HOME_DIR/crds/.$name.tmp
+  dir=$(module_dir "$module@$version")
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  local path
+  for path in "$@"; do cp "$dir"/$path "$tmp/"; done
+  chmod -R u+w "$tmp"
+  echo "$version" > "$tmp/VERSION"
+  rm -rf "$HOME_DIR/crds/$name"
+  mv "$tmp" "$HOME_DIR/crds/$name"
+}
+
+crds_ready() {
+  [ "$(cat "$HOME_DIR/crds/$1/VERSION" 2>/dev/null)" = "$2" ]
+}
+
 kwok_ready() {
   has_version kwok "$KWOK_VERSION" && [ "$(cat "$HOME_DIR/kwok-stages/VERSION" 2>/dev/null)" = "$KWOK_VERSION" ]
 }
@@ -103,4 +133,13 @@ else
   timed "kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION" build_kubernetes
 fi
 if kwok_ready; then log "kwok $KWOK_VERSION up to date"; else timed "kwok $KWOK_VERSION" build_kwok; fi
+mkdir -p "$HOME_DIR/crds"
+if crds_ready istio "$ISTIO_API_VERSION"; then log "Istio CRDs $ISTIO_API_VERSION up to date"; else
+  timed "Istio CRDs $ISTIO_API_VERSION" fetch_crds istio istio.io/api "$ISTIO_API_VERSION" \
+    kubernetes/customresourcedefinitions.gen.yaml
+fi
+if crds_ready gateway-api "$GATEWAY_API_VERSION"; then log "Gateway API CRDs $GATEWAY_API_VERSION up to date"; else
+  timed "Gateway API CRDs $GATEWAY_API_VERSION" fetch_crds gateway-api sigs.k8s.io/gateway-api "$GATEWAY_API_VERSION" \
+    'config/crd/standard/*.yaml'
+fi
 log "all binaries ready in $BIN ($((SECONDS - total_start)) s)"

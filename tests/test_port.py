@@ -17,6 +17,7 @@ from temporalio import activity
 
 from activities.kube import KubeActivities
 from activities.metrics import MetricActivities
+from activities.routers.activities import RouterActivities
 from activities.webhooks import call_webhook
 from tests.workflow.fake_cluster import FakeCluster
 from tests.workflow.fake_kube import FakeKube
@@ -49,3 +50,9 @@ def test_every_real_activity_is_in_the_table_with_its_types() -> None:
 @pytest.mark.parametrize("fake", [FakeKube, FakeCluster])
 def test_the_fakes_answer_to_the_same_names_and_types(fake: type[FakeKube | FakeCluster]) -> None:
     assert _signatures(fake().activities()) == _table()
+
+
+def test_every_router_activity_is_in_the_router_table_with_its_types() -> None:
+    real = _signatures(RouterActivities.__new__(RouterActivities).all())
+    assert real == {a.name: (a.request, a.result) for a in port.ROUTER}
+    assert not set(real) & set(_table()), "a router activity is registered twice"

@@ -32,6 +32,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
+from workflows.routing import RouterRequest, RouterWeights, ServicesRequest, SetWeightRequest
 from workflows.verdict import Measurement
 from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult
 
@@ -72,4 +73,16 @@ ALL: tuple[Activity[object, object], ...] = (
     INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
     SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
     WATCH_WORKLOAD, LABEL_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
+)  # type: ignore[assignment]
+
+# Traffic routers (activities/routers/). A table of their own until the workflow calls them and
+# the workflow tests' fakes answer them; then they join ALL.
+CHECK_ROUTER = Activity[RouterRequest, None]("check_router", RouterRequest, None)
+PREPARE_ROUTER_SERVICES = Activity[ServicesRequest, None]("prepare_router_services", ServicesRequest, None)
+SET_ROUTER_WEIGHT = Activity("set_router_weight", SetWeightRequest, RouterWeights)
+READ_ROUTER_WEIGHTS = Activity("read_router_weights", RouterRequest, RouterWeights)
+CLEANUP_ROUTER = Activity[RouterRequest, None]("cleanup_router", RouterRequest, None)
+
+ROUTER: tuple[Activity[object, object], ...] = (
+    CHECK_ROUTER, PREPARE_ROUTER_SERVICES, SET_ROUTER_WEIGHT, READ_ROUTER_WEIGHTS, CLEANUP_ROUTER,
 )  # type: ignore[assignment]

@@ -29,6 +29,7 @@ from workflows.fields import (
     StrictModel,
     format_duration,
 )
+from workflows.traffic_spec import Traffic, traffic_problems
 from workflows.webhook_spec import MAX_WEBHOOKS, Webhook, check_unique
 
 # Argo Rollouts users rarely write more than ~30 steps; 100 keeps one release's history
@@ -48,12 +49,6 @@ class DeliveryMode(StrEnum):
     """How a new version meets traffic. Only canary exists yet; blue-green has its place here."""
 
     CANARY = "canary"
-
-
-class RoutingKind(StrEnum):
-    """Which traffic router splits requests between stable and canary."""
-
-    REPLICA_RATIO = "replicaRatio"
 
 
 class Pause(_Strict):
@@ -133,12 +128,6 @@ def describe_step(step: AnyStep) -> str:
         f"setCanaryScale {scale.percent}%")
 
 
-class Traffic(_Strict):
-    """Traffic policy. Replica ratio needs no mesh: the Service selects stable and canary pods alike."""
-
-    routing: RoutingKind = RoutingKind.REPLICA_RATIO
-
-
 class DeliveryRules(_Strict):
     """The part of a job that ``update-rules`` may change while a release runs."""
 
@@ -184,6 +173,13 @@ class DeliveryRules(_Strict):
     def _analysis_refs(self) -> DeliveryRules:
         # Each message names its field (steps.N.analysis..., analysis.background...).
         check_step_refs(self.analysis, self.steps)
+        return self
+
+    @model_validator(mode="after")
+    def _traffic_fits(self) -> DeliveryRules:
+        problems = traffic_problems(self.traffic)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 

@@ -1,0 +1,171 @@
+"""The stable and canary Services a router sends traffic to, created by the job when missing.
+
+A Service selector is a plain label map: it can say "the canary track" but not "without the
+canary track". So the canary Service selects the workload's labels plus
+``canary-delivery.dev/track: canary`` (the canary Deployment's pods), and the stable Service
+the workload's labels plus the ``pod-template-hash`` of the stable version's ReplicaSet (the
+user's Deployment's pods of that version), as Argo Rollouts does. The workflow names the
+stable version, so the stable Service moves only when a promotion's pods are up.
+
+A Service the user made (no job label) is theirs: used as it is, never changed or deleted.
+The ones the job makes carry the job label and an ownerReference to the Deployment (deleting
+the Deployment removes them) and go away when the job is deleted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from activities import errors
+from activities.errors import kube_errors, not_found
+from activities.routers.base import FIELD_MANAGER, REQUEST_TIMEOUT, Obj, config_error
+from activities.templates import CANARY_TRACK, JOB_KEY, TRACK_LABEL, template_hash
+from workflows.routing import RouterRequest, ServicesRequest
+
+HASH_LABEL = "pod-template-hash"
+_PORT_KEYS = ("name", "port", "targetPort", "protocol", "appProtocol")
+
+
+class RouterServices:
+    """Create, aim and remove the job's stable and canary Services."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self._core = client.CoreV1Api(api)
+        self._apps = client.AppsV1Api(api)
+
+    def ensure(self, req: ServicesRequest) -> None:
+        """Create the missing Services; aim the job's stable Service at ``stable_template_hash``."""
+        deployment = self._deployment(req)
+        labels = _workload_labels(deployment)
+        stable = {**labels, HASH_LABEL: self._pod_template_hash(req, deployment)}
+        canary = {**labels, TRACK_LABEL: CANARY_TRACK}
+        assert req.traffic.stable_service is not None and req.traffic.canary_service is not None
+        for field, name, selector in (("traffic.stableService", req.traffic.stable_service, stable),
+                                      ("traffic.canaryService", req.traffic.canary_service, canary)):
+            existing = self._read(req.namespace, name)
+            if existing is None:
+                self._create(req, deployment, field, name, selector)
+            elif (existing["metadata"].get("labels") or {}).get(JOB_KEY) == req.job and (
+                    existing["spec"].get("selector") != selector):
+                ops = [{"op": "test", "path": "/metadata/resourceVersion",
+                        "value": existing["metadata"]["resourceVersion"]},
+                       {"op": "replace", "path": "/spec/selector", "value": selector}]
+                with kube_errors(f"aim Service {req.namespace}/{name}"):
+                    self._core.patch_namespaced_service(
+                        name, req.namespace, ops, field_manager=FIELD_MANAGER,
+                        _content_type="application/json-patch+json", _request_timeout=REQUEST_TIMEOUT)
+
+    def remove(self, req: RouterRequest) -> None:
+        """Delete the Services this job created; the user's stay."""
+        for name in (req.traffic.stable_service, req.traffic.canary_service):
+            if name is None:
+                continue
+            service = self._read(req.namespace, name)
+            if service is None or (service["metadata"].get("labels") or {}).get(JOB_KEY) != req.job:
+                continue
+            with kube_errors(f"delete Service {req.namespace}/{name}"):
+                try:
+                    self._core.delete_namespaced_service(
+                        name, req.namespace, body=client.V1DeleteOptions(
+                            preconditions=client.V1Preconditions(uid=service["metadata"]["uid"])),
+                        _request_timeout=REQUEST_TIMEOUT)
+                except ApiException as error:
+                    if not not_found(error):
+                        raise
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(response: Any) -> Obj:
+        data: Obj = json.loads(response.data)
+        return data
+
+    def _deployment(self, req: RouterRequest) -> Obj:
+        with kube_errors(f"read Deployment {req.namespace}/{req.workload}"):
+            return self._json(self._apps.read_namespaced_deployment(
+                req.workload, req.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+
+    def _read(self, namespace: str, name: str) -> Obj | None:
+        with kube_errors(f"read Service {namespace}/{name}"):
+            try:
+                return self._json(self._core.read_namespaced_service(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            except ApiException as error:
+                if not_found(error):
+                    return None
+                raise
+
+    def _pod_template_hash(self, req: ServicesRequest, deployment: Obj) -> str:
+        """The ``pod-template-hash`` of the Deployment's ReplicaSet running the stable version."""
+        uid = deployment["metadata"]["uid"]
+        with kube_errors(f"list ReplicaSets in {req.namespace}"):
+            items = self._json(self._apps.list_namespaced_replica_set(
+                req.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))["items"]
+        for rs in items:
+            if not any(ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or []):
+                continue
+            template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
+            pod_hash = ((template.get("metadata") or {}).get("labels") or {}).pop(HASH_LABEL, None)
+            if pod_hash and template_hash(template) == req.stable_template_hash:
+                return str(pod_hash)
+        # The Deployment controller makes it within moments of a template write: try again.
+        raise ApplicationError(
+            f"Deployment {req.namespace}/{req.workload} has no ReplicaSet for revision {req.stable_template_hash} "
+            "yet; the stable Service selects its pods", type=errors.STABLE_NOT_ROLLED_OUT,
+            category=ApplicationErrorCategory.BENIGN)
+
+    def _ports(self, req: RouterRequest, deployment: Obj, field: str) -> list[Obj]:
+        """The ports of a Service already selecting the workload's pods, else the containers' ports."""
+        labels = ((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        with kube_errors(f"list Services in {req.namespace}"):
+            services = self._json(self._core.list_namespaced_service(
+                req.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))["items"]
+        for service in sorted(services, key=lambda s: str(s["metadata"]["name"])):
+            selector = (service.get("spec") or {}).get("selector") or {}
+            if selector and all(labels.get(k) == v for k, v in selector.items()) and service["spec"].get("ports"):
+                return [{k: p[k] for k in _PORT_KEYS if k in p} for p in service["spec"]["ports"]]
+        ports = [{"name": p["name"], "port": p["containerPort"], "targetPort": p["containerPort"],
+                  "protocol": p.get("protocol", "TCP")} if p.get("name") else
+                 {"port": p["containerPort"], "targetPort": p["containerPort"], "protocol": p.get("protocol", "TCP")}
+                 for c in (deployment["spec"]["template"].get("spec") or {}).get("containers") or []
+                 for p in c.get("ports") or []]
+        if not ports:
+            raise config_error(field, (
+                f"the Service is missing, and neither a Service selecting {req.workload}'s pods nor its "
+                "containers name a port to give it; create the Service, or declare containerPorts"))
+        return ports
+
+    def _create(self, req: RouterRequest, deployment: Obj, field: str, name: str, selector: dict[str, str]) -> None:
+        meta = deployment["metadata"]
+        body = {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {
+                "name": name, "namespace": req.namespace, "labels": {JOB_KEY: req.job},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": meta["name"], "uid": meta["uid"]}],
+            },
+            "spec": {"selector": selector, "ports": self._ports(req, deployment, field)},
+        }
+        with kube_errors(f"create Service {req.namespace}/{name}"):
+            try:
+                self._core.create_namespaced_service(req.namespace, body, field_manager=FIELD_MANAGER,
+                                                     _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if error.status != 409:  # created meanwhile (a retried attempt): the next call aims it
+                    raise
+
+
+def _workload_labels(deployment: Obj) -> dict[str, str]:
+    """The labels every pod of the workload carries: its selector's, else its template's own."""
+    match = dict((deployment["spec"].get("selector") or {}).get("matchLabels") or {})
+    if match:
+        return match
+    labels = ((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+    return {k: v for k, v in labels.items() if k not in (JOB_KEY, TRACK_LABEL)}
