@@ -204,7 +204,8 @@
         let message = response.statusText;
         try { message = (await response.json()).message || message; } catch (err) { /* not JSON */ }
         connection.hidden = false;
-        connection.textContent = `cannot refresh (${response.status}): ${message}`;
+        connection.textContent = `cannot refresh (${response.status}): ${message}` + (response.status === 503
+          ? " (reload the page for what to do, and for the operations that still reach the job)" : "");
       }
     } catch (err) {
       connection.hidden = false;
