@@ -445,6 +445,24 @@ async def operate(client: Client, namespace: str, name: str, operation: str, req
     return await _update(client, found, namespace, name, operation, request, timeout)
 
 
+async def signal_operation(client: Client, namespace: str, name: str, operation: str,
+                           request: OperationRequest) -> None:
+    """Send one operation as a signal: no answer, but Temporal records it even while no worker runs.
+
+    For a job whose workflow cannot answer an update (worker down, workflow task failing): the
+    job runs the operation, with the same checks as the update, once its worker runs it again;
+    a rejection then shows in the job's events.
+    """
+    if operation not in names.OPERATIONS:
+        raise InvalidInput(f"unknown operation {operation!r}; one of: {', '.join(names.OPERATIONS)}",
+                           field="operation")
+    found = await _workflow(client, namespace, name)
+    ended = JobEnded(f"canary job {_job(namespace, name)} has ended; apply it again to restart it")
+    if not found.running:
+        raise ended
+    await _guard(client, found.handle.signal(operation, request), ended, _job(namespace, name))
+
+
 def gate(job: JobDetails) -> dict[str, int | None]:
     """The release and (1-based) step a ``continue`` or ``promote`` means when sent now."""
     return {"release": job.canary.revision if job.canary else None,

@@ -20,6 +20,7 @@ _MARKS = {
     StepStatus.PENDING: "[ ]",
     StepStatus.FAILED: "[!]",
     StepStatus.SKIPPED: "[-]",
+    StepStatus.STOPPED: "[/]",
 }
 _BOLD, _RESET = "\x1b[1m", "\x1b[0m"
 EVENTS_SHOWN = 5
@@ -97,12 +98,46 @@ def pause_left(details: JobDetails, now: datetime) -> timedelta | None:
     return details.pause_remaining
 
 
+def _clock(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%H:%M")
+
+
+def step_story(step: StepState) -> str:
+    """What happened to one step, in words: ``done 12:03 in 40s``, ``waited 5m, continued by alice``.
+
+    Told from the step's own record, so a finished release reads as it happened, whatever ran since.
+    """
+    took = duration(step.finished - step.started) if step.started and step.finished else None
+    by = f" by {step.actor}" if step.actor and step.message != "continued" else ""
+    if step.status == StepStatus.PENDING:
+        return ""
+    if step.status == StepStatus.RUNNING:
+        return f"since {_clock(step.started)} UTC" if step.started else ""
+    if step.status == StepStatus.SKIPPED:
+        return f"{step.message or 'skipped'}{by}"
+    if step.message in ("continued", "ran out"):
+        how = f"continued by {step.actor}" if step.message == "continued" and step.actor else step.message
+        return f"waited {took}, {how}" if took else how
+    if step.status == StepStatus.SUCCEEDED:
+        if not step.finished:
+            return ""
+        return f"done {_clock(step.finished)} UTC" + (f" in {took}" if took else "")
+    # Failed or stopped: what cut it off, who, and after how long it had run.
+    text = f"{step.message or step.status.value}{by}"
+    return f"{text}, after {took}" if took else text
+
+
 def _step_line(step: StepState, current: bool, details: JobDetails, color: bool, now: datetime) -> str:
     text = f"{_MARKS.get(step.status, '[?]')} {step.index + 1}. {step.description}"
     left = pause_left(details, now)
     if current and step.status == StepStatus.RUNNING and left is not None:
         text += f"  ({duration(left)} left)"
-    if step.message:
+    story = step_story(step)
+    if story and step.status != StepStatus.RUNNING:
+        text += f"  - {story}"
+    elif step.message:
         text += f"  - {step.message}"
     if not current:
         return f"    {text}"

@@ -329,6 +329,7 @@ class CanaryJobWorkflow:
         snapshot = await self._call(port.ATTACH_WORKLOAD, AttachRequest(**self._ref()),
                                     summary=f"attach Deployment {self.job.namespace}/{self.job.workload.name}")
         now = workflow.now()
+        self.state.created = self.state.created or now
         self.state.replicas = snapshot.replicas
         self.state.stable_replicas = snapshot.replicas
         self.state.workload_hash = snapshot.template_hash
@@ -633,6 +634,7 @@ class CanaryJobWorkflow:
                 self.state.current_step = None
                 self.state.pause_until = None
                 self.state.pause_reason = None
+                self.state.canary_target = None
         await self._post_rollout(canary)
 
     async def _deliver(self, canary: Version, start: int, *, resume: bool, skip_steps: bool) -> None:
@@ -673,21 +675,20 @@ class CanaryJobWorkflow:
                     # New rules bring their own background analysis (or none), from their startingStep.
                     self._stop_background()
                     self.state.background, self._decision = None, None
-                    self.state.reset_steps(self.job.steps)
                     index = resume_index(self.job.steps, self.state.weight)
-                    self.state.skip_steps(workflow.now(), 0, index, "skipped: the rules changed")
+                    self.state.adopt_rules(workflow.now(), self.job.steps, index)
                     continue
                 if interrupted.kind == Interrupt.PROMOTE:
+                    by = self._promote.actor if self._promote else None
                     self._promote = None
-                    self.state.mark_step(workflow.now(), index, StepStatus.SKIPPED, "skipped: promoted")
-                    self.state.skip_steps(workflow.now(), index + 1, None, "skipped: promoted")
+                    self.state.mark_step(workflow.now(), index, StepStatus.STOPPED, "ended by promote", by)
+                    self.state.skip_steps(workflow.now(), index + 1, None, "skipped by promote", by)
                     return False
                 if interrupted.kind == Interrupt.ANALYSIS:
                     # Failed: the release ends. Inconclusive: the step starts again once a human has looked.
                     self._decision = self._background_stopped(index)
                     continue
-                self.state.mark_step(workflow.now(), index, StepStatus.FAILED if interrupted.kind != Interrupt.SUPERSEDE
-                                     else StepStatus.SKIPPED, interrupted.kind.name.lower())
+                # Still running: the release's end says who cut it off (JobState.finish_canary).
                 raise
             except ActivityError as error:
                 if _failure_type(error) == "WorkloadNotFound":
@@ -724,6 +725,7 @@ class CanaryJobWorkflow:
         the new pods are Ready. Shrinking the canary goes the other way round.
         """
         stable = max(0, stable)
+        self.state.canary_target = canary
         if canary >= self.state.canary_replicas:
             await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
             await self._interruptible(self._wait_canary_ready(canary, label))
@@ -733,6 +735,7 @@ class CanaryJobWorkflow:
             await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
         self.state.canary_replicas = canary
         self.state.stable_replicas = stable
+        self.state.canary_target = None
         self.state.actual_weight = effective_weight(canary, stable)
         self._set_phase(Phase.PROGRESSING)
 
@@ -782,10 +785,12 @@ class CanaryJobWorkflow:
                 handed_over = True
                 raise ContinueAsNew()
             self._event("continued", f"step {index + 1} continued", self._continue_actor)
+            self.state.note_step(index, "continued", self._continue_actor)
         except TimeoutError:
             if (step.pause.on_timeout or self.job.on_pause_timeout) == PauseTimeoutAction.ROLLBACK:
                 raise ReleaseFailed(f"{label} timed out and its policy is to roll back") from None
             self._event("pause-ended", f"{label} ran out; continuing")
+            self.state.note_step(index, "ran out")
         except GeneratorExit:
             # The worker evicts this run from its cache: no workflow calls may happen now.
             evicted = True
@@ -1544,10 +1549,12 @@ class CanaryJobWorkflow:
             canary_replicas=self.state.canary_replicas,
             current_step=self.state.current_step, steps=self.state.steps, pause_until=self.state.pause_until,
             pause_remaining=remaining(workflow.now(), self.state.pause_until),
-            last_error=self.state.last_error, stable=_without_template(self.state.stable),
-            canary=_without_template(self.state.canary),
+            last_error=self.state.last_error, stable=_summary(self.state.stable),
+            canary=_summary(self.state.canary),
             rules=self.job.rules.model_dump(mode="json"), events=self.state.events[-20:],
             pause_reason=self.state.pause_reason, analyses=self.state.analysis_views(),
+            stable_replicas=self.state.stable_replicas, canary_target=self.state.canary_target,
+            created=self.state.created, last_release=_summary(self.state.last_release()),
         )
 
     @workflow.query(name=names.VERSIONS_QUERY)
@@ -1602,6 +1609,11 @@ def _describe_request(request: OperationRequest) -> str:
 
 def _images(images: dict[str, str]) -> str:
     return ", ".join(f"{name}={image}" for name, image in sorted(images.items()))
+
+
+def _summary(version: Version | None) -> Version | None:
+    """A version as a headline: no template, no step records."""
+    return None if version is None else version.model_copy(update={"template": None, "steps": []})
 
 
 def _without_template(version: Version | None) -> Version | None:

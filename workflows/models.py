@@ -22,6 +22,11 @@ PodTemplate = dict[str, Any]
 MAX_VERSIONS = 30
 MAX_EVENTS = 100
 MAX_MESSAGE = 1000  # an event's message; longer ones (a huge rejected input) are cut
+# A finished release keeps its step records in the history, for the newest releases only and
+# within a budget of records: 20 releases of a few steps, or 4 of the longest allowed.
+MAX_RELEASES_WITH_STEPS = 20
+MAX_KEPT_STEP_RECORDS = 400
+MAX_KEPT_STEP_MESSAGE = 300
 
 
 class _Model(BaseModel):
@@ -54,6 +59,8 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # It ran and was cut off before its end (terminate, promote, a newer version, the Deployment gone).
+    STOPPED = "stopped"
 
 
 class Trigger(StrEnum):
@@ -75,6 +82,19 @@ class Outcome(StrEnum):
     SUPERSEDED = "superseded"
 
 
+class StepState(_Model):
+    """What happened to one step of a release: when it ran, how it ended, and who ended it."""
+
+    index: int
+    description: str
+    status: StepStatus = StepStatus.PENDING
+    started: datetime | None = None
+    finished: datetime | None = None
+    message: str | None = None
+    # Who ended it, when a person did (continued, promoted, terminated).
+    actor: str | None = None
+
+
 class Version(_Model):
     """One pod template the job has seen, and what became of it."""
 
@@ -89,17 +109,8 @@ class Version(_Model):
     actor: str | None = None
     # Kept so that `rollback` can write this version back; dropped from very old entries.
     template: PodTemplate | None = None
-
-
-class StepState(_Model):
-    """A step of the current release as the user sees it."""
-
-    index: int
-    description: str
-    status: StepStatus = StepStatus.PENDING
-    started: datetime | None = None
-    finished: datetime | None = None
-    message: str | None = None
+    # What became of each step of this release, recorded when it ended; dropped from old entries.
+    steps: list[StepState] = Field(default_factory=list)
 
 
 class Event(_Model):
@@ -152,6 +163,11 @@ class JobState(_Model):
     # The release has passed its steps and waits for its confirm-promotion webhooks (a run that
     # continues-as-new there resumes the wait, not the steps).
     confirming: bool = False
+    # When the job first attached (None: a job from before this was recorded).
+    created: datetime | None = None
+    # The canary size the running step is moving to; until its pods are Ready, ``canary_replicas``
+    # stays what the job last saw Ready.
+    canary_target: int | None = None
 
     # -- bookkeeping: every method takes the time, so the workflow passes workflow.now() --------
 
@@ -169,21 +185,72 @@ class JobState(_Model):
         runs = [*self.step_analyses, *([self.background] if self.background is not None else [])]
         return [AnalysisView.of(run) for run in runs]
 
-    def mark_step(self, now: datetime, index: int, status: StepStatus, message: str | None = None) -> None:
-        """Record how step ``index`` of the current release stands."""
+    def mark_step(self, now: datetime, index: int, status: StepStatus, message: str | None = None,
+                  actor: str | None = None) -> None:
+        """Record how step ``index`` of the current release stands.
+
+        Finishing a step keeps the note made while it ran (who continued a pause) unless the
+        finish brings its own message: the record says what happened, not only how it ended.
+        """
         if not 0 <= index < len(self.steps):
             return
         step = self.steps[index]
         if status == StepStatus.RUNNING:
-            step.started, step.finished = now, None
+            step.started, step.finished, step.message, step.actor = now, None, message, actor
         else:
             step.finished = now
-        step.status, step.message = status, message
+            if message is not None:
+                step.message = message
+            if actor is not None:
+                step.actor = actor
+        step.status = status
 
-    def skip_steps(self, now: datetime, start: int, end: int | None, message: str) -> None:
-        """Mark steps ``start`` up to ``end`` (exclusive; None: the last) as skipped."""
+    def note_step(self, index: int, message: str, actor: str | None = None) -> None:
+        """Say how the running step ``index`` is ending (``continued``), before it is marked done."""
+        if 0 <= index < len(self.steps):
+            self.steps[index].message, self.steps[index].actor = message, actor
+
+    def skip_steps(self, now: datetime, start: int, end: int | None, message: str,
+                   actor: str | None = None) -> None:
+        """Mark the steps ``start`` up to ``end`` (exclusive; None: the last) that never ran as skipped.
+
+        A step that ran keeps its own record: skipping is said only of steps that had not started.
+        """
         for index in range(start, len(self.steps) if end is None else min(end, len(self.steps))):
-            self.mark_step(now, index, StepStatus.SKIPPED, message)
+            if self.steps[index].status == StepStatus.PENDING:
+                self.mark_step(now, index, StepStatus.SKIPPED, message, actor)
+
+    def adopt_rules(self, now: datetime, steps: Sequence[Any], resume: int) -> None:
+        """Show new rules' steps for the running release, which resumes at ``resume``.
+
+        The steps before ``resume`` count as passed: each keeps its record when the same step
+        already ran under the old rules, and is said to be skipped when it never ran.
+        """
+        before = self.steps
+        self.reset_steps(steps)
+        for index in range(min(resume, len(self.steps))):
+            old = before[index] if index < len(before) else None
+            if (old is not None and old.status == StepStatus.SUCCEEDED
+                    and old.description == self.steps[index].description):
+                self.steps[index] = old.model_copy()
+            else:
+                self.mark_step(now, index, StepStatus.SKIPPED, "skipped: the rules changed")
+
+    def _close_steps(self, now: datetime, outcome: Outcome, reason: str | None, actor: str | None) -> None:
+        """A release ended: its running step was cut off, and its pending steps never ran."""
+        cut, not_run = _STEP_ENDINGS.get(outcome, ("cut off", "not run"))
+        for step in self.steps:
+            if step.status == StepStatus.RUNNING:
+                message = f"{cut}: {reason}" if reason else cut
+                self.mark_step(now, step.index, StepStatus.STOPPED, message[:MAX_MESSAGE], actor)
+            elif step.status == StepStatus.PENDING:
+                self.mark_step(now, step.index, StepStatus.SKIPPED, not_run)
+
+    def last_release(self) -> Version | None:
+        """The release the shown steps belong to once it has ended (None while one runs, or before any)."""
+        if self.canary is not None or not self.steps:
+            return None
+        return next((v for v in reversed(self.history) if v.trigger != Trigger.ATTACH), None)
 
     def finish_canary(self, now: datetime, outcome: Outcome, reason: str | None, actor: str | None = None) -> None:
         """End the running release: it goes into the history with its outcome."""
@@ -193,6 +260,9 @@ class JobState(_Model):
         canary.finished, canary.outcome, canary.reason = now, outcome, reason
         if actor:
             canary.actor = actor
+        self._close_steps(now, outcome, reason, actor)
+        canary.steps = [step.model_copy(update={"message": step.message[:MAX_KEPT_STEP_MESSAGE]})
+                        if step.message else step.model_copy() for step in self.steps]
         self.add_history(canary)
         self.canary = None
 
@@ -203,6 +273,15 @@ class JobState(_Model):
         # Only the newest versions keep their template: enough to roll back, bounded in size.
         for old in self.history[: max(0, len(self.history) - MAX_VERSIONS // 2)]:
             old.template = None
+        # Step records: the newest releases' only, within a budget of records.
+        releases = records = 0
+        for old in reversed(self.history):
+            if not old.steps:
+                continue
+            if releases < MAX_RELEASES_WITH_STEPS and records + len(old.steps) <= MAX_KEPT_STEP_RECORDS:
+                releases, records = releases + 1, records + len(old.steps)
+            else:
+                old.steps = []
 
     def find_version(self, revision: int) -> Version | None:
         """The version with ``revision``, wherever the job keeps it."""
@@ -214,6 +293,16 @@ class JobState(_Model):
     def known_revisions(self) -> list[int]:
         """Every revision an operator may name."""
         return sorted({v.revision for v in [*self.history, self.stable, self.canary] if v is not None})
+
+
+# How a release's end reads on its running step (cut off) and on its pending ones (never ran).
+_STEP_ENDINGS: dict[Outcome, tuple[str, str]] = {
+    Outcome.TERMINATED: ("cut off by terminate", "not run: terminated"),
+    Outcome.FAILED: ("cut off: the release failed", "not run: the release failed"),
+    Outcome.SUPERSEDED: ("cut off: a newer version came", "not run: superseded"),
+    Outcome.ROLLED_BACK: ("cut off by rollback", "not run: rolled back"),
+    Outcome.PROMOTED: ("ended by promotion", "skipped: promoted"),
+}
 
 
 class CanaryJobInput(_Model):
@@ -331,6 +420,14 @@ class JobDetails(_Model):
     # Why the job waits at its gate when it is not a pause step, e.g. an inconclusive analysis.
     pause_reason: str | None = None
     analyses: list[AnalysisView] = Field(default_factory=list)
+    # Pods per side as the job knows them: stable pods it runs, canary pods it last saw Ready,
+    # and the canary size the running step moves to (None: not moving).
+    stable_replicas: int = 0
+    canary_target: int | None = None
+    # When the job first attached (None: not recorded, an older job).
+    created: datetime | None = None
+    # Once a release has ended and until the next starts: the release the steps belong to.
+    last_release: Version | None = None
 
 
 class JobVersions(_Model):

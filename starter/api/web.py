@@ -26,14 +26,15 @@ from fastapi.templating import Jinja2Templates
 from starter import analysis_format
 from starter import client as canary
 from starter.api.auth import OPERATION_ROLES, Principal
-from starter.api.deps import SESSION_COOKIE, JobName, Namespace, clients, sessions, tokens
+from starter.api.deps import SESSION_COOKIE, JobName, Namespace, authenticate, clients, sessions, tokens
 from starter.api.errors import ApiError, ErrorCode, classify
 from starter.api.security import require_same_origin
 from starter.api.sparkline import sparkline
-from starter.errors import CanaryError
-from starter.render import PHASE_NOTES, age, image_pairs
+from starter.errors import CanaryError, JobNotFound
+from starter.render import PHASE_NOTES, age, duration, image_pairs, step_story
+from workflows import names
 from workflows.fields import NAME_PATTERN
-from workflows.models import JobDetails, JobVersions, Phase, StepStatus, Version
+from workflows.models import JobDetails, JobVersions, OperationRequest, Phase, StepStatus, Version
 from workflows.verdict import format_value
 
 HERE = FilePath(__file__).resolve().parent
@@ -72,6 +73,41 @@ def step_state(job: JobDetails, index: int) -> str:
 
 
 templates.env.globals["step_state"] = step_state
+templates.env.globals["step_story"] = step_story
+templates.env.filters["duration"] = duration
+
+# The toolbar's operations, and the ones a job that does not answer still takes (as signals:
+# Temporal records them, and the job acts on them once its worker runs again).
+TOOLBAR = (names.UPDATE_VERSION, names.UPDATE_RULES, names.CONTINUE, names.PROMOTE, names.TERMINATE)
+SIGNALLED = (names.TERMINATE, names.DELETE)
+
+
+def role_refusal(principal: Principal, operation: str) -> str | None:
+    """Why the signed-in user may not run ``operation`` at all (the API's 403, said before asking)."""
+    needed = OPERATION_ROLES[operation]
+    if principal.role < needed:
+        return f"{principal.name} has role {principal.role.label}; {operation} needs role {needed.label}"
+    return None
+
+
+def blocked_actions(job: JobDetails, principal: Principal) -> dict[str, str | None]:
+    """For each toolbar operation (and rollback), why it cannot act now; None when it can.
+
+    The same reasons the API gives (role first, then the job's state), so a disabled button's
+    tooltip says what a click would have been told after its confirm dialog.
+    """
+    phase = job.phase.value
+    state: dict[str, str | None] = {
+        names.CONTINUE: None if job.phase == Phase.PAUSED else f"nothing to continue: the job is {phase}, not paused",
+        names.PROMOTE: None if job.canary is not None else f"no release is running (the job is {phase})",
+        names.TERMINATE: None if job.canary is not None else f"no release is running (the job is {phase})",
+    }
+    if job.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        being = "promoted" if job.phase == Phase.PROMOTING else "rolled back"
+        for operation in (names.CONTINUE, names.PROMOTE, names.TERMINATE):
+            state[operation] = state[operation] or f"the release is already being {being}"
+    return {operation: role_refusal(principal, operation) or state.get(operation)
+            for operation in (*TOOLBAR, names.ROLLBACK)}
 # The analysis section reads like ``canaryctl get``'s: the same words, from the same functions.
 templates.env.globals.update(
     run_title=analysis_format.run_title, counts=analysis_format.counts, format_value=format_value,
@@ -195,7 +231,8 @@ def _live_context(request: Request, principal: Principal, job: JobDetails, versi
     return _context(request, principal, job=job, versions=versions, history=history, now=now,
                     pause_ends_ms=int(ends.timestamp() * 1000) if ends else None,
                     server_now_ms=int(now.timestamp() * 1000), active=job.phase in ACTIVE_PHASES,
-                    containers=sorted(current.images) if current else [])
+                    containers=sorted(current.images) if current else [],
+                    blocked=blocked_actions(job, principal))
 
 
 @router.get("/ui/namespaces/{namespace}/jobs/{name}", response_class=HTMLResponse)
@@ -206,9 +243,15 @@ async def job_page(request: Request, namespace: Namespace, name: JobName) -> Res
         return _to_login(request)
     try:
         job, versions = await _load(request, namespace, name)
-    except CanaryError as err:
+    except JobNotFound as err:
         return templates.TemplateResponse(request, "missing.html", _context(
             request, principal, namespace=namespace, name=name, error=err.message), status_code=classify(err).status)
+    except CanaryError as err:
+        # The job exists but its workflow does not answer: say so, what to do, and what still works.
+        return templates.TemplateResponse(request, "unanswered.html", _context(
+            request, principal, namespace=namespace, name=name, error=err.message,
+            signalled={operation: role_refusal(principal, operation) for operation in SIGNALLED}),
+            status_code=classify(err).status)
     return templates.TemplateResponse(request, "job.html", _live_context(request, principal, job, versions))
 
 
@@ -220,6 +263,25 @@ async def job_live(request: Request, namespace: Namespace, name: JobName) -> Res
         raise ApiError(ErrorCode.UNAUTHORIZED, "signed out: sign in again")
     job, versions = await _load(request, namespace, name)
     return templates.TemplateResponse(request, "_live.html", _live_context(request, principal, job, versions))
+
+
+@router.post("/ui/namespaces/{namespace}/jobs/{name}/signal/{operation}")
+async def job_signal(request: Request, namespace: Namespace, name: JobName, operation: str,
+                     body: OperationRequest | None = None) -> dict[str, str]:
+    """Send ``terminate`` or ``delete`` as a signal, for a job whose workflow does not answer updates.
+
+    Temporal records a signal whether or not a worker runs: the job acts on it (with the same
+    checks as the update) once it runs again. Same session rules and roles as the API.
+    """
+    if operation not in SIGNALLED:
+        raise ApiError(ErrorCode.NOT_FOUND, f"only {' and '.join(SIGNALLED)} can be sent as signals")
+    principal = authenticate(request, None)
+    refusal = role_refusal(principal, operation)
+    if refusal:
+        raise ApiError(ErrorCode.FORBIDDEN, refusal)
+    sent = (body or OperationRequest()).model_copy(update={"actor": principal.name})
+    await canary.signal_operation(await clients(request).get(), namespace, name, operation, sent)
+    return {"message": f"{operation} sent as a signal; Temporal keeps it until the job's worker runs it"}
 
 
 def install_web(app: FastAPI) -> None:

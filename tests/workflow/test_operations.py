@@ -42,7 +42,7 @@ async def test_terminate_sends_traffic_back_to_stable(start_job) -> None:
     done = await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
     assert job.kube.canary_replicas == 0 and job.kube.replicas == 4
     assert done.canary is None and done.weight == 0
-    assert done.steps[1].status == StepStatus.FAILED
+    assert done.steps[1].status == StepStatus.STOPPED
     latest = (await job.versions()).history[0]
     assert latest.outcome == Outcome.TERMINATED
     assert latest.reason == "error budget burnt" and latest.actor == "alice"
@@ -54,7 +54,7 @@ async def test_promote_skips_the_remaining_steps(start_job) -> None:
     job = await _paused_release(start_job)
     await job.operate(names.PROMOTE, OperationRequest(actor="bob"))
     done = await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "promoted")
-    assert [s.status for s in done.steps] == [StepStatus.SUCCEEDED, StepStatus.SKIPPED,
+    assert [s.status for s in done.steps] == [StepStatus.SUCCEEDED, StepStatus.STOPPED,
                                               StepStatus.SKIPPED, StepStatus.SKIPPED]
     assert done.stable is not None and done.stable.images["app"] == "registry.local/web:2"
     assert job.kube.images(job.kube.stable_template)["app"] == "registry.local/web:2"

@@ -88,7 +88,8 @@ async def test_a_refusing_pre_rollout_hook_stops_the_release_before_any_traffic(
     assert job.kube.canary_replicas == 0 and job.kube.replicas == 4
     assert job.kube.hooks.order() == ["pre-rollout pre", "post-rollout post"]
     assert job.kube.hooks.bodies("post")[0].outcome == "failed"
-    assert all(step.status == StepStatus.PENDING for step in failed.steps)
+    assert all((step.status, step.message) == (StepStatus.SKIPPED, "not run: the release failed")
+               for step in failed.steps)
 
 
 async def test_an_unreachable_pre_rollout_hook_is_a_no(start_job) -> None:

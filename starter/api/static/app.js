@@ -2,6 +2,48 @@
 // show the outcome). Plain JavaScript on purpose: no build step, and the server renders all HTML.
 "use strict";
 
+// A job whose workflow does not answer: Terminate and Delete go out as signals (see unanswered.html).
+(function () {
+  const root = document.getElementById("unanswered");
+  if (!root) return;
+  const dialog = document.getElementById("signal-dialog");
+  const outcome = document.getElementById("outcome");
+  let operation = null;
+  document.querySelectorAll("[data-signal-operation]").forEach((button) => {
+    button.addEventListener("click", () => {
+      operation = button.dataset.signalOperation;
+      document.getElementById("signal-title").textContent = button.textContent;
+      document.getElementById("signal-text").textContent =
+        `Send ${operation} as a signal: Temporal records it now; the job carries it out when its worker runs again.`;
+      document.getElementById("signal-reason").value = "";
+      dialog.returnValue = "";
+      dialog.showModal();
+    });
+  });
+  dialog.addEventListener("close", async () => {
+    if (dialog.returnValue !== "ok" || !operation) return;
+    const reason = document.getElementById("signal-reason").value.trim();
+    let response, body = {};
+    try {
+      response = await fetch(`${root.dataset.signal}/${operation}`, {
+        method: "POST", credentials: "same-origin",
+        headers: { "X-Requested-With": "canary-web", "Content-Type": "application/json" },
+        body: JSON.stringify(reason ? { reason } : {}),
+      });
+      try { body = await response.json(); } catch (err) { body = { message: response.statusText }; }
+    } catch (err) {
+      response = { ok: false, status: 0 };
+      body = { message: "the server cannot be reached" };
+    }
+    outcome.hidden = false;
+    outcome.className = "outcome " + (response.ok ? "ok" : "error");
+    outcome.textContent = response.ok ? `${operation}: ${body.message}`
+      : `${operation} refused (${response.status}): ${body.message || "failed"}`;
+  });
+  // Look again now and then: once the worker runs, the job's own page comes back.
+  setInterval(() => { if (!dialog.open && outcome.hidden) location.reload(); }, 8000);
+})();
+
 (function () {
   const job = document.getElementById("job");
   if (!job) return;
@@ -39,10 +81,45 @@
     outcome.textContent = text;
   }
 
+  // Phases the job passes through on its way somewhere: the banner waits for the job to leave them.
+  const MOVING = new Set(["initializing", "progressing", "promoting", "rolling-back"]);
+
+  function where(d) {
+    // What the banner says the job is doing: its phase, and the step it stands at.
+    const step = d.current_step !== null && d.current_step !== undefined && d.steps && d.steps[d.current_step]
+      ? ` at step ${d.current_step + 1} (${d.steps[d.current_step].description})` : "";
+    return `${d.phase}${step}`;
+  }
+
+  function signature(d) {
+    return JSON.stringify([d.phase, d.current_step, d.canary && d.canary.revision, d.weight,
+      (d.steps || []).map((s) => s.status), d.events && d.events.length ? d.events[d.events.length - 1].at : null]);
+  }
+
+  async function settled(before) {
+    // The update returns once the job accepted the operation; what it does next takes a moment.
+    // Read the job again until it has moved and rests, or a few seconds have passed.
+    const until = Date.now() + 6000;
+    let last = null;
+    while (Date.now() < until) {
+      const result = await api("GET", API);
+      if (result.ok) {
+        last = result.body;
+        if (signature(last) !== before && !MOVING.has(last.phase)) return { job: last, resting: true };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    return { job: last, resting: false };
+  }
+
   async function operate(operation, body) {
+    const before = await api("GET", API);
     const result = await api("POST", `${API}/${operation}`, body);
     if (result.ok) {
-      show(true, `${operation}: ${result.body.message} (status ${result.body.phase})`);
+      show(true, `${operation}: ${result.body.message}; taking effect…`);
+      const { job: after, resting } = await settled(before.ok ? signature(before.body) : "");
+      const now = after ? (resting ? `now ${where(after)}` : `still ${where(after)}`) : `status ${result.body.phase}`;
+      show(true, `${operation}: ${result.body.message}; ${now}`);
     } else {
       const b = result.body || {};
       show(false, `${operation} refused (${result.status} ${b.code || "error"}): ${b.message || "failed"}`);
@@ -52,6 +129,34 @@
   }
 
   // -- live part ---------------------------------------------------------------------------------
+
+  function applyActions() {
+    // The live part says what each toolbar button may do now; a button that cannot act is
+    // disabled, and its tooltip says why, instead of a refusal after the confirm dialog.
+    document.querySelectorAll("#action-state [data-operation]").forEach((state) => {
+      const button = document.querySelector(`.actions [data-action="${state.dataset.operation}"]`);
+      if (!button) return;
+      const why = state.dataset.why;
+      button.disabled = Boolean(why);
+      button.title = why || button.dataset.roleTitle;
+    });
+  }
+
+  let openSteps = new Set(); // the releases whose step records the user opened
+
+  function keepOpen() {
+    document.querySelectorAll("details.release-steps").forEach((d) => {
+      if (d.open) openSteps.add(d.id); else openSteps.delete(d.id);
+    });
+  }
+
+  function reopen() {
+    openSteps.forEach((id) => { const d = document.getElementById(id); if (d) d.open = true; });
+  }
+
+  document.addEventListener("toggle", (event) => {
+    if (event.target.matches && event.target.matches("details.release-steps")) keepOpen();
+  }, true);
 
   function applyTab() {
     document.querySelectorAll("[data-tab]").forEach((b) => {
@@ -91,13 +196,16 @@
       if (response.ok) {
         document.getElementById("live").innerHTML = await response.text();
         connection.hidden = true;
+        reopen();
+        applyActions();
         applyTab();
         startCountdown();
       } else {
         let message = response.statusText;
         try { message = (await response.json()).message || message; } catch (err) { /* not JSON */ }
         connection.hidden = false;
-        connection.textContent = `cannot refresh (${response.status}): ${message}`;
+        connection.textContent = `cannot refresh (${response.status}): ${message}` + (response.status === 503
+          ? " (reload the page for what to do, and for the operations that still reach the job)" : "");
       }
     } catch (err) {
       connection.hidden = false;
@@ -248,6 +356,7 @@
     operate("update-rules", { rules });
   });
 
+  applyActions();
   applyTab();
   startCountdown();
   setInterval(tick, 250);
