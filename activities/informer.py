@@ -154,7 +154,7 @@ class DeploymentInformer:
             response = self._apps.list_namespaced_deployment(namespace, **kwargs)
         with self._lock:
             if self._stopping.is_set():  # stop() came while the request was on its way
-                response.release_conn()
+                _discard(response)
                 return None
             self._responses[namespace] = response
         try:
@@ -174,7 +174,7 @@ class DeploymentInformer:
         finally:
             with self._lock:
                 self._responses.pop(namespace, None)
-            response.release_conn()
+            _discard(response)
         return version
 
     # -- what each event means for a job ---------------------------------------------------------
@@ -219,6 +219,16 @@ class DeploymentInformer:
                     continue  # gone meanwhile: the next read says so
                 if error.status != 409:
                     raise
+
+
+def _discard(response: Any) -> None:
+    """Close a watch response's connection before the pool gets it back.
+
+    Left mid-stream (a 410, a stop), the connection still holds unread chunks; handed back open,
+    the next request on it (an activity's, the pool is shared) would read them as its answer.
+    """
+    response.close()
+    response.release_conn()
 
 
 def _events(response: Any) -> Iterator[Obj]:
