@@ -26,7 +26,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.informer import DeploymentInformer
-from activities.kube import KubeActivities
+from activities.kube import DeploymentCache, KubeActivities
 from activities.metrics import MetricActivities
 from activities.notifier import JobNotifier
 from activities.routers.activities import RouterActivities
@@ -61,9 +61,13 @@ def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT
 
 
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
-                 activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None) -> Worker:
-    """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers), metrics and webhooks."""
-    activities = KubeActivities(api)
+                 activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
+                 cache: DeploymentCache | None = None) -> Worker:
+    """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers), metrics and webhooks.
+
+    ``cache``: the worker's informer, whose copies of the Deployments the waits read.
+    """
+    activities = KubeActivities(api, cache=cache)
     routers = RouterActivities(api)
     metrics = MetricActivities(prometheus_address)
     return Worker(
@@ -86,10 +90,10 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
     The watch starts once the worker polls, so the first list's reports find a worker to run
     the jobs' workflow tasks; it stops (and its thread is joined) before the worker does.
     """
-    worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
-                          prometheus_address=prometheus_address)
     notifier = JobNotifier(temporal)
     informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
+    worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
+                          prometheus_address=prometheus_address, cache=informer)
     async with worker:
         notifier.start()
         informer.start()

@@ -1,5 +1,9 @@
 """One watch per worker on every Deployment a job holds, turned into reports to the jobs.
 
+It also keeps the newest copy of each of those Deployments and of their canary Deployments:
+the waits of a release (canary Ready, stable rolled out) read that copy and sleep until it
+changes, instead of each opening watches and reading the API server in a loop.
+
 A job no longer keeps a watch of its own (a thread, an activity slot and a connection for as
 long as it lives): the worker lists and watches the Deployments labelled with a job's name,
 and reports one to its job only when its spec differs from what the job stamped on it
@@ -29,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from activities.kube import REQUEST_TIMEOUT, snapshot
-from activities.templates import JOB_KEY, KNOWN_ANNOTATION, WATCH_SELECTOR, known_value
+from activities.templates import CANARY_TRACK, JOB_KEY, KNOWN_ANNOTATION, TRACK_LABEL, WATCH_SELECTOR, known_value
 from workflows.models import WorkloadChange
 
 Obj = dict[str, Any]
@@ -78,6 +82,41 @@ class DeploymentInformer:
         self.lists = 0  # (re)lists done: a test and the benchmarks read it
         self.synced = threading.Event()  # set once every namespace has been listed
         self._listed: set[str | None] = set()
+        self._objects: dict[tuple[str, str], Obj] = {}  # the newest copy of each Deployment seen
+        self._waiters: dict[tuple[str, str], list[threading.Event]] = {}
+
+    # -- the cache the waits read ---------------------------------------------------------------
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        """The newest copy of a watched Deployment; None when the informer has none (not authoritative)."""
+        with self._lock:
+            return self._objects.get((namespace, name))
+
+    def wait_change(self, namespace: str, name: str, version: str | None, timeout: float) -> None:
+        """Block until the copy of ``namespace/name`` is other than ``version``, at most ``timeout`` s."""
+        key, changed = (namespace, name), threading.Event()
+        with self._lock:
+            if _version(self._objects.get(key)) != version:
+                return
+            self._waiters.setdefault(key, []).append(changed)
+        try:
+            changed.wait(timeout)
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(key, [])
+                if changed in waiting:
+                    waiting.remove(changed)
+                if not waiting:
+                    self._waiters.pop(key, None)
+
+    def _store(self, key: tuple[str, str], deployment: Obj | None) -> None:
+        with self._lock:
+            if deployment is None:
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = deployment
+            for waiter in self._waiters.get(key, []):
+                waiter.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -133,7 +172,12 @@ class DeploymentInformer:
         present: set[tuple[str, str]] = set()
         for item in listed.get("items") or []:
             present.add(_key(item))
+            self._store(_key(item), item)
             self._on_present(item, seen)
+        with self._lock:
+            gone = [k for k in self._objects if (namespace is None or k[0] == namespace) and k not in present]
+        for key in gone:
+            self._store(key, None)
         for key in [k for k in seen if k not in present]:
             self._on_absent(key, seen.pop(key))
         self.lists += 1
@@ -166,11 +210,14 @@ class DeploymentInformer:
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind in ("ADDED", "MODIFIED"):
+                    self._store(_key(obj), obj)
                     self._on_present(obj, seen)
                 elif kind == "DELETED":
                     key = _key(obj)
+                    self._store(key, None)
                     gone = seen.pop(key, None)
-                    self._on_absent(key, gone or Seen(_job(obj), "", 0))
+                    if not _is_canary(obj):
+                        self._on_absent(key, gone or Seen(_job(obj), "", 0))
         finally:
             with self._lock:
                 self._responses.pop(namespace, None)
@@ -180,6 +227,8 @@ class DeploymentInformer:
     # -- what each event means for a job ---------------------------------------------------------
 
     def _on_present(self, deployment: Obj, seen: dict[tuple[str, str], Seen]) -> None:
+        if _is_canary(deployment):
+            return  # cached for the waits; the job made it and needs no report of it
         key, meta = _key(deployment), deployment["metadata"]
         now = Seen(_job(deployment), str(meta.get("uid") or ""), int(meta.get("generation") or 0))
         before = seen.get(key)
@@ -235,6 +284,14 @@ def _events(response: Any) -> Iterator[Obj]:
     for line in iter_resp_lines(response):
         if line:
             yield json.loads(line)
+
+
+def _is_canary(deployment: Obj) -> bool:
+    return ((deployment.get("metadata") or {}).get("labels") or {}).get(TRACK_LABEL) == CANARY_TRACK
+
+
+def _version(deployment: Obj | None) -> str | None:
+    return None if deployment is None else str((deployment.get("metadata") or {}).get("resourceVersion"))
 
 
 def _key(deployment: Obj) -> tuple[str, str]:

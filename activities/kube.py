@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, watch
 from kubernetes.client import ApiClient
@@ -88,6 +88,21 @@ STRATEGIC = "application/strategic-merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 WAITING_FAILURES = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                     "CreateContainerError", "InvalidImageName", "RunContainerError")
+
+
+class DeploymentCache(Protocol):
+    """Newest copies of the Deployments jobs hold, kept by one watch (see activities.informer)."""
+
+    synced: threading.Event
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        """The newest copy, or None when there is none (then ask the API server)."""
+
+    def wait_change(self, namespace: str, name: str, version: str | None, timeout: float) -> None:
+        """Return once the copy's resourceVersion is other than ``version``, or after ``timeout`` s."""
+
+
+Reader = Callable[[str, str], "Obj | None"]
 
 
 def canary_name(name: str) -> str:
@@ -160,11 +175,14 @@ def pod_problem(pods: list[Obj]) -> str | None:
 class KubeActivities:
     """Kubernetes activities around one shared ``ApiClient`` (built once, in the worker)."""
 
-    def __init__(self, api: ApiClient, *, watch_seconds: int = 10, heartbeat_every: float = 0.5) -> None:
+    def __init__(self, api: ApiClient, *, watch_seconds: int = 10, heartbeat_every: float = 0.5,
+                 cache: DeploymentCache | None = None) -> None:
+        """``cache``: the worker's informer; the waits read its copies instead of the API server."""
         self._apps = client.AppsV1Api(api)
         self._core = client.CoreV1Api(api)
         self._watch_seconds = watch_seconds
         self._heartbeat_every = heartbeat_every
+        self._cache = cache
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, bound to this client: what the worker registers."""
@@ -387,31 +405,44 @@ class KubeActivities:
 
     # -- waits: checked again on every change of the Deployment, until the activity's deadline ------
 
-    def _wait_until(self, check: Callable[[], None], namespace: str, name: str) -> None:
+    def _wait_until(self, check: Callable[[Reader, bool], None], namespace: str, name: str) -> None:
         """Run ``check`` until it passes, again after every change of Deployment ``name``.
 
-        ``check`` raises a retryable ApplicationError while the condition does not hold yet.
-        Between checks this thread waits on a watch of the Deployment (whose status follows its
-        pods and ReplicaSets), heartbeating at least every ``heartbeat_every`` seconds: that is
-        how a cancellation arrives, and how a dead worker's wait moves to another worker. Shortly
-        before the activity's own deadline the last "not yet" is raised, so the message a user
-        reads when the deadline passes says what was missing, and no attempt fails as a clock.
+        ``check(read, last)`` raises a retryable ApplicationError while the condition does not
+        hold yet; ``last`` asks it to say in full what is missing (pod problems need a list of
+        pods, so only the last "not yet" pays for one). With the worker's informer, ``read``
+        answers from its copies and a change wakes this thread; without it, this thread reads
+        and watches the API server itself. Either way it heartbeats at least every
+        ``heartbeat_every`` seconds: that is how a cancellation arrives, and how a dead worker's
+        wait moves to another worker. Shortly before the activity's own deadline the last "not
+        yet" is raised, so the message a user reads says what was missing, and no attempt
+        fails as a clock.
         """
         deadline = _activity_deadline()
+        cached = self._cache is not None and self._cache.synced.is_set()
+        read: Reader = self._read_cached if cached else self._read
         while True:
-            version = self._resource_version(namespace, name)
+            version = _resource_version(read(namespace, name))
+            last = time.monotonic() >= deadline
             try:
-                check()
+                check(read, last)
                 return
             except ApplicationError as error:
-                if error.type not in WAIT_TYPES or time.monotonic() >= deadline:
+                if error.type not in WAIT_TYPES or last:
                     raise
                 activity.heartbeat(error.message)
-            self._next_change(namespace, name, version, min(self._heartbeat_every * 4, deadline - time.monotonic()))
+            if cached:
+                assert self._cache is not None
+                self._cache.wait_change(namespace, name, version,
+                                        min(self._heartbeat_every * 2, max(0.0, deadline - time.monotonic())))
+            else:
+                self._next_change(namespace, name, version,
+                                  min(self._heartbeat_every * 4, deadline - time.monotonic()))
 
-    def _resource_version(self, namespace: str, name: str) -> str | None:
-        deployment = self._read(namespace, name)
-        return None if deployment is None else str(deployment["metadata"]["resourceVersion"])
+    def _read_cached(self, namespace: str, name: str) -> Obj | None:
+        """The informer's copy; the API server's answer when it has none (not yet labelled, say)."""
+        assert self._cache is not None
+        return self._cache.get(namespace, name) or self._read(namespace, name)
 
     def _next_change(self, namespace: str, name: str, version: str | None, timeout: float) -> None:
         """Block until Deployment ``name`` changes after ``version`` (or is created), at most ``timeout`` s."""
@@ -441,11 +472,12 @@ class KubeActivities:
         Runs until the activity's deadline (the workflow gives it the progress deadline), then
         raises CanaryNotReady saying what is missing; see :meth:`_wait_until`.
         """
-        self._wait_until(lambda: self._check_canary_ready(req), req.namespace, canary_name(req.name))
+        self._wait_until(lambda read, last: self._check_canary_ready(req, read, last), req.namespace,
+                         canary_name(req.name))
 
-    def _check_canary_ready(self, req: ReadyRequest) -> None:
+    def _check_canary_ready(self, req: ReadyRequest, read: Reader, last: bool) -> None:
         name = canary_name(req.name)
-        canary = self._read(req.namespace, name)
+        canary = read(req.namespace, name)
         if canary is None:
             if req.replicas == 0:
                 return
@@ -467,11 +499,12 @@ class KubeActivities:
         else:
             problem = (f"{min(ready, updated)} of {req.replicas} canary pods of template {req.template_hash} "
                        f"ready ({updated} updated, {total} in all)")
-            pods = [p for p in self._pods(req.namespace, selector_string(spec["selector"]))
-                    if _meta(p, "annotations").get(HASH_ANNOTATION) == req.template_hash]
-            reason = pod_problem(pods)
-            if reason:
-                problem += f"; {reason}"
+            if last:
+                pods = [p for p in self._pods(req.namespace, selector_string(spec["selector"]))
+                        if _meta(p, "annotations").get(HASH_ANNOTATION) == req.template_hash]
+                reason = pod_problem(pods)
+                if reason:
+                    problem += f"; {reason}"
         raise ApplicationError(f"{req.namespace}/{name}: {problem}", type=errors.CANARY_NOT_READY, category=BENIGN)
 
     # -- the stable side (the user's Deployment) -----------------------------------------------
@@ -619,12 +652,14 @@ class KubeActivities:
 
         Raises StableNotRolledOut at the activity's deadline; see :meth:`_wait_until`.
         """
-        self._wait_until(lambda: self._check_rolled_out(req), req.namespace, req.name)
+        self._wait_until(lambda read, last: self._check_rolled_out(req, read, last), req.namespace, req.name)
 
-    def _check_rolled_out(self, req: RolloutRequest) -> None:
-        deployment = self._workload(req)
+    def _check_rolled_out(self, req: RolloutRequest, read: Reader, last: bool) -> None:
+        deployment = read(req.namespace, req.name)
+        if deployment is None:
+            deployment = self._workload(req)  # raises WorkloadNotFound
         if req.held:
-            self._check_held(req, deployment)
+            self._check_held(req, deployment, last)
             return
         meta, spec, status = deployment["metadata"], deployment["spec"], deployment.get("status") or {}
         current = snapshot(deployment).template_hash
@@ -643,18 +678,25 @@ class KubeActivities:
                 if cond.get("reason") == "ProgressDeadlineExceeded":
                     problem += f"; {cond.get('message')}"
             stable_pods = f"{selector_string(spec['selector'])},!{TRACK_LABEL}"
-            reason = pod_problem(self._pods(req.namespace, stable_pods))
+            reason = pod_problem(self._pods(req.namespace, stable_pods)) if last else None
             if reason:
                 problem += f"; {reason}"
         raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT,
                                category=BENIGN)
 
-    def _check_held(self, req: RolloutRequest, deployment: Obj) -> None:
+    def _check_held(self, req: RolloutRequest, deployment: Obj, last: bool) -> None:
         """Pass once the ReplicaSet of ``template_hash`` has every pod available and no other has pods.
 
         Judged by ReplicaSet, not by the Deployment's template: held paused, the Deployment may
         already carry the user's next edit, which must not count as (or block) this version.
+        The Deployment's own counts (all its pods, all available) must agree first: until they
+        do the ReplicaSets are not worth a list.
         """
+        status = deployment.get("status") or {}
+        pods_now, available_now = int(status.get("replicas", 0)), int(status.get("availableReplicas", 0))
+        if not last and (pods_now != req.replicas or available_now < req.replicas):
+            raise ApplicationError(f"{req.namespace}/{req.name}: {available_now} of {req.replicas} pods available, "
+                                   f"{pods_now} in all", type=errors.STABLE_NOT_ROLLED_OUT, category=BENIGN)
         rss = self._replica_sets(req, deployment)
         ours = self._replica_set_for(rss, req.template_hash)
         others = sum(int((rs.get("status") or {}).get("replicas", 0)) for rs in rss if rs is not ours)
@@ -668,7 +710,7 @@ class KubeActivities:
                 problem += f", {others} pods of other revisions left"
             pods = [p for p in self._pods(req.namespace, selector_string(deployment["spec"]["selector"]))
                     if any(ref.get("uid") == ours["metadata"]["uid"]
-                           for ref in p["metadata"].get("ownerReferences") or [])]
+                           for ref in p["metadata"].get("ownerReferences") or [])] if last else []
             reason = pod_problem(pods)
             if reason:
                 problem += f"; {reason}"
@@ -821,6 +863,10 @@ class KubeActivities:
         if req.known_replicas is not None and current.replicas != req.known_replicas:
             return WorkloadChange(kind="replicas", snapshot=current)
         return None
+
+
+def _resource_version(deployment: Obj | None) -> str | None:
+    return None if deployment is None else str(deployment["metadata"]["resourceVersion"])
 
 
 def _stamped(body: Obj, known_hash: str | None, replicas: int) -> Obj:

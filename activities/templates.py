@@ -21,8 +21,8 @@ CANARY_TRACK = "canary"
 # The worker's shared watch reports a Deployment to its job only when its spec differs from this,
 # so the job's own writes are never echoed back to it and a quiet fleet costs no signals.
 KNOWN_ANNOTATION = PREFIX + "known"
-# Selects the Deployments jobs hold (the canary Deployments carry the job label too).
-WATCH_SELECTOR = f"{JOB_KEY},{TRACK_LABEL}!={CANARY_TRACK}"
+# Selects the Deployments jobs hold and their canary Deployments (both carry the job label).
+WATCH_SELECTOR = JOB_KEY
 
 # Only the keys this project writes are ignored by the hash. Other ``canary-delivery.dev/*``
 # keys (the local cluster's ``simulate`` label, ``ready-delay`` annotation) are the user's

@@ -501,6 +501,7 @@ async def main() -> None:
     parser.add_argument("--timeout", type=float, default=900, help="for the fleet to attach, and for each phase")
     parser.add_argument("--cluster-defaults", action="store_true",
                         help="run the control plane at its components' default client limits")
+    parser.add_argument("--worker-log", default="", help="keep the worker's log here (default: the cluster's run dir)")
     parser.add_argument("--label", default="", help="prefix of the result keys, e.g. the variant measured")
     args = parser.parse_args()
     args.which = args.which or list(PHASES)
@@ -521,7 +522,7 @@ async def main() -> None:
         assert server.pid is not None
         temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
         env = {**os.environ, "TEMPORAL_ADDRESS": server.address, "KUBECONFIG": str(cluster.kubeconfig)}
-        worker_log = cluster.run_dir / "worker.log"
+        worker_log = Path(args.worker_log) if args.worker_log else cluster.run_dir / "worker.log"
         with worker_log.open("wb") as log:
             worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=log,
                                       stderr=subprocess.STDOUT)
