@@ -127,6 +127,7 @@ PATCH_HELD_PROMOTION = "held-promotion"
 PATCH_WATCH_MISSING = "watch-missing-workload"
 PATCH_RELEASE_CONTINUE_AS_NEW = "continue-as-new-in-release"
 PATCH_SHARED_WATCH = "shared-watch"
+PATCH_QUIET_PHASE = "upsert-phase-on-change"
 # The activities that write the user's Deployment: an observation that arrives while one runs
 # waits for its result (and its generation), which tells whether the observation predates it.
 USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
@@ -221,7 +222,7 @@ class CanaryJobWorkflow:
                 raise ApplicationError(f"workload: {_failure_message(error)}", *([kind] if kind else []),
                                        type="AttachFailed", non_retryable=True) from None
         else:
-            self._set_phase(self.state.phase)
+            workflow.upsert_search_attributes([CANARY_PHASE.value_set(self.state.phase.value)])
         self._watch_task = asyncio.create_task(self._watch_loop())
         try:
             if self.state.canary is not None:
@@ -1327,7 +1328,10 @@ class CanaryJobWorkflow:
     # ------------------------------------------------------------------ bookkeeping
 
     def _set_phase(self, phase: Phase) -> None:
+        unchanged = self.state.phase == phase
         self.state.phase = phase
+        if unchanged and workflow.patched(PATCH_QUIET_PHASE):
+            return  # the search attribute already says so: no command, no visibility write
         workflow.upsert_search_attributes([CANARY_PHASE.value_set(phase.value)])
 
     def _event(self, kind: str, message: str, actor: str | None = None) -> None:

@@ -3,7 +3,8 @@
 ``RECORD_HISTORIES=1 pytest tests/workflow/test_replay.py`` writes the histories of the
 scenarios below into tests/histories/ (commit them when the workflow changes shape on
 purpose; keep the old ones so that `workflow.patched` branches stay covered: ``v1-*`` were
-recorded by the code before release safety, whose promotions unpaused the Deployment).
+recorded by the code before release safety, whose promotions unpaused the Deployment; ``v2-*``
+by the code before the shared watch, which upserted the phase even when it had not changed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from temporalio.worker import Replayer
 from tests.workflow.conftest import HOPS, Job, job_spec
 from workflows import names
 from workflows.canary import CanaryJobWorkflow
-from workflows.models import OperationRequest, Phase, RollbackRequest, UpdateRulesRequest, UpdateVersionRequest
+from workflows.models import (
+    OperationRequest,
+    Phase,
+    RollbackRequest,
+    UpdateRulesRequest,
+    UpdateVersionRequest,
+    WorkloadChange,
+)
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 
@@ -81,6 +89,25 @@ async def _workload_missing(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "taken over again")
 
 
+async def _shared_watch(job: Job) -> None:
+    """The worker's informer reports edits and a deletion; the job watches by name while it is gone."""
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    job.kube.edit_image("registry.local/web:2")
+    snapshot = job.kube.snapshot().model_copy(update={"generation": 2, "uid": "u1"})
+    await job.handle.signal(names.WORKLOAD_CHANGED, WorkloadChange(kind="observed", snapshot=snapshot))
+    await job.handle.signal(names.WORKLOAD_CHANGED, WorkloadChange(kind="observed", snapshot=snapshot))
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "pause")
+    await job.env.sleep(3601)
+    await job.wait_for(lambda d: d.current_step == 3, "gate")
+    await job.operate(names.CONTINUE)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "promoted")
+    job.kube.exists = False
+    await job.handle.signal(names.WORKLOAD_CHANGED, WorkloadChange(kind="deleted"))
+    await job.wait_for(lambda d: d.phase == Phase.WORKLOAD_MISSING, "missing")
+    job.kube.exists, job.kube.owner = True, None
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "taken over again")
+
+
 async def _gates_and_hand_over(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
     await job.edit_image("registry.local/web:2")
@@ -138,6 +165,7 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
     "failed-canary": (_failed_canary, {"spec": job_spec(progressDeadline="2s")}),
     "failed-promotion": (_failed_promotion, {"spec": job_spec(steps=[{"setWeight": 25}], progressDeadline="3s")}),
     "workload-missing": (_workload_missing, {}),
+    "shared-watch": (_shared_watch, {"watch": True}),
     "gates-and-hand-over": (_gates_and_hand_over, {"max_history_events": 45}),
     "analysis": (_analysis, {"spec": job_spec(
         steps=[{"setWeight": 25}, {"analysis": {"templates": [{"templateName": "success-rate"}]}},
@@ -181,3 +209,4 @@ def test_histories_are_saved() -> None:
     saved = {p.stem for p in HISTORIES.glob("*.json")}
     assert saved >= set(SCENARIOS)
     assert saved >= {f"v1-{name}" for name in ("release-promoted", "operations", "failed-canary")}
+    assert saved >= {f"v2-{name}" for name in ("release-promoted", "operations", "workload-missing", "analysis")}
