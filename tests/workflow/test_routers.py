@@ -257,3 +257,38 @@ async def test_an_aborted_release_is_recorded_with_the_route_back_on_stable(star
     assert versions.history[0].outcome == Outcome.SUPERSEDED
     weights = [w.canary for w in job.kube.router.timeline]
     assert weights == [10, 0, 10]
+
+
+async def test_a_failed_analysis_sends_traffic_to_stable_before_the_canary_goes(start_job) -> None:
+    template = {"name": "success-rate", "args": [{"name": "service"}], "metrics": [{
+        "name": "success-rate", "interval": "1m", "count": 3,
+        "successCondition": "result >= 0.99", "failureCondition": "result < 0.95",
+        "provider": {"prometheus": {"address": "http://prometheus:9090", "query": "ratio"}}}]}
+    spec = job_spec(traffic=ISTIO, analysis={"templates": [template]}, steps=[
+        {"setWeight": 20}, {"analysis": {"templates": [{"templateName": "success-rate"}],
+                                         "args": [{"name": "service", "value": "web"}]}}])
+    job: Job = await start_job(FakeKube(), spec)
+    job.kube.metrics.set("success-rate", 0.9)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.routes, "attached")
+    await job.edit_image("registry.local/web:2")
+    failed = await job.wait_for(lambda d: d.phase == Phase.FAILED, "rolled back by the analysis")
+    assert "success-rate" in (failed.last_error or "")
+    writes = job.kube.writes
+    at_20 = index(writes, ("router_weight", 20))
+    assert index(writes, ("router_weight", 0), after=at_20) < index(writes, ("scale_canary", 0), after=at_20)
+    assert job.kube.router.weight == 0 and failed.actual_weight == 0
+
+
+async def test_a_deployment_created_again_gets_its_router_set_up_again(start_job) -> None:
+    job: Job = await start_job(FakeKube(), routed())
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.routes, "attached")
+    assert job.kube.writes.count(("router_services", template_hash(job.kube.template))) == 1
+    job.kube.exists = False  # its Services went with it (ownerReference)
+    await job.handle.signal(names.WORKLOAD_CHANGED)
+    gone = await job.wait_for(lambda d: d.phase == Phase.WORKLOAD_MISSING, "missing")
+    assert gone.routes == []
+    job.kube.exists, job.kube.owner = True, None
+    await job.handle.signal(names.WORKLOAD_CHANGED)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.routes, "taken over, route set up")
+    assert job.kube.writes.count(("router_services", template_hash(job.kube.template))) == 2
+    assert job.kube.router.weight == 0
