@@ -1329,7 +1329,14 @@ class CanaryJobWorkflow:
         if self.job.traffic.router or self.state.routed is not None:
             await self._ensure_router()
             if self.state.routed is not None:
-                await self._route_weight(0, "roll back: route 100% to stable")
+                try:
+                    await self._route_weight(0, "roll back: route 100% to stable")
+                except ActivityError as error:
+                    if _failure_type(error) != ROUTER_CONFIG_INVALID:
+                        raise
+                    # The route is gone or no longer fits: it sends nothing to the canary the job can
+                    # stop, so the canary goes anyway; the user sees why the route was not written.
+                    self._event("error", f"the route was not set to 100% stable: {_failure_message(error)}")
         # Stable first, so capacity never dips while the canary goes away.
         await self._call(port.SCALE_STABLE, ScaleRequest(**request, replicas=self.state.replicas,
                                                          known_hash=self.state.workload_hash),

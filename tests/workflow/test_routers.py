@@ -292,3 +292,15 @@ async def test_a_deployment_created_again_gets_its_router_set_up_again(start_job
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.routes, "taken over, route set up")
     assert job.kube.writes.count(("router_services", template_hash(job.kube.template))) == 2
     assert job.kube.router.weight == 0
+
+
+async def test_a_route_gone_mid_release_does_not_keep_the_canary_running(start_job) -> None:
+    job: Job = await start_job(FakeKube(), routed())
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.routes, "attached")
+    await job.edit_image("registry.local/web:2")
+    await _gate(job, 1)
+    job.kube.router.refuse("traffic.istio.virtualService.name", "no VirtualService 'web' in namespace shop")
+    await job.operate(names.TERMINATE, OperationRequest(reason="errors"))
+    done = await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
+    assert job.kube.canary_replicas == 0 and job.kube.replicas == 4
+    assert any(e.kind == "error" and "no VirtualService 'web'" in e.message for e in done.events)
