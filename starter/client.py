@@ -61,6 +61,7 @@ GATE_OPERATIONS = (names.CONTINUE, names.PROMOTE)
 INVALID_OPERATION_INPUT = "InvalidOperationInput"
 ATTACH_FAILED = "AttachFailed"
 WORKLOAD_NOT_FOUND = "WorkloadNotFound"
+ROUTER_CONFIG_INVALID = "RouterConfigInvalid"
 # Only for a workflow that fails its attach without the activity's failure type.
 _MISSING_WORKLOAD = re.compile(r"^refused: workload: Deployment \S+ not found$")
 
@@ -229,8 +230,9 @@ class _Ended:
 async def _end_reason(found: _Workflow) -> _Ended:
     """Why a job's workflow ended before it attached: its refusal, typed, or how it ended.
 
-    A missing Deployment is a bad ``workload.name`` (422 in the API); a Deployment that
-    another job delivers, or anything else the attach refused, is a conflict.
+    A missing Deployment is a bad ``workload.name`` (422 in the API), and so is a router the
+    cluster cannot carry out (the ``traffic`` field it names); a Deployment that another job
+    delivers, or anything else the attach refused, is a conflict.
     """
     status = found.description.status
     if status == WorkflowExecutionStatus.FAILED:
@@ -239,6 +241,10 @@ async def _end_reason(found: _Workflow) -> _Ended:
         except WorkflowFailureError as failure:
             reason = f"refused: {_failure_message(failure.cause)}"
             types = _attach_failure_types(failure.cause)
+            if ROUTER_CONFIG_INVALID in types:
+                # The router the spec names does not fit the cluster: a bad field, which the job names.
+                fields = sorted(t for t in types if t.startswith("traffic"))
+                return _Ended(reason, InvalidInput, fields[0] if fields else "traffic")
             # The second test is for a workflow that does not pass the activity's failure type on.
             if WORKLOAD_NOT_FOUND in types or (not types - {ATTACH_FAILED} and _MISSING_WORKLOAD.search(reason)):
                 return _Ended(reason, InvalidInput, "workload.name")

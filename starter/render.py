@@ -159,6 +159,10 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
         f"Workload:   Deployment/{details.workload}",
         f"Weight:     {weight}",
     ]
+    if details.routing != "replicaRatio":
+        # What the router's object holds, read back after the job's last write: per route, stable/canary.
+        held = ", ".join(f"{printable(r.route)} {r.stable}/{r.canary}" for r in details.routes) or "not set up yet"
+        lines.append(f"Router:     {details.routing} (stable/canary: {held})")
     left = pause_left(details, now)
     if left is not None:
         lines.append(f"Pause left: {duration(left)}")

@@ -20,6 +20,7 @@ from workflows.models import (
     UpdateVersionRequest,
 )
 from workflows.spec import DeliveryRules, field_path, validation_message
+from workflows.traffic_spec import Traffic
 
 
 class OperationRejected(ValueError):
@@ -43,8 +44,12 @@ class InvalidOperationInput(OperationRejected):
 RELEASE_OPERATIONS = (names.CONTINUE, names.PROMOTE, names.TERMINATE)
 
 
-def check(operation: str, request: OperationRequest, state: JobState, workload: str) -> None:
-    """Raise :class:`OperationRejected` unless ``operation`` may be applied to the job now."""
+def check(operation: str, request: OperationRequest, state: JobState, workload: str,
+          *, traffic: Traffic | None = None) -> None:
+    """Raise :class:`OperationRejected` unless ``operation`` may be applied to the job now.
+
+    ``traffic``: the job's traffic policy now; new rules may change it only between releases.
+    """
     phase = state.phase
     if phase == Phase.DELETED:
         raise OperationRejected("the job is deleted")
@@ -60,10 +65,14 @@ def check(operation: str, request: OperationRequest, state: JobState, workload: 
         _check_revision(request, state)
     elif isinstance(request, UpdateRulesRequest):
         try:
-            DeliveryRules.model_validate(request.rules)
+            rules = DeliveryRules.model_validate(request.rules)
         except ValidationError as error:
             first = field_path(error.errors()[0]["loc"]) if error.errors() else ""
             raise InvalidOperationInput(f"rules.{first}".rstrip("."), validation_message(error)) from None
+        if traffic is not None and rules.traffic != traffic and state.canary is not None:
+            # The running canary's traffic flows through the current router (or pod ratio) until it ends.
+            raise OperationRejected(f"traffic cannot change while revision {state.canary.revision} is being "
+                                    "delivered; change it after the release ends (or terminate it)")
 
 
 def _check_release_operation(operation: str, request: OperationRequest, state: JobState) -> None:

@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         effective_weight,
         resume_index,
     )
+    from workflows.routing import RouterRequest, RouterWeights, ServicesRequest, SetWeightRequest
     from workflows.search import CANARY_JOB, CANARY_NAMESPACE, CANARY_PHASE, CANARY_WORKLOAD
     from workflows.spec import (
         DeliveryRules,
@@ -86,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
         describe_step,
         validation_message,
     )
+    from workflows.traffic_spec import Traffic
     from workflows.verdict import Measurement, MeasurementPhase, MetricPhase, Verdict
     from workflows.webhook_spec import Webhook, WebhookBody, WebhookRequest, WebhookResult, WebhookType
 
@@ -121,6 +123,10 @@ MEASURE_RETRY = RetryPolicy(maximum_attempts=1)
 WEBHOOK_SLACK = timedelta(seconds=5)
 WEBHOOK_RETRY = RetryPolicy(maximum_attempts=1)
 CONFIRM_POLL = timedelta(seconds=10)
+# A router check answers an operator who waits (apply, update-rules): a few tries, then the reason.
+CHECK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=3)
+# The failure type of a traffic spec that does not fit the cluster (activities/errors.py).
+ROUTER_CONFIG_INVALID = "RouterConfigInvalid"
 
 # workflow.patched ids: runs that started on older code replay their old shape.
 PATCH_HELD_PROMOTION = "held-promotion"
@@ -201,6 +207,7 @@ class CanaryJobWorkflow:
         self._decision: str | None = None  # a human must continue before the current step (re)starts
         self._measuring = 0  # measurements in flight: a hand-over waits for them, so none is lost
         self._hooked_step: int | None = None  # the step whose rollout webhooks said yes (not again)
+        self._rule_checks: set[asyncio.Task[None]] = set()  # signalled rules naming a router, being checked
 
     # ------------------------------------------------------------------ main loop
 
@@ -213,6 +220,7 @@ class CanaryJobWorkflow:
             CANARY_WORKLOAD.value_set(self.job.workload.name),
         ])
         if self.state.stable is None:
+            await self._check_first_router()
             try:
                 await self._attach()
             except ActivityError as error:
@@ -251,7 +259,7 @@ class CanaryJobWorkflow:
 
     def _has_work(self) -> bool:
         return (self._delete is not None or self._next is not None or self._pending_change is not None
-                or self._reappeared is not None or self._should_continue_as_new())
+                or self._reappeared is not None or self._should_continue_as_new() or self._router_stale())
 
     async def _step_main_loop(self) -> None:
         """Act on one piece of recorded intent; a failure becomes the job's state, never its end."""
@@ -265,6 +273,8 @@ class CanaryJobWorkflow:
                 await self._run_operation(operation, request)
             elif self._pending_change is not None:
                 await self._deliver_pending()
+            elif self._router_stale():
+                await self._take_route()
             elif self._should_continue_as_new():
                 raise ContinueAsNew()
         except ActivityError as error:
@@ -378,11 +388,20 @@ class CanaryJobWorkflow:
         self.state.last_error = message
         self._pending_change = None
         self._next = None
+        # The Services the job made went with the Deployment (ownerReference): set up again on its return.
+        self.state.routed, self.state.routes = None, []
         if self.state.canary is None:
             self._set_phase(Phase.WORKLOAD_MISSING)
 
     async def _detach(self, request: OperationRequest) -> None:
         stable = self.state.stable
+        if self.state.routed is not None:
+            try:
+                await self._call(port.CLEANUP_ROUTER, self._router_request(self.state.routed),
+                                 summary="leave the route at 100 % stable and remove the job's Services")
+            except ActivityError as error:
+                self._event("error", f"cleaning up the router failed: {_failure_message(error)}", request.actor)
+            self.state.routed, self.state.routes = None, []
         try:
             await self._call(
                 port.DETACH_WORKLOAD,
@@ -609,6 +628,7 @@ class CanaryJobWorkflow:
             self.state.last_error = None
             self.state.reset_steps(self.job.steps)
             self.state.step_analyses, self.state.background = [], None
+            self.state.canary_scale = None
             self._event("release-started", f"revision {canary.revision} ({_images(canary.images)}) "
                         f"started by {canary.trigger.value}", canary.actor)
             self._set_phase(Phase.PROGRESSING)
@@ -641,6 +661,8 @@ class CanaryJobWorkflow:
     async def _deliver(self, canary: Version, start: int, *, resume: bool, skip_steps: bool) -> None:
         """The release's way to stable: prepare the canary, run the steps, pass the analysis, promote."""
         if not resume:
+            if self.job.traffic.router or self.state.routed is not None:
+                await self._interruptible(self._ensure_router())
             await self._interruptible(self._call(
                 port.PREPARE_CANARY,
                 CanaryTemplateRequest(**self._ref(), template=canary.template or {},
@@ -704,11 +726,17 @@ class CanaryJobWorkflow:
         return True
 
     async def _run_step(self, index: int, step: SetWeightStep | PauseStep | SetCanaryScaleStep | AnalysisStep) -> None:
-        if isinstance(step, SetWeightStep):
+        if isinstance(step, SetWeightStep) and self.state.routed is not None:
+            await self._route_step(step.set_weight, f"step {index + 1}: setWeight {step.set_weight}%")
+            self.state.weight = step.set_weight
+        elif isinstance(step, SetWeightStep):
             canary = canary_replicas_for_weight(self.state.replicas, step.set_weight)
             await self._shift(canary, stable=self.state.replicas - canary,
                               label=f"step {index + 1}: setWeight {step.set_weight}%")
             self.state.weight = step.set_weight
+        elif isinstance(step, SetCanaryScaleStep) and self.state.routed is not None:
+            await self._scale_routed_canary(canary_replicas_for_scale(self.state.replicas, step.set_canary_scale),
+                                            f"step {index + 1}: {describe_step(step)}")
         elif isinstance(step, SetCanaryScaleStep):
             canary = canary_replicas_for_scale(self.state.replicas, step.set_canary_scale)
             await self._shift(canary, stable=self.state.stable_replicas,
@@ -739,6 +767,46 @@ class CanaryJobWorkflow:
         self.state.canary_target = None
         self.state.actual_weight = effective_weight(canary, stable)
         self._set_phase(Phase.PROGRESSING)
+
+    async def _route_step(self, weight: int, label: str) -> None:
+        """With a router: enough canary pods for ``weight``, Ready, and only then ``weight`` on the route.
+
+        The stable side keeps its full size: the router, not the pod count, splits the traffic.
+        A ``setCanaryScale`` earlier in the release fixes the canary's size; a canary that has
+        any weight has at least one pod. Shrinking goes the other way round: weight first.
+        """
+        scale = self.state.canary_scale
+        canary = scale if scale is not None else canary_replicas_for_weight(self.state.replicas, weight)
+        if weight > 0:
+            canary = max(1, canary)
+        growing = canary >= self.state.canary_replicas
+        if growing and canary > 0:
+            await self._grow_canary(canary, label)
+        await self._interruptible(self._route_weight(weight, f"{label}: route {weight}% to the canary"))
+        if not growing:
+            await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
+        self.state.canary_replicas = canary
+        self.state.canary_target = None
+        self._set_phase(Phase.PROGRESSING)
+
+    async def _scale_routed_canary(self, canary: int, label: str) -> None:
+        """With a router, ``setCanaryScale``: the canary's size from now on, the weight unchanged."""
+        if self.state.weight > 0:
+            canary = max(1, canary)  # a canary with weight and no pod would answer nobody
+        self.state.canary_scale = canary
+        if canary >= self.state.canary_replicas:
+            await self._grow_canary(canary, label)
+        else:
+            await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
+        self.state.canary_replicas = canary
+        self.state.canary_target = None
+        self._set_phase(Phase.PROGRESSING)
+
+    async def _grow_canary(self, canary: int, label: str) -> None:
+        """Scale the canary to ``canary`` pods and wait until they are Ready."""
+        self.state.canary_target = canary
+        await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
+        await self._interruptible(self._wait_canary_ready(canary, label))
 
     async def _scale(self, activity: port.Activity[ScaleRequest, None], replicas: int, summary: str) -> None:
         known = self.state.workload_hash if activity is port.SCALE_STABLE else None
@@ -1105,6 +1173,9 @@ class CanaryJobWorkflow:
             await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=replicas),
                              summary=f"{label}: scale canary to {replicas}")
             await self._interruptible(self._wait_canary_ready(replicas, label), only=PROMOTION_INTERRUPTS)
+            if self.state.routed is not None:
+                # The canary's pods take all the traffic while the stable side changes version.
+                await self._route_weight(100, f"{label}: route 100% to the canary")
         except ActivityError as error:
             if _failure_type(error) == "WorkloadNotFound":
                 raise
@@ -1124,6 +1195,11 @@ class CanaryJobWorkflow:
                 raise
             await self._restore_stable(f"promotion failed: {_failure_message(error)}")
             return
+        if self.state.routed is not None:
+            # The stable Service selects the new version's pods; then the route sends everything there.
+            await self._call(port.PREPARE_ROUTER_SERVICES, self._services_request(canary),
+                             summary=f"{label}: aim the stable Service at revision {canary.revision}")
+            await self._route_weight(0, f"{label}: route 100% to stable")
         await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=0), summary="scale the canary down")
         self._promoted(canary)
 
@@ -1246,8 +1322,22 @@ class CanaryJobWorkflow:
             self._set_phase(Phase.HEALTHY)
 
     async def _settle(self) -> None:
-        """Stable at full size, canary at zero: where the job rests between releases."""
+        """Stable at full size, canary at zero: where the job rests between releases.
+
+        With a router, all traffic goes to stable first, before any pod goes away.
+        """
         request = self._ref()
+        if self.job.traffic.router or self.state.routed is not None:
+            await self._ensure_router()
+            if self.state.routed is not None:
+                try:
+                    await self._route_weight(0, "roll back: route 100% to stable")
+                except ActivityError as error:
+                    if _failure_type(error) != ROUTER_CONFIG_INVALID:
+                        raise
+                    # The route is gone or no longer fits: it sends nothing to the canary the job can
+                    # stop, so the canary goes anyway; the user sees why the route was not written.
+                    self._event("error", f"the route was not set to 100% stable: {_failure_message(error)}")
         # Stable first, so capacity never dips while the canary goes away.
         await self._call(port.SCALE_STABLE, ScaleRequest(**request, replicas=self.state.replicas,
                                                          known_hash=self.state.workload_hash),
@@ -1260,6 +1350,100 @@ class CanaryJobWorkflow:
         if self.state.phase == Phase.ERROR:
             self.state.last_error = None
             self._set_phase(Phase.HEALTHY)
+
+    # ------------------------------------------------------------------ traffic router
+    #
+    # Only jobs whose rules name a router (traffic.routing istio or gatewayAPI) get here: a
+    # replica-ratio job issues no router command, so its histories replay unchanged.
+
+    def _router_request(self, traffic: Traffic | None = None) -> RouterRequest:
+        return RouterRequest(namespace=self.job.namespace, job=self.job.name, workload=self.job.workload.name,
+                             traffic=traffic or self.job.traffic)
+
+    def _services_request(self, stable: Version) -> ServicesRequest:
+        return ServicesRequest(**dict(self._router_request()), stable_template_hash=stable.template_hash)
+
+    async def _check_first_router(self) -> None:
+        """Before attaching: a router that does not fit the cluster means no job, and the field to fix."""
+        if not self.job.traffic.router:
+            return
+        try:
+            await self._call(port.CHECK_ROUTER, self._router_request(),
+                             summary=f"check the {self.job.traffic.routing} router")
+        except ActivityError as error:
+            raise ApplicationError(_failure_message(error), ROUTER_CONFIG_INVALID,
+                                   *([field] if (field := _failure_field(error)) else []),
+                                   type=ROUTER_CONFIG_INVALID, non_retryable=True) from None
+
+    def _traffic_to_check(self, request: UpdateRulesRequest) -> Traffic | None:
+        """The router new rules name, when it is not the one the job runs now (it must be checked first)."""
+        traffic = DeliveryRules.model_validate(request.rules).traffic
+        return traffic if traffic.router and traffic != self.job.traffic else None
+
+    async def _check_router(self, traffic: Traffic) -> None:
+        """Refuse (typed, naming the field) a router that does not fit the cluster; writes nothing."""
+        try:
+            await workflow.execute_activity(
+                port.CHECK_ROUTER.name, self._router_request(traffic), start_to_close_timeout=API_TIMEOUT,
+                retry_policy=CHECK_RETRY, summary=f"check the {traffic.routing} router of the new rules",
+            )
+        except ActivityError as error:
+            raise ApplicationError(_failure_message(error), *([field] if (field := _failure_field(error)) else []),
+                                   type="InvalidOperationInput", non_retryable=True) from None
+
+    async def _checked_rules_signal(self, request: UpdateRulesRequest, traffic: Traffic) -> None:
+        """The signal form of ``update-rules`` naming a new router: applied once the router is checked."""
+        try:
+            await self._check_router(traffic)
+            self._check(names.UPDATE_RULES, request)
+        except (ApplicationError, ValueError) as error:
+            message = error.message if isinstance(error, ApplicationError) else str(error)
+            self._event("rejected", f"{names.UPDATE_RULES} signal rejected: {message}", request.actor)
+            return
+        self._apply(names.UPDATE_RULES, request)
+
+    def _router_stale(self) -> bool:
+        """Between releases, the rules name another router than the one set up (or none was yet)."""
+        wanted = self.job.traffic if self.job.traffic.router else None
+        return (wanted != self.state.routed and self.state.canary is None and self.state.stable is not None
+                and not self._trouble and not self.state.workload_missing)
+
+    async def _take_route(self) -> None:
+        """Set the rules' router up and hold its route at 100 % stable, as it rests between releases."""
+        await self._ensure_router()
+        if self.state.routed is not None:
+            await self._route_weight(0, "route 100% to stable")
+
+    async def _ensure_router(self) -> None:
+        """Make the router the rules name the one set up: the previous one left at 100 % stable, Services made."""
+        wanted = self.job.traffic if self.job.traffic.router else None
+        previous = self.state.routed
+        if wanted == previous:
+            return
+        if previous is not None:
+            await self._call(port.CLEANUP_ROUTER, self._router_request(previous),
+                             summary=f"leave the previous {previous.routing} router at 100% stable")
+            self.state.routed, self.state.routes = None, []
+            self.state.actual_weight = 0
+        if wanted is None:
+            return
+        stable = self.state.stable
+        assert stable is not None
+        await self._call(port.PREPARE_ROUTER_SERVICES, self._services_request(stable),
+                         summary=f"Services {wanted.stable_service} and {wanted.canary_service} for the router")
+        self.state.routed = wanted
+        self._event("router", f"{wanted.routing} routes between Services {wanted.stable_service} (stable, "
+                    f"revision {stable.revision}) and {wanted.canary_service} (canary)")
+
+    async def _route_weight(self, weight: int, summary: str) -> RouterWeights:
+        """Send ``weight`` percent to the canary Service; the job reports what the router then holds."""
+        routed = self.state.routed
+        assert routed is not None
+        weights = await self._call(port.SET_ROUTER_WEIGHT, SetWeightRequest(
+            **dict(self._router_request(routed)), canary_weight=weight), summary=summary)
+        self.state.routes = weights.routes
+        self.state.actual_weight = weights.canary_percent
+        return weights
 
     # ------------------------------------------------------------------ interrupts and calls
 
@@ -1344,7 +1528,8 @@ class CanaryJobWorkflow:
     # the same check and the same apply; a rejected signal is recorded as an event.
 
     def _check(self, operation: str, request: OperationRequest) -> None:
-        check(operation, request, self.state, f"{self.job.namespace}/{self.job.workload.name}")
+        check(operation, request, self.state, f"{self.job.namespace}/{self.job.workload.name}",
+              traffic=self.job.traffic)
 
     def _apply(self, operation: str, request: OperationRequest) -> OperationResult:
         """Record what an accepted operation asks for; the main loop and the release act on it."""
@@ -1425,6 +1610,13 @@ class CanaryJobWorkflow:
         try:
             request = model.model_validate(payload or {})
             self._check(operation, request)
+            traffic = self._traffic_to_check(request) if isinstance(request, UpdateRulesRequest) else None
+            if traffic is not None:
+                assert isinstance(request, UpdateRulesRequest)
+                task = asyncio.ensure_future(self._checked_rules_signal(request, traffic))
+                self._rule_checks.add(task)
+                task.add_done_callback(self._rule_checks.discard)
+                return
             self._apply(operation, request)
         except ValidationError as error:
             self._event("rejected", f"{operation} signal rejected: {validation_message(error)}")
@@ -1487,8 +1679,16 @@ class CanaryJobWorkflow:
         self._validate(names.ROLLBACK, request)
 
     @workflow.update(name=names.UPDATE_RULES)
-    def update_rules(self, request: UpdateRulesRequest) -> OperationResult:
-        """Change steps and traffic policy; a running release goes on under them."""
+    async def update_rules(self, request: UpdateRulesRequest) -> OperationResult:
+        """Change steps and traffic policy; a running release goes on under them.
+
+        New rules naming another router are checked against the cluster first (an activity,
+        so the answer waits for it); rules without one are applied at once, as always.
+        """
+        traffic = self._traffic_to_check(request)
+        if traffic is not None:
+            await self._check_router(traffic)
+            self._validate(names.UPDATE_RULES, request)  # the job may have moved on meanwhile
         return self._apply(names.UPDATE_RULES, request)
 
     @update_rules.validator
@@ -1559,6 +1759,7 @@ class CanaryJobWorkflow:
             pause_reason=self.state.pause_reason, analyses=self.state.analysis_views(),
             stable_replicas=self.state.stable_replicas, canary_target=self.state.canary_target,
             created=self.state.created, last_release=_summary(self.state.last_release()),
+            routing=self.job.traffic.routing.value, routes=self.state.routes,
         )
 
     @workflow.query(name=names.VERSIONS_QUERY)
@@ -1585,6 +1786,14 @@ def _failure_type(error: ActivityError) -> str | None:
     """The ApplicationError type behind an activity failure (None for timeouts and the like)."""
     cause = error.cause
     return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def _failure_field(error: ActivityError) -> str | None:
+    """The spec field an activity's failure names (its first detail), if it names one."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], str):
+        return cause.details[0]
+    return None
 
 
 def _failure_message(error: ActivityError) -> str:

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.analysis_run import AnalysisRun, AnalysisView
 from workflows.fields import Duration
+from workflows.routing import RouteWeight
 from workflows.spec import JobSpec, describe_step
+from workflows.traffic_spec import Traffic
 
 PodTemplate = dict[str, Any]
 MAX_VERSIONS = 30
@@ -168,6 +170,14 @@ class JobState(_Model):
     # The canary size the running step is moving to; until its pods are Ready, ``canary_replicas``
     # stays what the job last saw Ready.
     canary_target: int | None = None
+    # The router whose objects the job has set up (its Services, the route at 100 % stable); None:
+    # none (replica ratio, or not yet). New rules naming another router set that one up instead.
+    routed: Traffic | None = None
+    # What the router held when the job last wrote or read it, per route.
+    routes: list[RouteWeight] = Field(default_factory=list)
+    # The canary size a ``setCanaryScale`` step fixed for the rest of the release (with a router,
+    # ``setWeight`` then changes only the weight).
+    canary_scale: int | None = None
 
     # -- bookkeeping: every method takes the time, so the workflow passes workflow.now() --------
 
@@ -428,6 +438,9 @@ class JobDetails(_Model):
     created: datetime | None = None
     # Once a release has ended and until the next starts: the release the steps belong to.
     last_release: Version | None = None
+    # ``traffic.routing``; with a router, the weights its routes hold (read back from the object).
+    routing: str = "replicaRatio"
+    routes: list[RouteWeight] = Field(default_factory=list)
 
 
 class JobVersions(_Model):

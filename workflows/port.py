@@ -69,14 +69,7 @@ CALL_WEBHOOK = Activity(CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult)
 PROMOTE_STABLE = Activity[PromoteRequest, None]("promote_stable", PromoteRequest, None)
 PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, None)
 
-ALL: tuple[Activity[object, object], ...] = (
-    INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
-    SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
-    WATCH_WORKLOAD, LABEL_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
-)  # type: ignore[assignment]
-
-# Traffic routers (activities/routers/). A table of their own until the workflow calls them and
-# the workflow tests' fakes answer them; then they join ALL.
+# Traffic routers (activities/routers/, registered by the worker beside the rest).
 CHECK_ROUTER = Activity[RouterRequest, None]("check_router", RouterRequest, None)
 PREPARE_ROUTER_SERVICES = Activity[ServicesRequest, None]("prepare_router_services", ServicesRequest, None)
 SET_ROUTER_WEIGHT = Activity("set_router_weight", SetWeightRequest, RouterWeights)
@@ -86,3 +79,10 @@ CLEANUP_ROUTER = Activity[RouterRequest, None]("cleanup_router", RouterRequest, 
 ROUTER: tuple[Activity[object, object], ...] = (
     CHECK_ROUTER, PREPARE_ROUTER_SERVICES, SET_ROUTER_WEIGHT, READ_ROUTER_WEIGHTS, CLEANUP_ROUTER,
 )  # type: ignore[assignment]
+
+_KUBE = (
+    INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
+    SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
+    WATCH_WORKLOAD, LABEL_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
+)
+ALL: tuple[Activity[object, object], ...] = (*_KUBE, *ROUTER)  # type: ignore[arg-type]

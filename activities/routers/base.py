@@ -52,8 +52,11 @@ class Router(Protocol):
 
 
 def config_error(field: str, message: str) -> ApplicationError:
-    """A spec that does not fit the cluster: retrying cannot fix it, the user must."""
-    return ApplicationError(f"{field}: {message}", type=errors.ROUTER_CONFIG_INVALID, non_retryable=True)
+    """A spec that does not fit the cluster: retrying cannot fix it, the user must.
+
+    The field is also the failure's first detail, so the workflow passes it on as the field to fix.
+    """
+    return ApplicationError(f"{field}: {message}", field, type=errors.ROUTER_CONFIG_INVALID, non_retryable=True)
 
 
 @dataclass(frozen=True)

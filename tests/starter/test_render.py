@@ -54,6 +54,11 @@ def test_details_text() -> None:
     assert "Weight:     20%, 1 of 5 pods canary" in text
     assert "Weight:     25% (actual 20%), 1 of 5 pods canary" in render_details(details(weight=25), NOW)
     assert "Pause left: 59m55s" in text
+    assert "Router:" not in text  # replica ratio: the pods are the weight
+    routed = render_details(details(routing="istio", routes=[{"route": "primary", "stable": 90, "canary": 10}],
+                                    weight=10, actual_weight=10), NOW)
+    assert "Weight:     10%, 1 of 5 pods canary" in routed
+    assert "Router:     istio (stable/canary: primary 90/10)" in routed
     assert "Last error: -" in text
     lines = text.splitlines()
     assert "    [x] 1. setWeight 20%" in lines

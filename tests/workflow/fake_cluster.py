@@ -32,6 +32,7 @@ from activities import errors
 from activities.templates import images, template_hash, user_template
 from tests.workflow.fake_hooks import FakeHooks
 from tests.workflow.fake_metrics import FakeMetrics
+from tests.workflow.fake_router import FakeRouter
 from workflows.analysis_spec import MEASURE_METRIC_ACTIVITY, MeasureRequest
 from workflows.images import validate_image
 from workflows.models import (
@@ -151,6 +152,7 @@ class FakeCluster:
         self.calls: list[tuple[str, int]] = []  # (activity, attempt): what the workflow asked for
         self.metrics = FakeMetrics()
         self.hooks = FakeHooks()
+        self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: None)
         self.create(self.initial_template(image), replicas, why="initial")
 
     @staticmethod
@@ -261,12 +263,19 @@ class FakeCluster:
     def _log_call(self, name: str) -> None:
         self.calls.append((name, activity.info().attempt))
 
+    def _ready_canary_pods(self) -> int:
+        canary = self.canary
+        if canary is None or not template_behaviour(canary.template).ready(1):
+            return 0
+        return canary.replicas
+
     # -- the activities ------------------------------------------------------------------------
 
     def activities(self) -> list[Callable[..., Any]]:
-        """Every ``@activity.defn`` method of this class, bound: adding one is adding a method."""
-        return [getattr(self, name) for name in dir(type(self))
-                if hasattr(getattr(type(self), name), "__temporal_activity_definition")]
+        """Every ``@activity.defn`` method of this class, bound, and the router's: adding one is adding a method."""
+        return [*(getattr(self, name) for name in dir(type(self))
+                  if hasattr(getattr(type(self), name), "__temporal_activity_definition")),
+                *self.router.activities()]
 
     @activity.defn(name=MEASURE_METRIC_ACTIVITY)
     async def measure_metric(self, req: MeasureRequest) -> Measurement:

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from tests.workflow.fake_hooks import FakeHooks
 from tests.workflow.fake_metrics import FakeMetrics
+from tests.workflow.fake_router import FakeRouter
 from workflows.models import (
     AttachRequest,
     CanaryTemplateRequest,
@@ -66,6 +67,8 @@ class FakeKube:
         self.writes: list[tuple[str, Any]] = []
         self.metrics = FakeMetrics()  # what analysis measures: scripted values, real judgement
         self.hooks = FakeHooks()  # what webhooks answer: scripted statuses, every body kept
+        # The job's route (traffic.routing istio or gatewayAPI); its writes join ``writes``.
+        self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: self.writes.append((kind, value)))
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -84,6 +87,10 @@ class FakeKube:
         return WorkloadSnapshot(template=copy.deepcopy(self.template), template_hash=template_hash(self.template),
                                 images=self.images(), replicas=self.replicas, resource_version="1")
 
+    def _ready_canary_pods(self) -> int:
+        image = self.images(self.canary_template)["app"] if self.canary_template else None
+        return 0 if image is None or image in self.broken_images else self.canary_replicas
+
     def _require(self, request: WorkloadRequest) -> None:
         if not self.exists:
             raise ApplicationError(f"Deployment {request.namespace}/{request.name} not found",
@@ -96,7 +103,7 @@ class FakeKube:
                 self.scale_stable, self.wait_canary_ready, self.promote_stable, self.wait_stable_rolled_out,
                 self.pause_stable, self.write_template, self.set_image, self.watch_workload, self.label_workload,
                 self.detach_workload, self.hold_stable, self.prepare_stable, self.metrics.measure_metric,
-                self.hooks.call_webhook]
+                self.hooks.call_webhook, *self.router.activities()]
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, request: WorkloadRequest) -> WorkloadSnapshot:

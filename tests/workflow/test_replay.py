@@ -147,6 +147,25 @@ async def _webhooks(job: Job) -> None:
                        "post-rollout told of both releases")
 
 
+async def _router(job: Job) -> None:
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and bool(d.routes), "attached, route set up")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 1, "weight 10")
+    await job.operate(names.TERMINATE, OperationRequest(reason="replay"))
+    await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
+    await job.edit_image("registry.local/web:3")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.canary is not None and d.canary.revision == 3,
+                       "the next release at weight 10")
+    await job.operate(names.PROMOTE)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.canary is None, "promoted")
+    await job.operate(names.DELETE)
+    await job.handle.result()
+
+
+_ROUTER = {"routing": "istio", "stableService": "web-stable", "canaryService": "web-canary",
+           "istio": {"virtualService": {"name": "web", "routes": ["primary"]}}}
+
+
 _WEBHOOKS = [{"name": name, "type": kind, "url": f"http://hooks.shop/{name}"} for name, kind in (
     ("smoke", "pre-rollout"), ("load", "rollout"), ("approval", "confirm-promotion"), ("notify", "post-rollout"))]
 
@@ -172,6 +191,7 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
                {"setWeight": 50}, {"pause": {}}],
         analysis={**_ANALYSIS, "background": {"templates": [{"templateName": "success-rate"}],
                                               "startingStep": 3}})}),
+    "router": (_router, {"spec": job_spec(traffic=_ROUTER, steps=[{"setWeight": 10}, {"pause": {}}])}),
     # max_history_events: the wait for confirm-promotion hands over to a fresh run.
     "webhooks": (_webhooks, {"spec": job_spec(steps=[{"setWeight": 25}, {"setWeight": 50}], webhooks=_WEBHOOKS),
                              "max_history_events": 175}),
