@@ -101,9 +101,10 @@ API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficie
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=1.0,
                          maximum_interval=timedelta(seconds=1))
 API_TIMEOUT = timedelta(seconds=30)
-# A dead worker's watch is retried elsewhere once its heartbeat is this late: edits are
-# noticed within a few seconds of a worker crash (the watch heartbeats every 0.5 s).
-WATCH_HEARTBEAT = timedelta(seconds=3)
+# A dead worker's wait (or, in runs on older code, watch) is retried elsewhere once its heartbeat
+# is this late. The activity heartbeats every second and the SDK sends one every 0.8 x this, so
+# the rest (1 s) is the slack a CPU-starved worker or server has before an attempt is cut.
+WATCH_HEARTBEAT = timedelta(seconds=5)
 WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=30))
 # How long a job in trouble (a refused write, a Deployment taken by another job) waits
@@ -134,6 +135,7 @@ PATCH_WATCH_MISSING = "watch-missing-workload"
 PATCH_RELEASE_CONTINUE_AS_NEW = "continue-as-new-in-release"
 PATCH_SHARED_WATCH = "shared-watch"
 PATCH_QUIET_PHASE = "upsert-phase-on-change"
+PATCH_COUNT_EACH_SIDE = "count-each-side-of-a-shift"
 # The activities that write the user's Deployment: an observation that arrives while one runs
 # waits for its result (and its generation), which tells whether the observation predates it.
 USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
@@ -755,12 +757,18 @@ class CanaryJobWorkflow:
         """
         stable = max(0, stable)
         self.state.canary_target = canary
+        # Each side's count is recorded as soon as its write is done: an interrupt while the
+        # canary's pods come up (new rules, say) leaves the job reporting what the cluster runs.
         if canary >= self.state.canary_replicas:
             await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
+            if workflow.patched(PATCH_COUNT_EACH_SIDE):
+                self.state.canary_replicas = canary
             await self._interruptible(self._wait_canary_ready(canary, label))
             await self._scale(port.SCALE_STABLE, stable, f"{label}: scale stable to {stable}")
         else:
             await self._scale(port.SCALE_STABLE, stable, f"{label}: scale stable to {stable}")
+            if workflow.patched(PATCH_COUNT_EACH_SIDE):
+                self.state.stable_replicas = stable
             await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
         self.state.canary_replicas = canary
         self.state.stable_replicas = stable

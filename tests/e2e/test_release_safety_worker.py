@@ -69,9 +69,10 @@ async def test_an_edit_after_a_worker_crash_starts_a_release_promptly(shop: Shop
 async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
         shop: Shop, worker: WorkerProcess) -> None:
     shop.create_workload()
-    # A progress deadline a lost attempt's start-to-close timeout (10 s) would overrun.
+    # A lost wait attempt must be noticed by its heartbeat timeout (5 s): its start-to-close
+    # timeout is the whole progress deadline, which waiting for would overrun.
     handle = await worker.start_job(shop.temporal, shop.spec(
-        steps=[{"setWeight": 25}, {"pause": {}}], progressDeadline="9s"))
+        steps=[{"setWeight": 25}, {"pause": {}}], progressDeadline="12s"))
     await wait_job(shop, lambda d: d.phase == Phase.HEALTHY, "attached")
     # Slow pods: the kills land while the job waits for the canary, and while it promotes.
     shop.set_image(NEW, annotations={READY_DELAY_ANNOTATION: "2s"})

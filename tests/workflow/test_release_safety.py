@@ -197,3 +197,14 @@ async def test_a_long_release_continues_as_new_at_a_pause_and_carries_on(start_j
     await job.operate(names.CONTINUE)
     done = await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "promoted")
     assert done.stable is not None and done.stable.revision == 2
+
+
+async def test_new_rules_while_canary_pods_come_up_leave_the_job_reporting_them(start_job) -> None:
+    job = await _attached(start_job, spec=job_spec(steps=[{"setWeight": 25}, {"pause": {}}], progressDeadline="1h"))
+    job.kube.broken_images.add("registry.local/web:2")  # its pods never become Ready: the wait goes on
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PROGRESSING and job.kube.canary_replicas == 1,
+                       "the canary's pod asked for, its wait running")
+    await job.operate(names.UPDATE_RULES, UpdateRulesRequest(rules={"steps": [{"pause": {}}]}))
+    details = await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the new rules' pause")
+    assert (details.canary_replicas, details.stable_replicas) == (job.kube.canary_replicas, job.kube.replicas) == (1, 4)
