@@ -13,6 +13,7 @@ JavaScript that could drift from the server's.
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -26,8 +27,9 @@ from fastapi.templating import Jinja2Templates
 from starter import analysis_format
 from starter import client as canary
 from starter.api.auth import OPERATION_ROLES, Principal
-from starter.api.deps import SESSION_COOKIE, JobName, Namespace, clients, sessions, tokens
+from starter.api.deps import SESSION_COOKIE, JobName, Namespace, sessions, tokens
 from starter.api.errors import ApiError, ErrorCode, classify
+from starter.api.reads import job_reads
 from starter.api.security import require_same_origin
 from starter.api.sparkline import sparkline
 from starter.errors import CanaryError
@@ -162,11 +164,10 @@ async def jobs_page(request: Request,
     principal = _signed_in(request)
     if principal is None:
         return _to_login(request)
-    holder = clients(request)
     error = None
     jobs: list[canary.JobSummary] = []
     try:
-        jobs = await canary.list_jobs(await holder.get(), namespace, status.value if status else None)
+        jobs = await job_reads(request).jobs(namespace, status.value if status else None, False)
     except (ApiError, CanaryError) as err:
         error = err.message
     return templates.TemplateResponse(request, "jobs.html", _context(
@@ -175,8 +176,9 @@ async def jobs_page(request: Request,
 
 
 async def _load(request: Request, namespace: str, name: str) -> tuple[JobDetails, JobVersions]:
-    temporal = await clients(request).get()
-    return await canary.details(temporal, namespace, name), await canary.versions(temporal, namespace, name)
+    """Both queries at once, each shared with every other reader of this job (starter.api.reads)."""
+    reads = job_reads(request)
+    return await asyncio.gather(reads.details(namespace, name), reads.versions(namespace, name))
 
 
 def pause_ends_at(job: JobDetails, now: datetime) -> datetime | None:
