@@ -30,6 +30,7 @@ from starter.api.auth import OPERATION_ROLES, Principal
 from starter.api.deps import SESSION_COOKIE, JobName, Namespace, sessions, tokens
 from starter.api.errors import ApiError, ErrorCode, classify
 from starter.api.reads import job_reads
+from starter.api.rendered import RenderedPages
 from starter.api.security import require_same_origin
 from starter.api.sparkline import sparkline
 from starter.errors import CanaryError
@@ -211,7 +212,7 @@ async def job_page(request: Request, namespace: Namespace, name: JobName) -> Res
     except CanaryError as err:
         return templates.TemplateResponse(request, "missing.html", _context(
             request, principal, namespace=namespace, name=name, error=err.message), status_code=classify(err).status)
-    return templates.TemplateResponse(request, "job.html", _live_context(request, principal, job, versions))
+    return _job_html(request, principal, "job.html", job, versions)
 
 
 @router.get("/ui/namespaces/{namespace}/jobs/{name}/live", response_class=HTMLResponse)
@@ -221,10 +222,27 @@ async def job_live(request: Request, namespace: Namespace, name: JobName) -> Res
     if principal is None:
         raise ApiError(ErrorCode.UNAUTHORIZED, "signed out: sign in again")
     job, versions = await _load(request, namespace, name)
-    return templates.TemplateResponse(request, "_live.html", _live_context(request, principal, job, versions))
+    return _job_html(request, principal, "_live.html", job, versions)
+
+
+def _job_html(request: Request, principal: Principal, template: str, job: JobDetails, versions: JobVersions
+              ) -> HTMLResponse:
+    """The job's page (or its live part) for this reader: kept while its answers are current.
+
+    Without a countdown only: one must carry the moment it was sent (see starter.api.rendered).
+    """
+    def render() -> str:
+        return templates.get_template(template).render(_live_context(request, principal, job, versions))
+
+    if pause_ends_at(job, datetime.now(UTC)) is not None:
+        return HTMLResponse(render())
+    pages: RenderedPages = request.app.state.pages
+    key = (template, job.namespace, job.name, principal.name, principal.role)
+    return HTMLResponse(pages.html(key, (job, versions), render))
 
 
 def install_web(app: FastAPI) -> None:
     """Add the page's routes and its static files to ``app``."""
+    app.state.pages = RenderedPages()
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="static")
