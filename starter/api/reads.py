@@ -56,6 +56,9 @@ class SharedReads:
         self.ttl = ttl
         self._clock = clock
         self._flights: dict[Hashable, _Flight] = {}
+        # Calls under way that changed() forgot are still awaited by their readers; held here
+        # too, since the event loop keeps only weak references to tasks.
+        self._running: set[asyncio.Task[Any]] = set()
 
     def changed(self) -> None:
         """A write has finished: nothing read (or still being read) before it is handed out again.
@@ -87,6 +90,8 @@ class SharedReads:
             return result
 
         flight = _Flight(asyncio.get_running_loop().create_task(call()))
+        self._running.add(flight.task)
+        flight.task.add_done_callback(self._running.discard)
         self._flights[key] = flight
         return flight
 
