@@ -61,16 +61,49 @@ async def test_a_burst_of_identical_reads_makes_one_call() -> None:
     assert await shared.get("other job", source.read) == "before" and source.calls == 2
 
 
-async def test_an_answer_is_reused_for_its_ttl_then_asked_again() -> None:
+async def test_an_answer_is_reused_for_its_ttl_then_replaced_in_the_background() -> None:
     source, clock = Source(), Clock()
-    shared = SharedReads(ttl=0.5, clock=clock)
+    shared = SharedReads(ttl=0.5, grace=0.5, clock=clock)
     await shared.get("job", source.read)
     source.state = "after"
     clock.now += 0.4
-    assert await shared.get("job", source.read) == "before"
+    assert await shared.get("job", source.read) == "before" and source.calls == 1
+    # Past its time to live the answer is still handed out at once, while one call fetches the next.
     clock.now += 0.2
-    assert await shared.get("job", source.read) == "after"
+    source.gate.clear()
+    assert [await shared.get("job", source.read) for _ in range(3)] == ["before"] * 3
+    await asked(source, 2)
+    source.gate.set()
+    await asked_and_answered(shared, "job", source, "after")
     assert source.calls == 2
+    # Past the grace as well, a reader waits for a new answer.
+    source.state = "later"
+    clock.now += 1.1
+    assert await shared.get("job", source.read) == "later" and source.calls == 3
+
+
+async def asked_and_answered(shared: SharedReads, key: str, source: Source, expected: str) -> None:
+    """Let the loop turn until the background call has landed and ``key`` reads ``expected``."""
+    for _ in range(100):
+        if await shared.get(key, source.read) == expected:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{key} never read {expected!r}")
+
+
+async def test_a_failed_refresh_keeps_the_answer_until_its_grace_ends() -> None:
+    source, clock = Source(), Clock()
+    shared = SharedReads(ttl=0.5, grace=0.5, clock=clock)
+    await shared.get("job", source.read)
+    source.fail = True
+    clock.now += 0.6
+    assert await shared.get("job", source.read) == "before"
+    await asked(source, 2)
+    await asyncio.sleep(0)
+    assert await shared.get("job", source.read) == "before"
+    clock.now += 0.5
+    with pytest.raises(RuntimeError):
+        await shared.get("job", source.read)
 
 
 async def test_a_read_after_a_write_never_gets_an_answer_from_before_it() -> None:
