@@ -117,7 +117,7 @@ def require(role: Role, what: str) -> Callable[..., Awaitable[Principal]]:
     """
 
     async def dependency(request: Request,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
         principal = authenticate(request, credentials)
         if principal.role < role:
             raise ApiError(ErrorCode.FORBIDDEN,

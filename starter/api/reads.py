@@ -89,10 +89,10 @@ class SharedReads:
         answer = slot.answer
         if answer is not None and now < answer.usable_until:
             if now >= answer.fresh_until and slot.call is None:
-                self._call(key, slot, load)  # its successor, fetched in the background
+                self._call(slot, load)  # its successor, fetched in the background
             value: T = answer.value
             return value
-        call = slot.call or self._call(key, slot, load)
+        call = slot.call or self._call(slot, load)
         # Shielded: a reader that gives up (its client went away) must not cancel the others' call.
         result: T = await asyncio.shield(call)
         return result
@@ -104,7 +104,7 @@ class SharedReads:
                            if slot.call is not None or (slot.answer is not None and now < slot.answer.usable_until)}
         return _Slot()
 
-    def _call(self, key: Hashable, slot: _Slot, load: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+    def _call(self, slot: _Slot, load: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
         async def call() -> Any:
             try:
                 value = await load()
