@@ -1,6 +1,7 @@
 """How fast does the HTTP API answer 200 concurrent GETs? Prints its figures, asserts nothing.
 
-    .venv/bin/python bench/api_load_bench.py [--concurrency 200] [--rounds 5] [--jobs 3]
+    .venv/bin/python bench/api_load_bench.py [--concurrency 200] [--rounds 5] [--jobs 3] [--label after]
+                                             [--kinds list,details] [--profile api.prof]
 
 Everything is real: a fresh local Kubernetes cluster, the Temporal dev server, the worker as
 its own process (``worker.py``) and the API as its own process (``python -m starter.api``,
@@ -17,10 +18,12 @@ a signed-in session cookie, as a browser sends it):
   HTTP stack and the machine itself set.
 
 Per kind: p50/p95/p99 of each request's latency (send until the whole body is read), errors
-(any status but 200, or no answer) and requests per second (requests over the rounds' wall
-time). Written to ``bench/results/api_load.json`` (``--label`` names the run, so a before and
-an after can sit side by side). The load generator is a separate process from the API, but
-shares the machine's cores with it, the worker and Temporal: figures are for the whole box.
+(any status but 200, or no answer), requests per second (requests over the rounds' wall time)
+and the CPU seconds that the API, the worker, the Temporal server and the load generator each
+spent meanwhile: where the time goes. ``--profile`` runs the API under cProfile as well.
+Written to ``bench/results/api_load.json`` (``--label`` names the run, so a before and an
+after can sit side by side). The load generator is a separate process from the API, but shares
+the machine's cores with it, the worker and Temporal: figures are for the whole box.
 """
 
 from __future__ import annotations
