@@ -30,15 +30,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from temporalio.client import Client
 from temporalio.service import RPCError
 
 from starter import client as canary
 from starter.api.auth import OPERATION_ROLES, Principal, TokenStore
-from starter.api.deps import ClientFactory, ClientHolder, Clients, Creator, JobName, Namespace, Viewer, operator
+from starter.api.deps import ClientFactory, ClientHolder, Creator, JobName, Namespace, Viewer, operator
 from starter.api.docs import install_docs
 from starter.api.errors import ApiError, ErrorBody, ErrorCode, FieldError, classify, invalid
 from starter.api.logs import install_log_redaction
+from starter.api.reads import DEFAULT_TTL, JobReads, Reads, SharedReads
 from starter.api.security import SecurityHeaders
 from starter.api.sessions import SessionStore
 from starter.api.web import install_web
@@ -148,8 +148,12 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(client_factory: ClientFactory, tokens: TokenStore, *, web: bool = True) -> FastAPI:
-    """The API (and, unless ``web`` is False, the web page) over one lazily connected client."""
+def create_app(client_factory: ClientFactory, tokens: TokenStore, *, web: bool = True,
+               read_ttl: float = DEFAULT_TTL) -> FastAPI:
+    """The API (and, unless ``web`` is False, the web page) over one lazily connected client.
+
+    ``read_ttl``: how long an answer from a job is shared by later readers (starter.api.reads).
+    """
     app = FastAPI(
         title="canary-delivery API",
         version=_version(),
@@ -162,6 +166,7 @@ def create_app(client_factory: ClientFactory, tokens: TokenStore, *, web: bool =
         redoc_url=None,
     )
     app.state.clients = ClientHolder(client_factory)
+    app.state.reads = JobReads(app.state.clients, SharedReads(read_ttl))
     app.state.tokens = tokens
     app.state.sessions = SessionStore()
     install_log_redaction()
@@ -241,39 +246,41 @@ async def whoami(principal: Viewer) -> WhoAmI:
 
 @router.get(f"{API_PREFIX}/jobs", response_model=list[JobSummary], tags=["jobs"], responses=READ,
             summary="List jobs (all namespaces unless filtered)")
-async def list_jobs(_: Viewer, clients: Clients, namespace: NamespaceFilter = None, status: Status = None,
+async def list_jobs(_: Viewer, reads: Reads, namespace: NamespaceFilter = None, status: Status = None,
                     include_ended: IncludeEnded = False) -> list[JobSummary]:
     """Jobs as Temporal's visibility store knows them (eventually consistent)."""
-    return await canary.list_jobs(await clients.get(), namespace, status.value if status else None,
-                                  include_closed=include_ended)
+    return await reads.jobs(namespace, status.value if status else None, include_ended)
 
 
 @router.get(f"{API_PREFIX}/namespaces/{{namespace}}/jobs", response_model=list[JobSummary], tags=["jobs"],
             responses=READ, summary="List the jobs of one namespace")
-async def list_namespace_jobs(namespace: Namespace, _: Viewer, clients: Clients, status: Status = None,
+async def list_namespace_jobs(namespace: Namespace, _: Viewer, reads: Reads, status: Status = None,
                               include_ended: IncludeEnded = False) -> list[JobSummary]:
     """The same list, addressed like the job resources below it."""
-    return await canary.list_jobs(await clients.get(), namespace, status.value if status else None,
-                                  include_closed=include_ended)
+    return await reads.jobs(namespace, status.value if status else None, include_ended)
 
 
 @router.get(JOB, response_model=JobDetails, tags=["jobs"], responses=READ_JOB,
             summary="A job's details: phase, steps, weight, main version, recent events")
-async def get_job(namespace: Namespace, name: JobName, _: Viewer, clients: Clients) -> JobDetails:
-    """The workflow's ``details`` query."""
-    return await canary.details(await clients.get(), namespace, name)
+async def get_job(namespace: Namespace, name: JobName, _: Viewer, reads: Reads) -> JobDetails:
+    """The workflow's ``details`` query (shared by concurrent readers: see starter.api.reads)."""
+    return await reads.details(namespace, name)
 
 
 @router.get(f"{JOB}/versions", response_model=JobVersions, tags=["jobs"], responses=READ_JOB,
             summary="A job's main version (stable, canary) and historical versions")
-async def get_versions(namespace: Namespace, name: JobName, _: Viewer, clients: Clients) -> JobVersions:
-    """The workflow's ``versions`` query."""
-    return await canary.versions(await clients.get(), namespace, name)
+async def get_versions(namespace: Namespace, name: JobName, _: Viewer, reads: Reads) -> JobVersions:
+    """The workflow's ``versions`` query (shared by concurrent readers: see starter.api.reads)."""
+    return await reads.versions(namespace, name)
 
 
-async def _apply(temporal: Client, spec: JobSpec, principal: Principal, response: Response) -> OperationResult:
+async def _apply(reads: JobReads, spec: JobSpec, principal: Principal, response: Response) -> OperationResult:
+    temporal = await reads.clients.get()
     log.info("%s applies canary job %s/%s", principal.name, spec.namespace, spec.name)
-    applied = await canary.apply_job(temporal, spec, actor=principal.name)
+    try:
+        applied = await canary.apply_job(temporal, spec, actor=principal.name)
+    finally:
+        reads.changed()  # whatever happened, nobody reads what was before it
     response.status_code = 201 if applied.created else 200
     job = await canary.details(temporal, spec.namespace, spec.name)
     return OperationResult(message=applied.message, phase=job.phase)
@@ -282,16 +289,16 @@ async def _apply(temporal: Client, spec: JobSpec, principal: Principal, response
 @router.post(f"{API_PREFIX}/jobs", response_model=OperationResult, tags=["jobs"], responses=APPLY,
              status_code=201, summary="Create a job from its spec (starts its workflow), or replace a "
                                       "running job's rules (role admin)")
-async def apply_job(spec: JobSpec, principal: Creator, clients: Clients, response: Response, http: Request
+async def apply_job(spec: JobSpec, principal: Creator, reads: Reads, response: Response, http: Request
                     ) -> OperationResult:
     """``canaryctl apply``: the spec names the job and its namespace."""
     spec = await strictly(http, JobSpec, spec) or spec
-    return await _apply(await clients.get(), spec, principal, response)
+    return await _apply(reads, spec, principal, response)
 
 
 @router.put(JOB, response_model=OperationResult, tags=["jobs"], responses=APPLY, status_code=201,
             summary="Create or replace the job at this address (role admin)")
-async def put_job(namespace: Namespace, name: JobName, spec: JobSpec, principal: Creator, clients: Clients,
+async def put_job(namespace: Namespace, name: JobName, spec: JobSpec, principal: Creator, reads: Reads,
                   response: Response, http: Request) -> OperationResult:
     """The spec may leave out its namespace (the path's is used); a different name or namespace is a 422."""
     spec = await strictly(http, JobSpec, spec) or spec
@@ -301,15 +308,19 @@ async def put_job(namespace: Namespace, name: JobName, spec: JobSpec, principal:
         spec = spec.model_copy(update={"namespace": namespace})
     elif spec.namespace != namespace:
         raise invalid("namespace", f"the body says namespace {spec.namespace!r}, the path {namespace!r}")
-    return await _apply(await clients.get(), spec, principal, response)
+    return await _apply(reads, spec, principal, response)
 
 
-async def _operate(temporal: Client, namespace: str, name: str, operation: str, request: OperationRequest | None,
+async def _operate(reads: JobReads, namespace: str, name: str, operation: str, request: OperationRequest | None,
                    principal: Principal) -> OperationResult:
+    temporal = await reads.clients.get()
     # The actor is who holds the token, whatever the body claims: the job's history must not lie.
     request = (request or OperationRequest()).model_copy(update={"actor": principal.name})
     log.info("%s: %s on canary job %s/%s", principal.name, operation, namespace, name)
-    return await canary.operate(temporal, namespace, name, operation, request)
+    try:
+        return await canary.operate(temporal, namespace, name, operation, request)
+    finally:
+        reads.changed()  # the caller's next read shows the operation (a refused one changed nothing, but cheaply)
 
 
 def _checked_rules(request: UpdateRulesRequest) -> UpdateRulesRequest:
@@ -358,23 +369,23 @@ def _add_operation(op: _Operation) -> None:
     """Register the route of one operation: authenticate, validate strictly, stamp the actor, run."""
     Actor = Annotated[Principal, operator(op.name)]  # noqa: N806
 
-    async def run(namespace: str, name: str, principal: Principal, clients: ClientHolder, http: Request,
+    async def run(namespace: str, name: str, principal: Principal, reads: JobReads, http: Request,
                   request: OperationRequest | None) -> OperationResult:
         request = await strictly(http, op.model, request)
         if request is not None and op.check is not None:
             request = op.check(request)
-        return await _operate(await clients.get(), namespace, name, op.name, request, principal)
+        return await _operate(reads, namespace, name, op.name, request, principal)
 
     Model = op.model  # noqa: N806  (a type, used as one)
     Optional = Annotated[Model | None, Body()]  # type: ignore[valid-type]  # noqa: N806
 
-    async def without_body(namespace: Namespace, name: JobName, principal: Actor, clients: Clients,
+    async def without_body(namespace: Namespace, name: JobName, principal: Actor, reads: Reads,
                            http: Request, request: Optional = None) -> OperationResult:
-        return await run(namespace, name, principal, clients, http, request)
+        return await run(namespace, name, principal, reads, http, request)
 
     async def with_body(namespace: Namespace, name: JobName, request: Model,  # type: ignore[valid-type]
-                        principal: Actor, clients: Clients, http: Request) -> OperationResult:
-        return await run(namespace, name, principal, clients, http, request)
+                        principal: Actor, reads: Reads, http: Request) -> OperationResult:
+        return await run(namespace, name, principal, reads, http, request)
 
     route: Callable[..., Awaitable[OperationResult]] = without_body if op.optional_body else with_body
     router.add_api_route(
@@ -392,10 +403,10 @@ DeleteActor = Annotated[Principal, operator(names.DELETE)]
 
 @router.delete(JOB, response_model=OperationResult, tags=["jobs"], responses=WRITE,
                summary=f"Delete the job (same as POST .../delete) (role {OPERATION_ROLES[names.DELETE].label})")
-async def delete_job(namespace: Namespace, name: JobName, principal: DeleteActor, clients: Clients
+async def delete_job(namespace: Namespace, name: JobName, principal: DeleteActor, reads: Reads
                      ) -> OperationResult:
     """The REST form of ``delete``, for clients that expect DELETE on the resource."""
-    return await _operate(await clients.get(), namespace, name, names.DELETE, None, principal)
+    return await _operate(reads, namespace, name, names.DELETE, None, principal)
 
 
 # -- error handling ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ JavaScript that could drift from the server's.
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -28,6 +29,8 @@ from starter import client as canary
 from starter.api.auth import OPERATION_ROLES, Principal
 from starter.api.deps import SESSION_COOKIE, JobName, Namespace, authenticate, clients, sessions, tokens
 from starter.api.errors import ApiError, ErrorCode, classify
+from starter.api.reads import job_reads
+from starter.api.rendered import RenderedPages
 from starter.api.security import require_same_origin
 from starter.api.sparkline import sparkline
 from starter.errors import CanaryError, JobNotFound
@@ -198,11 +201,10 @@ async def jobs_page(request: Request,
     principal = _signed_in(request)
     if principal is None:
         return _to_login(request)
-    holder = clients(request)
     error = None
     jobs: list[canary.JobSummary] = []
     try:
-        jobs = await canary.list_jobs(await holder.get(), namespace, status.value if status else None)
+        jobs = await job_reads(request).jobs(namespace, status.value if status else None, False)
     except (ApiError, CanaryError) as err:
         error = err.message
     return templates.TemplateResponse(request, "jobs.html", _context(
@@ -211,8 +213,9 @@ async def jobs_page(request: Request,
 
 
 async def _load(request: Request, namespace: str, name: str) -> tuple[JobDetails, JobVersions]:
-    temporal = await clients(request).get()
-    return await canary.details(temporal, namespace, name), await canary.versions(temporal, namespace, name)
+    """Both queries at once, each shared with every other reader of this job (starter.api.reads)."""
+    reads = job_reads(request)
+    return await asyncio.gather(reads.details(namespace, name), reads.versions(namespace, name))
 
 
 def pause_ends_at(job: JobDetails, now: datetime) -> datetime | None:
@@ -252,7 +255,7 @@ async def job_page(request: Request, namespace: Namespace, name: JobName) -> Res
             request, principal, namespace=namespace, name=name, error=err.message,
             signalled={operation: role_refusal(principal, operation) for operation in SIGNALLED}),
             status_code=classify(err).status)
-    return templates.TemplateResponse(request, "job.html", _live_context(request, principal, job, versions))
+    return _job_html(request, principal, "job.html", job, versions)
 
 
 @router.get("/ui/namespaces/{namespace}/jobs/{name}/live", response_class=HTMLResponse)
@@ -262,7 +265,23 @@ async def job_live(request: Request, namespace: Namespace, name: JobName) -> Res
     if principal is None:
         raise ApiError(ErrorCode.UNAUTHORIZED, "signed out: sign in again")
     job, versions = await _load(request, namespace, name)
-    return templates.TemplateResponse(request, "_live.html", _live_context(request, principal, job, versions))
+    return _job_html(request, principal, "_live.html", job, versions)
+
+
+def _job_html(request: Request, principal: Principal, template: str, job: JobDetails, versions: JobVersions
+              ) -> HTMLResponse:
+    """The job's page (or its live part) for this reader: kept while its answers are current.
+
+    Without a countdown only: one must carry the moment it was sent (see starter.api.rendered).
+    """
+    def render() -> str:
+        return templates.get_template(template).render(_live_context(request, principal, job, versions))
+
+    if pause_ends_at(job, datetime.now(UTC)) is not None:
+        return HTMLResponse(render())
+    pages: RenderedPages = request.app.state.pages
+    key = (template, job.namespace, job.name, principal.name, principal.role)
+    return HTMLResponse(pages.html(key, (job, versions), render))
 
 
 @router.post("/ui/namespaces/{namespace}/jobs/{name}/signal/{operation}")
@@ -280,11 +299,15 @@ async def job_signal(request: Request, namespace: Namespace, name: JobName, oper
     if refusal:
         raise ApiError(ErrorCode.FORBIDDEN, refusal)
     sent = (body or OperationRequest()).model_copy(update={"actor": principal.name})
-    await canary.signal_operation(await clients(request).get(), namespace, name, operation, sent)
+    try:
+        await canary.signal_operation(await clients(request).get(), namespace, name, operation, sent)
+    finally:
+        job_reads(request).changed()  # the next read shows what the signal did, not a kept answer
     return {"message": f"{operation} sent as a signal; Temporal keeps it until the job's worker runs it"}
 
 
 def install_web(app: FastAPI) -> None:
     """Add the page's routes and its static files to ``app``."""
+    app.state.pages = RenderedPages()
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="static")

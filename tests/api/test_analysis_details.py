@@ -45,7 +45,8 @@ async def serve(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx.As
 
     monkeypatch.setattr(canary, "details", details)
     monkeypatch.setattr(canary, "versions", versions)
-    transport = httpx.ASGITransport(app=create_app(connect, token_store()))
+    # The job "changes by itself" between two reads here: no answer is kept for later readers.
+    transport = httpx.ASGITransport(app=create_app(connect, token_store(), read_ttl=0))
     headers = {"Authorization": f"Bearer {TOKENS['viewer'][0]}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as http:
         yield http, answers
