@@ -1,9 +1,10 @@
 """The canary-delivery worker: runs job workflows and the Kubernetes activities.
 
-Configuration comes from the usual places: ``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE``
-(defaults ``127.0.0.1:7233`` / ``default``), ``CANARY_TASK_QUEUE``, ``CANARY_PROMETHEUS_ADDRESS`` (the
-Prometheus that analysis queries naming no ``address`` go to) and, for Kubernetes, the
-in-cluster service account when running in a pod, else ``KUBECONFIG`` / ``~/.kube/config``.
+Configuration comes from the usual places: Temporal from the Temporal CLI's profile file and
+``TEMPORAL_*`` variables (``TEMPORAL_PROFILE``, ``TEMPORAL_ADDRESS``, ``TEMPORAL_API_KEY``,
+``TEMPORAL_TLS_*``; see :mod:`starter.connection`), flags on top, ``CANARY_TASK_QUEUE``,
+``CANARY_PROMETHEUS_ADDRESS`` (the Prometheus that analysis queries naming no ``address`` go to) and,
+for Kubernetes, the in-cluster service account when running in a pod, else ``KUBECONFIG`` / ``~/.kube/config``.
 The API client is built here, once, outside the workflow sandbox.
 """
 
@@ -31,6 +32,9 @@ from activities.metrics import MetricActivities
 from activities.notifier import JobNotifier
 from activities.routers.activities import RouterActivities
 from activities.webhooks import call_webhook
+from starter.connection import ConnectionOverrides, connect_config, describe, overrides_from_args
+from starter.connection import add_arguments as add_connection_arguments
+from starter.errors import CanaryError
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
 
@@ -100,16 +104,17 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
             await notifier.stop()
 
 
-async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | None,
+async def run(overrides: ConnectionOverrides, task_queue: str, kubeconfig: str | None,
               prometheus_address: str | None = None) -> None:
     """Run until SIGINT or SIGTERM, then finish in-flight tasks and stop."""
-    temporal = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+    config = connect_config(overrides)
+    temporal = await Client.connect(**config, data_converter=pydantic_data_converter)
     api = kubernetes_client(kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logging.info("worker polling %s on %s/%s", task_queue, address, namespace)
+    logging.info("worker polling %s on %s", task_queue, describe(config))
     async with serve(temporal, api, task_queue=task_queue, prometheus_address=prometheus_address):
         await stop.wait()
     api.close()
@@ -118,15 +123,21 @@ async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | N
 def main() -> None:
     """Entry point of ``canary-worker`` and ``python worker.py``."""
     parser = argparse.ArgumentParser(description="canary-delivery worker")
-    parser.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"))
-    parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    add_connection_arguments(parser)
+    # The worker's first flag for the Temporal namespace, kept for scripts that use it.
+    parser.add_argument("--namespace", dest="temporal_namespace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--task-queue", default=os.environ.get("CANARY_TASK_QUEUE", TASK_QUEUE))
     parser.add_argument("--kubeconfig", default=None)
     parser.add_argument("--prometheus-address", default=os.environ.get("CANARY_PROMETHEUS_ADDRESS") or None,
                         help="Prometheus for analysis queries that name no address, e.g. http://127.0.0.1:9090")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(args.address, args.namespace, args.task_queue, args.kubeconfig, args.prometheus_address))
+    try:
+        overrides = overrides_from_args(args)
+        connect_config(overrides)
+    except CanaryError as err:
+        parser.exit(2, f"canary-worker: error: {err.message}\n")
+    asyncio.run(run(overrides, args.task_queue, args.kubeconfig, args.prometheus_address))
 
 
 if __name__ == "__main__":

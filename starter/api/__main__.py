@@ -1,10 +1,11 @@
 """``canary-api`` / ``python -m starter.api``: serve the HTTP API and the web page with uvicorn.
 
 Configuration: ``--host``/``--port`` (or ``CANARY_API_HOST``/``CANARY_API_PORT``), Temporal
-as for ``canaryctl`` (``--address``/``TEMPORAL_ADDRESS``, ``--temporal-namespace``/
-``TEMPORAL_NAMESPACE``), and the tokens from ``--tokens-file``/``CANARY_API_TOKENS_FILE`` and
-``CANARY_API_TOKENS``. Without a single token the server refuses to start: an API nobody can
-call is a misconfiguration, and one that anybody can call is worse.
+as for ``canaryctl`` (the Temporal CLI's profile file and ``TEMPORAL_*`` variables, or
+``--profile``, ``--address``, ``--temporal-namespace``, ``--api-key``, ``--tls-*``), and the
+tokens from ``--tokens-file``/``CANARY_API_TOKENS_FILE`` and ``CANARY_API_TOKENS``. Without a
+single token the server refuses to start: an API nobody can call is a misconfiguration, and one
+that anybody can call is worse.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uvicorn
 from temporalio.client import Client
 
 from starter import client as canary
+from starter import connection
 from starter.api.app import create_app
 from starter.api.auth import TOKENS_FILE_ENV, TokenStore, load_tokens_file, tokens_from_environment
 from starter.errors import CanaryError
@@ -33,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to listen on (default: $CANARY_API_HOST or %(default)s)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CANARY_API_PORT", DEFAULT_PORT)),
                         help="port to listen on (default: $CANARY_API_PORT or %(default)s)")
-    parser.add_argument("--address", help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS or "
-                                          f"{canary.DEFAULT_ADDRESS})")
-    parser.add_argument("--temporal-namespace", help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+    connection.add_arguments(parser)
     parser.add_argument("--tokens-file", type=Path, help=f"API tokens, YAML or JSON (default: ${TOKENS_FILE_ENV})")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
@@ -64,8 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.message}", file=sys.stderr)
         return 2
 
+    try:
+        overrides = connection.overrides_from_args(args)
+        connection.connect_config(overrides)  # a broken profile stops the server here, not at its first call
+    except CanaryError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+
     async def client_factory() -> Client:
-        return await canary.connect(args.address, args.temporal_namespace)
+        return await canary.connect(overrides=overrides)
 
     app = create_app(client_factory, tokens)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
