@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from starter.errors import InvalidInput
 
@@ -118,6 +119,20 @@ def describe(config: ClientConnectConfig) -> str:
     if config.get("api_key"):
         extras.append("API key")
     return f"{config.get('target_host', DEFAULT_ADDRESS)} ({', '.join(extras)})"
+
+
+def metrics_runtime(metrics_address: str | None, *, service: str) -> Runtime | None:
+    """A Runtime serving Prometheus ``/metrics`` on ``metrics_address``, or None for the default one.
+
+    Counters get ``_total`` and durations are in seconds, as Prometheus users expect; the
+    product's own metrics are emitted through the same Runtime's meter, so one port serves
+    both. ``service`` labels every series (``canary-worker``, ``canary-api``).
+    """
+    if not metrics_address:
+        return None
+    return Runtime(telemetry=TelemetryConfig(
+        metrics=PrometheusConfig(bind_address=metrics_address, counters_total_suffix=True, durations_as_seconds=True),
+        global_tags={"service": service}, attach_service_name=False))
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from starter import client as canary
 from starter import connection
 from starter.api.app import create_app
 from starter.api.auth import TOKENS_FILE_ENV, TokenStore, load_tokens_file, tokens_from_environment
+from starter.api.metrics import install_job_metrics
+from starter.connection import metrics_runtime
 from starter.errors import CanaryError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -37,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="port to listen on (default: $CANARY_API_PORT or %(default)s)")
     connection.add_arguments(parser)
     parser.add_argument("--tokens-file", type=Path, help=f"API tokens, YAML or JSON (default: ${TOKENS_FILE_ENV})")
+    parser.add_argument("--metrics-address", default=os.environ.get("CANARY_METRICS_ADDRESS") or None,
+                        help="serve Prometheus /metrics (the SDK's and canary_jobs) on host:port, e.g. 0.0.0.0:9464")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -72,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def client_factory() -> Client:
-        return await canary.connect(overrides=overrides)
+        return await canary.connect(overrides=overrides, runtime=runtime)
 
+    runtime = metrics_runtime(args.metrics_address, service="canary-api")
     app = create_app(client_factory, tokens)
+    if runtime is not None:
+        install_job_metrics(app, runtime.metric_meter)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     if argv is None:
         sys.stdout.flush()
