@@ -101,6 +101,9 @@ async def test_release_counters_move_in_prometheus_as_a_release_runs(
     pause = await asyncio.to_thread(prometheus.query, f'sum(canary_step_duration_seconds_sum{{{job},step="pause"}})')
     assert pause is not None and 1.0 <= pause < 10
     assert await asyncio.to_thread(_value, prometheus, "sum(canary_detection_latency_seconds_count)") >= 1
+    # The SDK metric the dashboard plots for worker saturation, under the name it uses.
+    schedule_to_start = 'temporal_workflow_task_schedule_to_start_latency_count{service="canary-worker"}'
+    assert await asyncio.to_thread(_value, prometheus, f"sum({schedule_to_start})") >= 1
 
     # An operation the job refuses is counted as refused.
     with pytest.raises(Conflict):
