@@ -1,9 +1,13 @@
 """The canary-delivery worker: runs job workflows and the Kubernetes activities.
 
-Configuration comes from the usual places: ``TEMPORAL_ADDRESS`` / ``TEMPORAL_NAMESPACE``
-(defaults ``127.0.0.1:7233`` / ``default``), ``CANARY_TASK_QUEUE``, ``CANARY_PROMETHEUS_ADDRESS`` (the
-Prometheus that analysis queries naming no ``address`` go to) and, for Kubernetes, the
-in-cluster service account when running in a pod, else ``KUBECONFIG`` / ``~/.kube/config``.
+Configuration comes from the usual places: Temporal from the Temporal CLI's profile file and
+``TEMPORAL_*`` variables (``TEMPORAL_PROFILE``, ``TEMPORAL_ADDRESS``, ``TEMPORAL_API_KEY``,
+``TEMPORAL_TLS_*``; see :mod:`starter.connection`), flags on top, ``CANARY_TASK_QUEUE``,
+``CANARY_PROMETHEUS_ADDRESS`` (the Prometheus that analysis queries naming no ``address`` go to) and,
+for Kubernetes, the in-cluster service account when running in a pod, else ``KUBECONFIG`` / ``~/.kube/config``.
+``CANARY_METRICS_ADDRESS`` (e.g. ``0.0.0.0:9464``) serves Prometheus ``/metrics``: the SDK's and the
+product's (``workflows.telemetry``), ``CANARY_HEALTH_ADDRESS`` the probes (``worker_health``), and
+``CANARY_SHUTDOWN_GRACE`` is how long SIGTERM lets running activities finish.
 The API client is built here, once, outside the workflow sandbox.
 """
 
@@ -17,6 +21,7 @@ import signal
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from kubernetes import client as k8s
@@ -31,8 +36,13 @@ from activities.metrics import MetricActivities
 from activities.notifier import JobNotifier
 from activities.routers.activities import RouterActivities
 from activities.webhooks import call_webhook
+from starter.connection import ConnectionOverrides, connect_config, describe, metrics_runtime, overrides_from_args
+from starter.connection import add_arguments as add_connection_arguments
+from starter.errors import CanaryError
+from worker_health import HealthServer, WorkerChecks
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
+from workflows.telemetry import OperationMetrics
 
 # Activities are short calls and waits of a release (a job's watch is the worker's shared one),
 # so this bounds the releases that can wait on pods at once, not the jobs a worker holds.
@@ -41,6 +51,10 @@ DEFAULT_ACTIVITY_THREADS = 200
 # this long before any worker may take them. The SDK's 10 s would delay every job's next step
 # (and an edit's detection) by 10 s after a crash; a live worker polls within milliseconds.
 STICKY_TIMEOUT = timedelta(seconds=1)
+# On SIGTERM running activities get this long to finish before they are cancelled: activities
+# are single Kubernetes calls or short waits, so a write half done is rare, and a cancelled one
+# is retried by the next worker (the chart's terminationGracePeriodSeconds must exceed it).
+DEFAULT_SHUTDOWN_GRACE = 20.0
 
 
 def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT_ACTIVITY_THREADS) -> k8s.ApiClient:
@@ -62,7 +76,7 @@ def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT
 
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
-                 cache: DeploymentCache | None = None) -> Worker:
+                 shutdown_grace: float = 0.0, cache: DeploymentCache | None = None) -> Worker:
     """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers), metrics and webhooks.
 
     ``cache``: the worker's informer, whose copies of the Deployments the waits read.
@@ -78,13 +92,15 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
         activity_executor=ThreadPoolExecutor(activity_threads, thread_name_prefix="canary-activity"),
         max_concurrent_activities=activity_threads,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+        interceptors=[OperationMetrics()],
+        graceful_shutdown_timeout=timedelta(seconds=shutdown_grace),
     )
 
 
 @asynccontextmanager
 async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                 activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
-                watch_namespaces: Sequence[str] | None = None) -> AsyncIterator[Worker]:
+                watch_namespaces: Sequence[str] | None = None, shutdown_grace: float = 0.0) -> AsyncIterator[Worker]:
     """Run the worker and its shared watch on the Deployments jobs hold, until the block ends.
 
     The watch starts once the worker polls, so the first list's reports find a worker to run
@@ -93,7 +109,7 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
     notifier = JobNotifier(temporal)
     informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
     worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
-                          prometheus_address=prometheus_address, cache=informer)
+                          prometheus_address=prometheus_address, shutdown_grace=shutdown_grace, cache=informer)
     async with worker:
         notifier.start()
         informer.start()
@@ -104,33 +120,81 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
             await notifier.stop()
 
 
-async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | None,
-              prometheus_address: str | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then finish in-flight tasks and stop."""
-    temporal = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
-    api = kubernetes_client(kubeconfig)
+@dataclass(frozen=True)
+class ServeOptions:
+    """How ``canary-worker`` runs beside its Temporal connection (flags or ``CANARY_*``)."""
+
+    task_queue: str = TASK_QUEUE
+    kubeconfig: str | None = None
+    prometheus_address: str | None = None
+    metrics_address: str | None = None
+    health_address: str | None = None
+    watch_namespaces: tuple[str, ...] | None = None
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "0.0.0.0", int(port)
+
+
+async def run(overrides: ConnectionOverrides, options: ServeOptions) -> None:
+    """Run until SIGINT or SIGTERM, then let running activities finish (up to the grace) and stop."""
+    config = connect_config(overrides)
+    runtime = metrics_runtime(options.metrics_address, service="canary-worker")
+    temporal = await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
+    api = kubernetes_client(options.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logging.info("worker polling %s on %s/%s", task_queue, address, namespace)
-    async with serve(temporal, api, task_queue=task_queue, prometheus_address=prometheus_address):
+    logging.info("worker polling %s on %s", options.task_queue, describe(config))
+    async with serve(temporal, api, task_queue=options.task_queue, prometheus_address=options.prometheus_address,
+                     watch_namespaces=options.watch_namespaces, shutdown_grace=options.shutdown_grace) as worker:
+        health = None
+        if options.health_address:
+            health = HealthServer(WorkerChecks(temporal, api, worker), *_host_port(options.health_address))
+            await health.start()
         await stop.wait()
+        logging.info("stopping: running activities get up to %.0f s to finish", options.shutdown_grace)
+        if health is not None:
+            await health.stop()
     api.close()
 
 
 def main() -> None:
     """Entry point of ``canary-worker`` and ``python worker.py``."""
     parser = argparse.ArgumentParser(description="canary-delivery worker")
-    parser.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"))
-    parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    add_connection_arguments(parser)
+    # The worker's first flag for the Temporal namespace, kept for scripts that use it.
+    parser.add_argument("--namespace", dest="temporal_namespace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--task-queue", default=os.environ.get("CANARY_TASK_QUEUE", TASK_QUEUE))
     parser.add_argument("--kubeconfig", default=None)
     parser.add_argument("--prometheus-address", default=os.environ.get("CANARY_PROMETHEUS_ADDRESS") or None,
                         help="Prometheus for analysis queries that name no address, e.g. http://127.0.0.1:9090")
+    parser.add_argument("--metrics-address", default=os.environ.get("CANARY_METRICS_ADDRESS") or None,
+                        help="serve Prometheus /metrics on host:port, e.g. 0.0.0.0:9464 (default: off)")
+    parser.add_argument("--health-address", default=os.environ.get("CANARY_HEALTH_ADDRESS") or None,
+                        help="serve /livez and /readyz on host:port, e.g. 0.0.0.0:8081 (default: off)")
+    parser.add_argument("--watch-namespace", action="append", dest="watch_namespaces",
+                        default=[n for n in os.environ.get("CANARY_WATCH_NAMESPACES", "").split(",") if n] or None,
+                        help="watch Deployments in this namespace only (repeat; default: all namespaces)")
+    parser.add_argument("--shutdown-grace", type=float,
+                        default=float(os.environ.get("CANARY_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)),
+                        help="seconds running activities get to finish after SIGTERM (default: %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(args.address, args.namespace, args.task_queue, args.kubeconfig, args.prometheus_address))
+    try:
+        overrides = overrides_from_args(args)
+        connect_config(overrides)
+    except CanaryError as err:
+        parser.exit(2, f"canary-worker: error: {err.message}\n")
+    options = ServeOptions(
+        task_queue=args.task_queue, kubeconfig=args.kubeconfig, prometheus_address=args.prometheus_address,
+        metrics_address=args.metrics_address, health_address=args.health_address,
+        watch_namespaces=tuple(args.watch_namespaces) if args.watch_namespaces else None,
+        shutdown_grace=args.shutdown_grace)
+    asyncio.run(run(overrides, options))
 
 
 if __name__ == "__main__":

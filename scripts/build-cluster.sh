@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok) from Go modules into a cache directory outside the repository, and
+# kube-scheduler, kwok) and helm (for the chart's tests) from Go modules into a cache directory outside the repository, and
 # keep the traffic routers' CRDs (Istio, Gateway API) beside them, taken from the projects' own
 # Go modules, so the local API server validates routing objects against the real schemas.
 #
@@ -9,13 +9,14 @@
 #
 # Environment:
 #   CANARY_CLUSTER_HOME  cache root (default: ~/.cache/canary-delivery/cluster)
-#   K8S_VERSION, ETCD_VERSION, KWOK_VERSION, ISTIO_API_VERSION, GATEWAY_API_VERSION
+#   K8S_VERSION, ETCD_VERSION, KWOK_VERSION, HELM_VERSION, ISTIO_API_VERSION, GATEWAY_API_VERSION
 #                        override the pinned versions
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
 ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
 # v1.7.0 needs a newer Go than this machine kind has.
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
@@ -96,6 +97,25 @@ build_kwok() {
   echo "$KWOK_VERSION" > "$HOME_DIR/kwok-stages/VERSION"
 }
 
+# Helm is built inside a copy of its own module, so its go.mod (and its replace directives)
+# decide the dependency versions, exactly as upstream's release build does.
+build_helm() {
+  local dir=$SRC/helm-$HELM_VERSION
+  if [ ! -f "$dir/go.mod" ]; then
+    local mod
+    mod=$(module_dir "helm.sh/helm/v3@$HELM_VERSION")
+    rm -rf "$dir.tmp"; cp -r "$mod" "$dir.tmp"; chmod -R u+w "$dir.tmp"; mv "$dir.tmp" "$dir"
+  fi
+  cd "$dir"
+  go build -trimpath -buildvcs=false \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    -o "$BIN/helm" ./cmd/helm
+}
+
+helm_ready() {
+  [ -x "$BIN/helm" ] && "$BIN/helm" version --short 2>/dev/null | grep -q -- "^$HELM_VERSION"
+}
+
 # module_dir MODULE@VERSION: where the Go module cache holds that module (downloaded if missing).
 module_dir() {
   (cd "$SRC" && go mod download -json "$1") | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
@@ -133,6 +153,7 @@ else
   timed "kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION" build_kubernetes
 fi
 if kwok_ready; then log "kwok $KWOK_VERSION up to date"; else timed "kwok $KWOK_VERSION" build_kwok; fi
+if helm_ready; then log "helm $HELM_VERSION up to date"; else timed "helm $HELM_VERSION" build_helm; fi
 mkdir -p "$HOME_DIR/crds"
 if crds_ready istio "$ISTIO_API_VERSION"; then log "Istio CRDs $ISTIO_API_VERSION up to date"; else
   timed "Istio CRDs $ISTIO_API_VERSION" fetch_crds istio istio.io/api "$ISTIO_API_VERSION" \

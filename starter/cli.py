@@ -27,7 +27,7 @@ from temporalio.client import Client
 
 from devenv import cli as dev_cli
 from starter import client as canary
-from starter import render
+from starter import connection, render
 from starter.actors import actor_problem
 from starter.errors import CanaryError, Conflict
 from workflows import names
@@ -203,7 +203,7 @@ def _ns(args: argparse.Namespace) -> str:
 
 
 async def _connect(args: argparse.Namespace) -> Client:
-    return await canary.connect(args.address, args.temporal_namespace)
+    return await canary.connect(overrides=connection.overrides_from_args(args))
 
 
 async def _cmd_apply(args: argparse.Namespace) -> int:
@@ -315,12 +315,9 @@ def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--address", default=default(None),
-                        help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS or 127.0.0.1:7233)")
     parser.add_argument("-n", "--namespace", default=default(None),
                         help="Kubernetes namespace of the job (default: default; list: all)")
-    parser.add_argument("--temporal-namespace", default=default(None),
-                        help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+    connection.add_arguments(parser, suppress=suppress)
 
 
 def build_parser() -> argparse.ArgumentParser:

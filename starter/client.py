@@ -9,7 +9,6 @@ a job is always addressed by its Kubernetes namespace and name, never by a run i
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -30,8 +29,10 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
+from starter.connection import ConnectionOverrides, connect_config
 from starter.errors import CanaryError, Conflict, InvalidInput, JobEnded, JobNotFound, Unavailable
 from workflows import names, search
 from workflows.fields import NAME_PATTERN
@@ -46,8 +47,6 @@ from workflows.models import (
 )
 from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
 
-DEFAULT_ADDRESS = "127.0.0.1:7233"
-DEFAULT_TEMPORAL_NAMESPACE = "default"
 CONNECT_TIMEOUT = 10.0
 # A query is answered by a worker; without one the server holds the call until this runs out.
 QUERY_TIMEOUT = 10.0
@@ -84,22 +83,23 @@ class JobSummary(BaseModel):
 
 
 async def connect(
-    address: str | None = None, namespace: str | None = None, *, timeout: float = CONNECT_TIMEOUT
+    address: str | None = None, namespace: str | None = None, *, timeout: float = CONNECT_TIMEOUT,
+    overrides: ConnectionOverrides | None = None, runtime: Runtime | None = None,
 ) -> Client:
     """Connect with the pydantic converter, which every canary payload needs.
 
-    The address comes from the argument, then ``$TEMPORAL_ADDRESS``, then the dev server's
-    default; the Temporal namespace from the argument, then ``$TEMPORAL_NAMESPACE``.
+    Where Temporal is comes from :mod:`starter.connection` (the CLI's profile file and
+    ``TEMPORAL_*`` variables), with ``address``/``namespace`` and ``overrides`` on top.
     """
-    address = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
-    namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE") or DEFAULT_TEMPORAL_NAMESPACE
+    config = connect_config((overrides or ConnectionOverrides()).merged(address=address, namespace=namespace))
+    where = config["target_host"]
     try:
         async with asyncio.timeout(timeout):
-            return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+            return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
     except TimeoutError:
-        raise Unavailable(f"cannot reach Temporal at {address}: no answer within {timeout:.0f} s") from None
+        raise Unavailable(f"cannot reach Temporal at {where}: no answer within {timeout:.0f} s") from None
     except (RuntimeError, RPCError, ValueError) as err:
-        raise Unavailable(f"cannot reach Temporal at {address}: {_connect_reason(err)}") from None
+        raise Unavailable(f"cannot reach Temporal at {where}: {_connect_reason(err)}") from None
 
 
 def _connect_reason(err: BaseException) -> str:

@@ -30,7 +30,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import names, port
+    from workflows import names, port, telemetry
     from workflows.admission import OperationRejected, check
     from workflows.analysis_run import AnalysisKind, AnalysisRun, MetricRun
     from workflows.analysis_spec import AnalysisStep, MeasureRequest
@@ -633,6 +633,7 @@ class CanaryJobWorkflow:
             self.state.canary_scale = None
             self._event("release-started", f"revision {canary.revision} ({_images(canary.images)}) "
                         f"started by {canary.trigger.value}", canary.actor)
+            telemetry.release_started(self.job.namespace, self.job.name, canary)
             self._set_phase(Phase.PROGRESSING)
         handed_over = False
         try:
@@ -658,6 +659,7 @@ class CanaryJobWorkflow:
                 self.state.pause_until = None
                 self.state.pause_reason = None
                 self.state.canary_target = None
+        telemetry.release_finished(self.job.namespace, self.job.name, canary)
         await self._post_rollout(canary)
 
     async def _deliver(self, canary: Version, start: int, *, resume: bool, skip_steps: bool) -> None:

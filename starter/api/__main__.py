@@ -1,10 +1,11 @@
 """``canary-api`` / ``python -m starter.api``: serve the HTTP API and the web page with uvicorn.
 
 Configuration: ``--host``/``--port`` (or ``CANARY_API_HOST``/``CANARY_API_PORT``), Temporal
-as for ``canaryctl`` (``--address``/``TEMPORAL_ADDRESS``, ``--temporal-namespace``/
-``TEMPORAL_NAMESPACE``), and the tokens from ``--tokens-file``/``CANARY_API_TOKENS_FILE`` and
-``CANARY_API_TOKENS``. Without a single token the server refuses to start: an API nobody can
-call is a misconfiguration, and one that anybody can call is worse.
+as for ``canaryctl`` (the Temporal CLI's profile file and ``TEMPORAL_*`` variables, or
+``--profile``, ``--address``, ``--temporal-namespace``, ``--api-key``, ``--tls-*``), and the
+tokens from ``--tokens-file``/``CANARY_API_TOKENS_FILE`` and ``CANARY_API_TOKENS``. Without a
+single token the server refuses to start: an API nobody can call is a misconfiguration, and one
+that anybody can call is worse.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import uvicorn
 from temporalio.client import Client
 
 from starter import client as canary
+from starter import connection
 from starter.api.app import create_app
 from starter.api.auth import TOKENS_FILE_ENV, TokenStore, load_tokens_file, tokens_from_environment
+from starter.api.metrics import install_job_metrics
+from starter.connection import metrics_runtime
 from starter.errors import CanaryError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -33,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to listen on (default: $CANARY_API_HOST or %(default)s)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CANARY_API_PORT", DEFAULT_PORT)),
                         help="port to listen on (default: $CANARY_API_PORT or %(default)s)")
-    parser.add_argument("--address", help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS or "
-                                          f"{canary.DEFAULT_ADDRESS})")
-    parser.add_argument("--temporal-namespace", help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+    connection.add_arguments(parser)
     parser.add_argument("--tokens-file", type=Path, help=f"API tokens, YAML or JSON (default: ${TOKENS_FILE_ENV})")
+    parser.add_argument("--metrics-address", default=os.environ.get("CANARY_METRICS_ADDRESS") or None,
+                        help="serve Prometheus /metrics (the SDK's and canary_jobs) on host:port, e.g. 0.0.0.0:9464")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -64,10 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.message}", file=sys.stderr)
         return 2
 
-    async def client_factory() -> Client:
-        return await canary.connect(args.address, args.temporal_namespace)
+    try:
+        overrides = connection.overrides_from_args(args)
+        connection.connect_config(overrides)  # a broken profile stops the server here, not at its first call
+    except CanaryError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
 
+    async def client_factory() -> Client:
+        return await canary.connect(overrides=overrides, runtime=runtime)
+
+    runtime = metrics_runtime(args.metrics_address, service="canary-api")
     app = create_app(client_factory, tokens)
+    if runtime is not None:
+        install_job_metrics(app, runtime.metric_meter)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     if argv is None:
         sys.stdout.flush()
