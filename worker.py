@@ -31,6 +31,7 @@ from activities.metrics import MetricActivities
 from activities.notifier import JobNotifier
 from activities.routers.activities import RouterActivities
 from activities.webhooks import call_webhook
+from starter import lifecycle
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
 
@@ -90,29 +91,34 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
                           prometheus_address=prometheus_address)
     notifier = JobNotifier(temporal)
     informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
-    async with worker:
-        notifier.start()
-        informer.start()
-        try:
-            yield worker
-        finally:
-            await asyncio.to_thread(informer.stop)
-            await notifier.stop()
+    executor = worker.config()["activity_executor"]
+    try:
+        async with worker:
+            notifier.start()
+            informer.start()
+            try:
+                yield worker
+            finally:
+                await asyncio.to_thread(informer.stop)
+                await notifier.stop()
+    finally:
+        # The worker has waited for its activities; their threads end here, not at finalization.
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown)
 
 
 async def run(address: str, namespace: str, task_queue: str, kubeconfig: str | None,
               prometheus_address: str | None = None) -> None:
     """Run until SIGINT or SIGTERM, then finish in-flight tasks and stop."""
     temporal = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
-    api = kubernetes_client(kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     logging.info("worker polling %s on %s/%s", task_queue, address, namespace)
-    async with serve(temporal, api, task_queue=task_queue, prometheus_address=prometheus_address):
-        await stop.wait()
-    api.close()
+    with kubernetes_client(kubeconfig) as api:
+        async with serve(temporal, api, task_queue=task_queue, prometheus_address=prometheus_address):
+            await stop.wait()
 
 
 def main() -> None:
@@ -126,7 +132,8 @@ def main() -> None:
                         help="Prometheus for analysis queries that name no address, e.g. http://127.0.0.1:9090")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(args.address, args.namespace, args.task_queue, args.kubeconfig, args.prometheus_address))
+    # lifecycle.run: the SDK's Rust threads leave the interpreter before it finalizes (exit 134 otherwise).
+    lifecycle.run(run(args.address, args.namespace, args.task_queue, args.kubeconfig, args.prometheus_address))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from temporalio.client import Client
 
 from devenv import cli as dev_cli
 from starter import client as canary
-from starter import render
+from starter import lifecycle, render
 from starter.actors import actor_problem
 from starter.errors import CanaryError, Conflict
 from workflows import names
@@ -393,21 +393,15 @@ def _error(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``canaryctl``; returns the exit status (tests pass ``argv``).
+    """Entry point of ``canaryctl`` (and ``kubectl-canary``); returns the exit status.
 
-    Run from the command line (``argv`` None), the process ends with ``os._exit`` once its
-    output is flushed: the Temporal client's Rust threads can crash interpreter finalization
-    ("Fatal Python error: PyGILState_Release", SIGABRT, about 1 run in 20 here;
-    temporalio/sdk-python#300), which would turn a successful command into exit status -6.
+    Every command closes what it opened before it returns, and :func:`lifecycle.settle` lets
+    the Temporal SDK's Rust threads leave the interpreter before it finalizes: without that,
+    about one run in two of a short command died at exit with "Fatal Python error:
+    PyGILState_Release" (exit 134) after doing its work (see :mod:`starter.lifecycle`).
     """
     status = run(argv)
-    if argv is None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(status)
+    lifecycle.settle()
     return status
 
 
@@ -417,7 +411,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
         if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
+            result = lifecycle.run(result)
         return int(result)
     except (Exception, KeyboardInterrupt) as err:
         return _failure(err, args)
