@@ -32,6 +32,7 @@ from activities.notifier import JobNotifier
 from activities.routers.activities import RouterActivities
 from activities.webhooks import call_webhook
 from starter import lifecycle
+from workflows.analysis_spec import cel_environment
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
 
@@ -64,6 +65,7 @@ def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None) -> Worker:
     """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers), metrics and webhooks."""
+    cel_environment()  # built here, not in the first workflow task that checks a condition
     activities = KubeActivities(api)
     routers = RouterActivities(api)
     metrics = MetricActivities(prometheus_address)

@@ -277,8 +277,8 @@ def _cmd_lint(args: argparse.Namespace) -> int:
             for line in err.lines:
                 _out(f"{where}: {line}")
         else:
-            _out(f"{where}: ok: canary job {job.namespace}/{job.name}, {len(job.steps)} steps, "
-                 f"Deployment {job.workload.name}")
+            steps = f"{len(job.steps)} step" + ("s" if len(job.steps) != 1 else "")
+            _out(f"{where}: ok: canary job {job.namespace}/{job.name}, {steps}, Deployment {job.workload.name}")
     if problems:
         print(f"error: {problems} problem{'s' if problems > 1 else ''} in {args.filename}", file=sys.stderr)
         return EXIT_ERROR
