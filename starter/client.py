@@ -45,6 +45,7 @@ from workflows.models import (
     UpdateRulesRequest,
 )
 from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
+from workflows.ui_details import static_summary
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_TEMPORAL_NAMESPACE = "default"
@@ -296,6 +297,7 @@ async def apply_job(client: Client, spec: JobSpec, *, actor: str | None = None,
                         SearchAttributePair(search.CANARY_WORKLOAD, spec.workload.name),
                     ]),
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    static_summary=static_summary(spec),  # the Temporal UI names the job and its Deployment
                 ))
             except WorkflowAlreadyStartedError:
                 continue  # started by someone else just now: configure theirs
