@@ -98,7 +98,10 @@ def _release_end(details: JobDetails, release: int, history: JobVersions | None,
 
 
 def _idle(details: JobDetails, target: Target, job: str) -> Verdict | Target:
-    """No release to follow: the job's own state is the answer, unless it is still moving."""
+    """No release to follow: the last one's outcome (until the next starts), else the job's state."""
+    ended = details.last_release
+    if ended is not None and ended.outcome is not None and details.phase in (Phase.HEALTHY, Phase.FAILED):
+        return _ended(ended, job)
     if details.phase == Phase.FAILED:
         return Verdict(EXIT_FAILED, f"{job}: failed{_reason(details)}")
     if details.phase == Phase.HEALTHY:
