@@ -435,7 +435,8 @@ async def _operate_once(args: argparse.Namespace, operation: str, request: Opera
 
     started = time.monotonic()
     client = await _connect(args)
-    target = await _wait_target(client, _ns(args), args.job, operation) if args.wait else None
+    wait = getattr(args, "wait", False)  # terminate, update-rules and delete have no --wait
+    target = await _wait_target(client, _ns(args), args.job, operation) if wait else None
     try:
         result = await canary.operate(client, _ns(args), args.job, operation, request, timeout=args.answer_timeout)
     except Conflict as err:
