@@ -36,10 +36,12 @@ from activities.metrics import MetricActivities
 from activities.notifier import JobNotifier
 from activities.routers.activities import RouterActivities
 from activities.webhooks import call_webhook
+from starter import lifecycle
 from starter.connection import ConnectionOverrides, connect_config, describe, metrics_runtime, overrides_from_args
 from starter.connection import add_arguments as add_connection_arguments
 from starter.errors import CanaryError
 from worker_health import HealthServer, WorkerChecks
+from workflows.analysis_spec import cel_environment
 from workflows.canary import CanaryJobWorkflow
 from workflows.names import TASK_QUEUE
 from workflows.telemetry import OperationMetrics
@@ -81,6 +83,7 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
 
     ``cache``: the worker's informer, whose copies of the Deployments the waits read.
     """
+    cel_environment()  # built here, not in the first workflow task that checks a condition
     activities = KubeActivities(api, cache=cache)
     routers = RouterActivities(api)
     metrics = MetricActivities(prometheus_address)
@@ -110,14 +113,20 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
     informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
     worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
                           prometheus_address=prometheus_address, shutdown_grace=shutdown_grace, cache=informer)
-    async with worker:
-        notifier.start()
-        informer.start()
-        try:
-            yield worker
-        finally:
-            await asyncio.to_thread(informer.stop)
-            await notifier.stop()
+    executor = worker.config()["activity_executor"]
+    try:
+        async with worker:
+            notifier.start()
+            informer.start()
+            try:
+                yield worker
+            finally:
+                await asyncio.to_thread(informer.stop)
+                await notifier.stop()
+    finally:
+        # The worker has waited for its activities; their threads end here, not at finalization.
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown)
 
 
 @dataclass(frozen=True)
@@ -149,17 +158,17 @@ async def run(overrides: ConnectionOverrides, options: ServeOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     logging.info("worker polling %s on %s", options.task_queue, describe(config))
-    async with serve(temporal, api, task_queue=options.task_queue, prometheus_address=options.prometheus_address,
-                     watch_namespaces=options.watch_namespaces, shutdown_grace=options.shutdown_grace) as worker:
-        health = None
-        if options.health_address:
-            health = HealthServer(WorkerChecks(temporal, api, worker), *_host_port(options.health_address))
-            await health.start()
-        await stop.wait()
-        logging.info("stopping: running activities get up to %.0f s to finish", options.shutdown_grace)
-        if health is not None:
-            await health.stop()
-    api.close()
+    with api:
+        async with serve(temporal, api, task_queue=options.task_queue, prometheus_address=options.prometheus_address,
+                         watch_namespaces=options.watch_namespaces, shutdown_grace=options.shutdown_grace) as worker:
+            health = None
+            if options.health_address:
+                health = HealthServer(WorkerChecks(temporal, api, worker), *_host_port(options.health_address))
+                await health.start()
+            await stop.wait()
+            logging.info("stopping: running activities get up to %.0f s to finish", options.shutdown_grace)
+            if health is not None:
+                await health.stop()
 
 
 def main() -> None:
@@ -194,7 +203,8 @@ def main() -> None:
         metrics_address=args.metrics_address, health_address=args.health_address,
         watch_namespaces=tuple(args.watch_namespaces) if args.watch_namespaces else None,
         shutdown_grace=args.shutdown_grace)
-    asyncio.run(run(overrides, options))
+    # lifecycle.run: the SDK's Rust threads leave the interpreter before it finalizes (exit 134 otherwise).
+    lifecycle.run(run(overrides, options))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from workflows.models import (
     UpdateRulesRequest,
 )
 from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
+from workflows.ui_details import static_summary
 
 CONNECT_TIMEOUT = 10.0
 # A query is answered by a worker; without one the server holds the call until this runs out.
@@ -302,6 +303,7 @@ async def apply_job(client: Client, spec: JobSpec, *, actor: str | None = None,
                         SearchAttributePair(search.CANARY_WORKLOAD, spec.workload.name),
                     ]),
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    static_summary=static_summary(spec),  # the Temporal UI names the job and its Deployment
                 ))
             except WorkflowAlreadyStartedError:
                 continue  # started by someone else just now: configure theirs

@@ -16,12 +16,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
-
-from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from typing import TYPE_CHECKING, Any
 
 from starter.errors import InvalidInput
+
+if TYPE_CHECKING:  # the SDK is imported where it is used: `canaryctl --help` and lint need none of it
+    from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
+    from temporalio.runtime import Runtime
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_TEMPORAL_NAMESPACE = "default"
@@ -49,6 +50,7 @@ class ConnectionOverrides:
 
 
 def _load_profile(overrides: ConnectionOverrides, environ: Mapping[str, str]) -> ClientConfigProfile:
+    from temporalio.envconfig import ClientConfigProfile
     config_file = overrides.config_file or environ.get(CONFIG_FILE_ENV)
     # The SDK treats a named file that is not there as an empty one; a typo in a path would
     # then silently connect to the local default server instead of the configured one.
@@ -63,6 +65,7 @@ def _load_profile(overrides: ConnectionOverrides, environ: Mapping[str, str]) ->
 
 
 def _tls(profile: ClientConfigProfile, overrides: ConnectionOverrides) -> ClientConfigTLS | None:
+    from temporalio.envconfig import ClientConfigTLS
     tls_files = (overrides.tls_ca_cert, overrides.tls_client_cert, overrides.tls_client_key,
                  overrides.tls_server_name)
     if overrides.tls is False:
@@ -130,6 +133,8 @@ def metrics_runtime(metrics_address: str | None, *, service: str) -> Runtime | N
     """
     if not metrics_address:
         return None
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
     return Runtime(telemetry=TelemetryConfig(
         metrics=PrometheusConfig(bind_address=metrics_address, counters_total_suffix=True, durations_as_seconds=True),
         global_tags={"service": service}, attach_service_name=False))

@@ -27,6 +27,7 @@ from kubernetes import config as k8s_config
 
 from devenv import cli as dev
 from starter import client as canary
+from starter import lifecycle
 from starter.render import pause_left
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase, RollbackRequest
@@ -139,7 +140,13 @@ async def follow(temporal: Any, until: Callable[[JobDetails], bool], timeout: fl
 async def run(state: dev.DevState) -> None:
     """Play the operator's part against the running dev environment."""
     temporal = await canary.connect(state.temporal_address, state.temporal_namespace)
-    api = k8s_config.new_client_from_config(config_file=state.kubeconfig)
+    with k8s_config.new_client_from_config(config_file=state.kubeconfig) as api:
+        await play(temporal, api)
+    print_where_to_look(state)
+
+
+async def play(temporal: Any, api: k8s.ApiClient) -> None:
+    """The operator's moves, from a fresh sample app to a rollback."""
     apps = k8s.AppsV1Api(api)
     # A job left over from an earlier demo run (by this version or an older one) must not
     # outlive its namespace.
@@ -190,8 +197,10 @@ async def run(state: dev.DevState) -> None:
     for version in versions.history:
         say(f"    rev {version.revision:<3} {version.outcome.value if version.outcome else '':<11} "
             f"{version.trigger.value:<15} {version.images}")
-    api.close()
 
+
+def print_where_to_look(state: dev.DevState) -> None:
+    """Where the job can be seen now that the demo is over."""
     say("")
     say("Where to look now:")
     ui_id = urllib.parse.quote(workflow_id(NAMESPACE, APP), safe="")
@@ -210,7 +219,7 @@ def main() -> None:
     """Entry point of ``make demo`` / ``python -m starter.demo``."""
     os.chdir(Path(__file__).resolve().parents[1])
     state = dev_up()
-    asyncio.run(run(state))
+    lifecycle.run(run(state))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,14 @@ CEL: conditions are compiled here (syntax, and a trial run for unknown names), w
 CPU work. The workflow imports this module passed through the sandbox (as ``workflows/canary.py``
 imports every ``workflows`` module), so cel-python runs with real builtins there;
 ``tests/analysis/test_sandbox.py`` validates a spec inside the real sandbox. The parser is built
-once at import anyway, so the first compile in a workflow task does not pay for it.
+once, on first use (about a third of a second of CPU: ``canaryctl lint`` of a job without
+analysis must not pay for it); the worker builds it at start (:func:`cel_environment`), so the
+first compile in a workflow task does not pay for it either.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -54,8 +57,12 @@ _URL = re.compile(r"^https?://\S+$")
 # The JSONPath subset the web provider reads: ``$.a.b[0].c``, optionally in Argo's ``{...}``.
 JSON_PATH_PATTERN = r"^\{?\$(\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\])*\}?$"
 
-# Built once at import (outside any workflow sandbox): see the module docstring.
-_CEL = celpy.Environment()
+
+
+@functools.cache
+def cel_environment() -> celpy.Environment:
+    """The CEL parser, built once on first use; the worker calls this at start (module docstring)."""
+    return celpy.Environment()
 
 
 def check_condition(text: str) -> str:
@@ -68,12 +75,12 @@ def check_condition(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
     try:
-        ast = _CEL.compile(text)
+        ast = cel_environment().compile(text)
     except CELParseError as err:
         where = f" at line {err.line}, column {err.column}" if err.line is not None else ""
         raise ValueError(f"CEL expression {text!r} does not compile: syntax error{where}") from None
     try:
-        answer = _CEL.program(ast).evaluate({"result": celtypes.DoubleType(0.0)})
+        answer = cel_environment().program(ast).evaluate({"result": celtypes.DoubleType(0.0)})
     except CELEvalError as err:
         if "undeclared reference" in str(err):
             raise ValueError(f"CEL expression {text!r} uses a name other than result: {_undeclared(err)}") from None

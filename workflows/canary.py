@@ -88,6 +88,7 @@ with workflow.unsafe.imports_passed_through():
         validation_message,
     )
     from workflows.traffic_spec import Traffic
+    from workflows.ui_details import current_details
     from workflows.verdict import Measurement, MeasurementPhase, MetricPhase, Verdict
     from workflows.webhook_spec import Webhook, WebhookBody, WebhookRequest, WebhookResult, WebhookType
 
@@ -687,6 +688,7 @@ class CanaryJobWorkflow:
             step = self.job.steps[index]
             self.state.current_step = index
             self.state.mark_step(workflow.now(), index, StepStatus.RUNNING)
+            self._show_details()
             self._start_background(index)
             try:
                 if self._decision is not None:
@@ -1524,9 +1526,14 @@ class CanaryJobWorkflow:
     def _set_phase(self, phase: Phase) -> None:
         unchanged = self.state.phase == phase
         self.state.phase = phase
+        self._show_details()
         if unchanged and workflow.patched(PATCH_QUIET_PHASE):
             return  # the search attribute already says so: no command, no visibility write
         workflow.upsert_search_attributes([CANARY_PHASE.value_set(phase.value)])
+
+    def _show_details(self) -> None:
+        """The Temporal UI's current details: phase, step, weight, revisions, without a query."""
+        workflow.set_current_details(current_details(self.state))
 
     def _event(self, kind: str, message: str, actor: str | None = None) -> None:
         self.state.add_event(workflow.now(), kind, message, actor)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.analysis_run import AnalysisRun, AnalysisView
 from workflows.fields import Duration
+from workflows.phases import Phase as Phase  # re-exported: every client imports it from here
 from workflows.routing import RouteWeight
 from workflows.spec import JobSpec, describe_step
 from workflows.traffic_spec import Traffic
@@ -33,24 +34,6 @@ MAX_KEPT_STEP_MESSAGE = 300
 
 class _Model(BaseModel):
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
-
-
-class Phase(StrEnum):
-    """What the job is doing now; also the ``CanaryPhase`` search attribute."""
-
-    INITIALIZING = "initializing"
-    HEALTHY = "healthy"
-    PROGRESSING = "progressing"
-    PAUSED = "paused"
-    PROMOTING = "promoting"
-    ROLLING_BACK = "rolling-back"
-    FAILED = "failed"
-    # The Deployment (or its namespace) is gone; the job waits for it to come back.
-    WORKLOAD_MISSING = "workload-missing"
-    # The cluster refuses what the job must do (forbidden, invalid); the job retries later.
-    ERROR = "error"
-    TERMINATED = "terminated"
-    DELETED = "deleted"
 
 
 class StepStatus(StrEnum):

@@ -19,7 +19,7 @@ import uvicorn
 from temporalio.client import Client
 
 from starter import client as canary
-from starter import connection
+from starter import connection, lifecycle
 from starter.api.app import create_app
 from starter.api.auth import TOKENS_FILE_ENV, TokenStore, load_tokens_file, tokens_from_environment
 from starter.api.metrics import install_job_metrics
@@ -57,9 +57,9 @@ def load_tokens(tokens_file: Path | None) -> TokenStore:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; returns the exit status.
 
-    Like ``canaryctl``, a process started from the command line ends with ``os._exit``: the
-    Temporal client's Rust threads can crash interpreter finalization (sdk-python#300), which
-    would turn a clean shutdown into an abort.
+    Like ``canaryctl``, it lets the Temporal client's Rust threads leave the interpreter
+    (:func:`lifecycle.settle`) before Python finalizes: otherwise a clean shutdown could end
+    as an abort (exit 134, see :mod:`starter.lifecycle`).
     """
     args = build_parser().parse_args(argv)
     try:
@@ -83,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if runtime is not None:
         install_job_metrics(app, runtime.metric_meter)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    if argv is None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    lifecycle.settle()
     return 0
 
 
