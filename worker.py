@@ -49,6 +49,11 @@ from workflows.telemetry import OperationMetrics
 # Activities are short calls and waits of a release (a job's watch is the worker's shared one),
 # so this bounds the releases that can wait on pods at once, not the jobs a worker holds.
 DEFAULT_ACTIVITY_THREADS = 200
+# Job workflows kept in memory between their tasks. Each costs about 0.4 MiB (mostly its
+# sandbox's own copy of the workflow module); a job evicted from it replays its history on its
+# next task (an edit, an operation), which costs milliseconds. 400 keeps a 1000-job worker
+# under 400 MiB; jobs in a release stay cached, being the most recently used.
+DEFAULT_CACHED_WORKFLOWS = 400
 # A job's workflow tasks go to the worker that has it cached; when that worker dies, they wait
 # this long before any worker may take them. The SDK's 10 s would delay every job's next step
 # (and an edit's detection) by 10 s after a crash; a live worker polls within milliseconds.
@@ -78,7 +83,8 @@ def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT
 
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
-                 shutdown_grace: float = 0.0, cache: DeploymentCache | None = None) -> Worker:
+                 shutdown_grace: float = 0.0, cache: DeploymentCache | None = None,
+                 cached_workflows: int = DEFAULT_CACHED_WORKFLOWS) -> Worker:
     """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers), metrics and webhooks.
 
     ``cache``: the worker's informer, whose copies of the Deployments the waits read.
@@ -95,6 +101,7 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
         activity_executor=ThreadPoolExecutor(activity_threads, thread_name_prefix="canary-activity"),
         max_concurrent_activities=activity_threads,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+        max_cached_workflows=cached_workflows,
         interceptors=[OperationMetrics()],
         graceful_shutdown_timeout=timedelta(seconds=shutdown_grace),
     )
@@ -103,7 +110,8 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
 @asynccontextmanager
 async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                 activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
-                watch_namespaces: Sequence[str] | None = None, shutdown_grace: float = 0.0) -> AsyncIterator[Worker]:
+                watch_namespaces: Sequence[str] | None = None, shutdown_grace: float = 0.0,
+                cached_workflows: int = DEFAULT_CACHED_WORKFLOWS) -> AsyncIterator[Worker]:
     """Run the worker and its shared watch on the Deployments jobs hold, until the block ends.
 
     The watch starts once the worker polls, so the first list's reports find a worker to run
@@ -112,7 +120,8 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
     notifier = JobNotifier(temporal)
     informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
     worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
-                          prometheus_address=prometheus_address, shutdown_grace=shutdown_grace, cache=informer)
+                          prometheus_address=prometheus_address, shutdown_grace=shutdown_grace, cache=informer,
+                          cached_workflows=cached_workflows)
     executor = worker.config()["activity_executor"]
     try:
         async with worker:
@@ -140,6 +149,7 @@ class ServeOptions:
     health_address: str | None = None
     watch_namespaces: tuple[str, ...] | None = None
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    cached_workflows: int = DEFAULT_CACHED_WORKFLOWS
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -160,7 +170,8 @@ async def run(overrides: ConnectionOverrides, options: ServeOptions) -> None:
     logging.info("worker polling %s on %s", options.task_queue, describe(config))
     with api:
         async with serve(temporal, api, task_queue=options.task_queue, prometheus_address=options.prometheus_address,
-                         watch_namespaces=options.watch_namespaces, shutdown_grace=options.shutdown_grace) as worker:
+                         watch_namespaces=options.watch_namespaces, shutdown_grace=options.shutdown_grace,
+                         cached_workflows=options.cached_workflows) as worker:
             health = None
             if options.health_address:
                 health = HealthServer(WorkerChecks(temporal, api, worker), *_host_port(options.health_address))
@@ -191,6 +202,9 @@ def main() -> None:
     parser.add_argument("--shutdown-grace", type=float,
                         default=float(os.environ.get("CANARY_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)),
                         help="seconds running activities get to finish after SIGTERM (default: %(default)s)")
+    parser.add_argument("--cached-workflows", type=int,
+                        default=int(os.environ.get("CANARY_CACHED_WORKFLOWS", DEFAULT_CACHED_WORKFLOWS)),
+                        help="job workflows kept in memory between tasks, about 0.4 MiB each (default: %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -202,7 +216,7 @@ def main() -> None:
         task_queue=args.task_queue, kubeconfig=args.kubeconfig, prometheus_address=args.prometheus_address,
         metrics_address=args.metrics_address, health_address=args.health_address,
         watch_namespaces=tuple(args.watch_namespaces) if args.watch_namespaces else None,
-        shutdown_grace=args.shutdown_grace)
+        shutdown_grace=args.shutdown_grace, cached_workflows=args.cached_workflows)
     # lifecycle.run: the SDK's Rust threads leave the interpreter before it finalizes (exit 134 otherwise).
     lifecycle.run(run(overrides, options))
 
