@@ -71,7 +71,7 @@ def judge(details: JobDetails, target: Target, history: JobVersions | None = Non
     job = f"{details.namespace}/{details.name}"
     if details.phase == Phase.DELETED:
         return Verdict(EXIT_FAILED, f"{job}: the job was deleted")
-    if details.phase == Phase.TERMINATED and details.canary is None:
+    if details.phase == Phase.TERMINATED and details.canary is None and target.release is None:
         return Verdict(EXIT_FAILED, f"{job}: the job was terminated{_reason(details)}")
     if target.after is not None and (details.canary is None or details.canary.revision <= target.after):
         ended = details.last_release
@@ -104,6 +104,8 @@ def _idle(details: JobDetails, target: Target, job: str) -> Verdict | Target:
         return _ended(ended, job)
     if details.phase == Phase.FAILED:
         return Verdict(EXIT_FAILED, f"{job}: failed{_reason(details)}")
+    if details.phase == Phase.TERMINATED:
+        return Verdict(EXIT_FAILED, f"{job}: the job was terminated{_reason(details)}")
     if details.phase == Phase.HEALTHY:
         stable = f" (revision {details.stable.revision})" if details.stable else ""
         return Verdict(EXIT_DONE, f"{job}: healthy{stable}, nothing to deliver")

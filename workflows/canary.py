@@ -137,6 +137,7 @@ PATCH_RELEASE_CONTINUE_AS_NEW = "continue-as-new-in-release"
 PATCH_SHARED_WATCH = "shared-watch"
 PATCH_QUIET_PHASE = "upsert-phase-on-change"
 PATCH_COUNT_EACH_SIDE = "count-each-side-of-a-shift"
+PATCH_UNDO_CUT_SHIFT = "undo-a-shift-new-rules-cut"
 # The activities that write the user's Deployment: an observation that arrives while one runs
 # waits for its result (and its generation), which tells whether the observation predates it.
 USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
@@ -209,6 +210,7 @@ class CanaryJobWorkflow:
         self._background_task: asyncio.Task[Verdict] | None = None
         self._decision: str | None = None  # a human must continue before the current step (re)starts
         self._measuring = 0  # measurements in flight: a hand-over waits for them, so none is lost
+        self._shift_from: tuple[int, int] | None = None  # (canary, stable) where a running shift began
         self._hooked_step: int | None = None  # the step whose rollout webhooks said yes (not again)
         self._rule_checks: set[asyncio.Task[None]] = set()  # signalled rules naming a router, being checked
 
@@ -700,12 +702,7 @@ class CanaryJobWorkflow:
                 await self._run_step(index, step)
             except Interrupted as interrupted:
                 if interrupted.kind == Interrupt.RULES:
-                    self._rules_changed = False
-                    # New rules bring their own background analysis (or none), from their startingStep.
-                    self._stop_background()
-                    self.state.background, self._decision = None, None
-                    index = resume_index(self.job.steps, self.state.weight)
-                    self.state.adopt_rules(workflow.now(), self.job.steps, index)
+                    index = await self._adopt_new_rules()
                     continue
                 if interrupted.kind == Interrupt.PROMOTE:
                     by = self._promote.actor if self._promote else None
@@ -730,6 +727,19 @@ class CanaryJobWorkflow:
             self.state.mark_step(workflow.now(), index, StepStatus.SUCCEEDED)
             index += 1
         return True
+
+    async def _adopt_new_rules(self) -> int:
+        """The release goes on under new rules: the step to resume at, by the weight reached."""
+        self._rules_changed = False
+        # New rules bring their own background analysis (or none), from their startingStep.
+        self._stop_background()
+        self.state.background, self._decision = None, None
+        index = resume_index(self.job.steps, self.state.weight)
+        self.state.adopt_rules(workflow.now(), self.job.steps, index)
+        cut, self._shift_from = self._shift_from, None
+        if cut is not None and workflow.patched(PATCH_UNDO_CUT_SHIFT):
+            await self._undo_cut_shift(*cut)
+        return index
 
     async def _run_step(self, index: int, step: SetWeightStep | PauseStep | SetCanaryScaleStep | AnalysisStep) -> None:
         if isinstance(step, SetWeightStep) and self.state.routed is not None:
@@ -761,6 +771,7 @@ class CanaryJobWorkflow:
         """
         stable = max(0, stable)
         self.state.canary_target = canary
+        self._shift_from = (self.state.canary_replicas, self.state.stable_replicas)
         # Each side's count is recorded as soon as its write is done: an interrupt while the
         # canary's pods come up (new rules, say) leaves the job reporting what the cluster runs.
         if canary >= self.state.canary_replicas:
@@ -777,8 +788,27 @@ class CanaryJobWorkflow:
         self.state.canary_replicas = canary
         self.state.stable_replicas = stable
         self.state.canary_target = None
+        self._shift_from = None
         self.state.actual_weight = effective_weight(canary, stable)
         self._set_phase(Phase.PROGRESSING)
+
+    async def _undo_cut_shift(self, canary: int, stable: int) -> None:
+        """New rules cut a step's shift short: put both sides back where that step began.
+
+        The new rules resume from the weight reached before that step (``resume_index``), so the
+        pods must match it again, not a half-made step (a canary grown, stable not yet shrunk).
+        Stable grows first, so capacity never dips. Not interruptible: two quick writes.
+        """
+        label = "new rules: back to where the cut step began"
+        await self._call(port.SCALE_STABLE, ScaleRequest(**self._ref(), replicas=stable,
+                                                         known_hash=self.state.workload_hash),
+                         summary=f"{label}: scale stable to {stable}")
+        self.state.stable_replicas = stable
+        await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=canary),
+                         summary=f"{label}: scale canary to {canary}")
+        self.state.canary_replicas = canary
+        self.state.canary_target = None
+        self.state.actual_weight = effective_weight(canary, stable)
 
     async def _route_step(self, weight: int, label: str) -> None:
         """With a router: enough canary pods for ``weight``, Ready, and only then ``weight`` on the route.

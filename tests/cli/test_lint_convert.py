@@ -10,7 +10,7 @@ import yaml
 
 from starter.follow import Target, Verdict, judge
 from tests.cli.helpers import canaryctl
-from workflows.models import JobDetails
+from workflows.models import JobDetails, JobVersions
 
 ROLLOUTS = Path(__file__).resolve().parent / "rollouts"
 NOWHERE = {"TEMPORAL_ADDRESS": "127.0.0.1:1"}  # lint and convert must never need it
@@ -112,3 +112,14 @@ def test_verdicts() -> None:
     superseded = details(phase="progressing", canary=version(3), last_release=version(2, "superseded"))
     assert judge(superseded, Target(release=2)) == Target(release=3)
     assert judge(details(phase="deleted"), Target()).status == 1  # type: ignore[union-attr]
+
+
+def test_a_followed_release_that_is_terminated_is_named_with_its_reason() -> None:
+    terminated = details(phase="terminated", last_error="error rate",
+                         last_release=version(2, "terminated", "error rate"))
+    assert judge(terminated, Target(release=2)) == Verdict(1, "shop/web: release 2 terminated: error rate")
+    # Not following any release: the job's own state says it.
+    assert judge(terminated, Target()).status == 1  # type: ignore[union-attr]
+    # Terminated with the release nowhere to be found: still a failure, never a wait to the timeout.
+    lost = details(phase="terminated", last_error="error rate")
+    assert judge(lost, Target(release=2), JobVersions(stable=None, canary=None, history=[])).status == 1  # type: ignore[union-attr]

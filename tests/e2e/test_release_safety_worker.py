@@ -105,3 +105,34 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
     once = ["prepare_canary:", "scale_canary:1", "scale_stable:3", "scale_canary:4", "prepare_stable:",
             "hold_stable:4", "scale_canary:0"]
     assert {key: writes[key] for key in once} == dict.fromkeys(once, 1), writes
+
+
+async def test_two_workers_on_one_queue_finish_releases_while_one_is_killed_and_restarted(
+        shop: Shop, worker: WorkerProcess, dev_server: WorkflowEnvironment, cluster: LocalCluster,
+        tmp_path: Path) -> None:
+    # A second worker process on the same task queue, as the chart runs two replicas.
+    second = WorkerProcess(dev_server.client.service_client.config.target_host, cluster.kubeconfig,
+                           tmp_path / "second.log", queue=worker.queue)
+    second.start()
+    try:
+        shop.create_workload()
+        handle = await worker.start_job(shop.temporal, shop.spec(
+            steps=[{"setWeight": 25}, {"setWeight": 50}, {"setWeight": 75}], progressDeadline="30s"))
+        await wait_job(shop, lambda d: d.phase == Phase.HEALTHY, "attached")
+        for n, victim in ((2, worker), (3, second)):
+            # Slow pods, so the kill lands while a step waits for them on one of the two.
+            shop.set_image(f"registry.local/web:{n}", annotations={READY_DELAY_ANNOTATION: "1s"})
+            await wait_job(shop, lambda d, n=n: d.canary is not None and d.canary.revision == n
+                           and d.phase == Phase.PROGRESSING, f"release {n} under way")
+            victim.restart()
+            done = await wait_job(shop, lambda d, n=n: d.phase in ENDED and d.stable is not None
+                                  and d.stable.revision == n, f"release {n} promoted", timeout=90)
+            assert done.phase == Phase.HEALTHY, (done.phase, done.last_error)
+        # Every write of both releases was scheduled once, whichever worker ran it or died with it.
+        scheduled = await scheduled_writes(handle)
+        assert scheduled["prepare_canary:"] == 2
+        assert scheduled["prepare_stable:"] == 2
+        assert scheduled["scale_canary:1"] == 2 and scheduled["scale_canary:2"] == 2
+        assert scheduled["scale_canary:3"] == 2
+    finally:
+        second.kill()

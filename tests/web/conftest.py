@@ -8,13 +8,19 @@ Chromium quiet on a machine without a network (no background requests, no sandbo
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 import pytest_asyncio
+import uvicorn
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from devenv.processes import free_port
 from tests.api.conftest import (  # noqa: F401  (fixtures)
     TOKENS,
     ApiServer,
@@ -45,7 +51,13 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-async def sign_in(browser: Browser, server: ApiServer, role: str, next_path: str = "/ui/jobs") -> Page:
+class Served(Protocol):
+    """Anything the browser can open: the API as a process, or an app on a thread."""
+
+    url: str
+
+
+async def sign_in(browser: Browser, server: Served, role: str, next_path: str = "/ui/jobs") -> Page:
     """A fresh browser context signed in with the role's token through the sign-in form."""
     context = await browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000})
     context.set_default_timeout(20_000)
@@ -56,3 +68,21 @@ async def sign_in(browser: Browser, server: ApiServer, role: str, next_path: str
     await page.click("#sign-in")
     await page.wait_for_url(f"**{next_path}")
     return page
+
+
+@contextmanager
+def serving(app: Any, name: str) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free port in a thread; its base URL while the block runs."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

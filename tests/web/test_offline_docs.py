@@ -3,19 +3,15 @@ breaks the Content-Security-Policy, and another site cannot frame the page."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Page, Route, expect
 
-from devenv.processes import free_port
 from tests.api.conftest import TOKENS
 from tests.api.local import local_app
-from tests.web.conftest import ARTIFACTS, CHROMIUM_FLAGS, browser  # noqa: F401  (fixture)
+from tests.web.conftest import ARTIFACTS, CHROMIUM_FLAGS, browser, serving  # noqa: F401  (fixture)
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -23,18 +19,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 @pytest.fixture(scope="module")
 def local_server() -> Iterator[str]:
     """The app on a free port, with no Temporal behind it (the docs and sign-in need none)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(local_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, name="canary-api-local", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(local_app(), "canary-api-local") as url:
+        yield url
 
 
 async def offline_page(browser: Browser, base_url: str) -> tuple[Page, list[str], list[str]]:  # noqa: F811

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,17 +18,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import uvicorn
 from playwright.async_api import Browser, Locator, Page, expect
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from devenv.processes import free_port
 from starter import client as canary
 from starter.api.app import create_app
 from starter.api.auth import Principal, Role, TokenStore
-from tests.web.conftest import ARTIFACTS, browser, dev_server  # noqa: F401  (fixtures)
+from tests.web.conftest import ARTIFACTS, browser, dev_server, serving, sign_in  # noqa: F401  (fixtures)
 from tests.workflow.fake_kube import FakeKube
 from workflows import names
 from workflows.canary import CanaryJobWorkflow
@@ -59,18 +56,8 @@ def story_server(dev_server: WorkflowEnvironment) -> Iterator[Story]:  # noqa: F
     async def connect() -> Client:
         return await canary.connect(address)
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(connect, store), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="canary-api-story", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.05)
-    yield Story(url=f"http://127.0.0.1:{port}", client=dev_server.client)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(connect, store), "canary-api-story") as url:
+        yield Story(url=url, client=dev_server.client)
 
 
 @dataclass
@@ -124,16 +111,6 @@ async def fake_job(story_server: Story) -> AsyncIterator[FakeJob]:
         await worker.shutdown()
 
 
-async def sign_in(browser: Browser, story: Story, role: str, path: str) -> Page:  # noqa: F811
-    context = await browser.new_context(base_url=story.url, viewport={"width": 1280, "height": 1000})
-    context.set_default_timeout(20_000)
-    page = await context.new_page()
-    await page.goto(path)
-    await page.wait_for_url("**/ui/login**")
-    await page.fill("#token", TOKENS[role][0])
-    await page.click("#sign-in")
-    await page.wait_for_url(f"**{path}")
-    return page
 
 
 def step(page: Page, index: int) -> Locator:

@@ -199,7 +199,7 @@ async def test_a_long_release_continues_as_new_at_a_pause_and_carries_on(start_j
     assert done.stable is not None and done.stable.revision == 2
 
 
-async def test_new_rules_while_canary_pods_come_up_leave_the_job_reporting_them(start_job) -> None:
+async def test_new_rules_while_canary_pods_come_up_put_the_pods_back_where_the_step_began(start_job) -> None:
     job = await _attached(start_job, spec=job_spec(steps=[{"setWeight": 25}, {"pause": {}}], progressDeadline="1h"))
     job.kube.broken_images.add("registry.local/web:2")  # its pods never become Ready: the wait goes on
     await job.edit_image("registry.local/web:2")
@@ -207,4 +207,7 @@ async def test_new_rules_while_canary_pods_come_up_leave_the_job_reporting_them(
                        "the canary's pod asked for, its wait running")
     await job.operate(names.UPDATE_RULES, UpdateRulesRequest(rules={"steps": [{"pause": {}}]}))
     details = await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the new rules' pause")
-    assert (details.canary_replicas, details.stable_replicas) == (job.kube.canary_replicas, job.kube.replicas) == (1, 4)
+    # The new rules resume at weight 0, where the cut step began: no canary pod, stable at full size,
+    # and the job says exactly that.
+    assert (details.canary_replicas, details.stable_replicas) == (job.kube.canary_replicas, job.kube.replicas) == (0, 4)
+    assert details.weight == 0

@@ -108,6 +108,16 @@ async def _shared_watch(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "taken over again")
 
 
+async def _rules_cut_a_shift(job: Job) -> None:
+    """New rules while the canary's pods come up: the half-made step is put back."""
+    job.kube.broken_images.add("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PROGRESSING and job.kube.canary_replicas == 1, "the wait")
+    await job.operate(names.UPDATE_RULES, UpdateRulesRequest(rules={"steps": [{"pause": {}}]}))
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.canary_replicas == 0, "back at weight 0")
+
+
 async def _gates_and_hand_over(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
     await job.edit_image("registry.local/web:2")
@@ -185,6 +195,7 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
     "failed-promotion": (_failed_promotion, {"spec": job_spec(steps=[{"setWeight": 25}], progressDeadline="3s")}),
     "workload-missing": (_workload_missing, {}),
     "shared-watch": (_shared_watch, {"watch": True}),
+    "rules-cut-a-shift": (_rules_cut_a_shift, {"spec": job_spec(progressDeadline="1h")}),
     "gates-and-hand-over": (_gates_and_hand_over, {"max_history_events": 45}),
     "analysis": (_analysis, {"spec": job_spec(
         steps=[{"setWeight": 25}, {"analysis": {"templates": [{"templateName": "success-rate"}]}},
