@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,14 +57,15 @@ class Served(Protocol):
     url: str
 
 
-async def sign_in(browser: Browser, server: Served, role: str, next_path: str = "/ui/jobs") -> Page:
-    """A fresh browser context signed in with the role's token through the sign-in form."""
+async def sign_in(browser: Browser, server: Served, role: str, next_path: str = "/ui/jobs",
+                  tokens: Mapping[str, tuple[str, str]] = TOKENS) -> Page:
+    """A fresh browser context signed in with the role's token (from ``tokens``) through the sign-in form."""
     context = await browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000})
     context.set_default_timeout(20_000)
     page = await context.new_page()
     await page.goto(next_path)
     await page.wait_for_url("**/ui/login**")
-    await page.fill("#token", TOKENS[role][0])
+    await page.fill("#token", tokens[role][0])
     await page.click("#sign-in")
     await page.wait_for_url(f"**{next_path}")
     return page

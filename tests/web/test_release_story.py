@@ -132,7 +132,7 @@ async def shot(page: Page, name: str) -> None:
 
 async def test_the_steps_keep_what_happened_and_the_banner_shows_the_state_after(
         fake_job: FakeJob, browser: Browser, story_server: Story) -> None:  # noqa: F811
-    page = await sign_in(browser, story_server, "admin", fake_job.path)
+    page = await sign_in(browser, story_server, "admin", fake_job.path, TOKENS)
     # Basic information: where the job lives and since when.
     await expect(page.locator("#job-namespace")).to_have_text(fake_job.namespace)
     await expect(page.locator("#job-created")).to_contain_text(re.compile(r"\d{4}-\d\d-\d\d .* UTC \(\d+s ago\)"))
@@ -218,7 +218,7 @@ async def test_a_viewer_sees_every_operation_disabled_with_the_reason(
     await fake_job.handle.execute_update(names.PROMOTE, OperationRequest(), result_type=OperationResult)
     await fake_job.wait(lambda d: d.phase == Phase.HEALTHY)
     await fake_job.edit_image("registry.local/web:3")
-    page = await sign_in(browser, story_server, "viewer", fake_job.path)
+    page = await sign_in(browser, story_server, "viewer", fake_job.path, TOKENS)
     await expect(step(page, 1)).to_have_attribute("data-state", "paused")
     for operation, role in (("update-version", "operator"), ("update-rules", "admin"), ("continue", "operator"),
                             ("promote", "operator"), ("terminate", "operator")):
@@ -243,7 +243,7 @@ async def test_a_job_that_does_not_answer_says_why_and_still_takes_terminate(
     await fake_job.wait(lambda d: d.phase == Phase.PAUSED)
     await fake_job.worker.shutdown()  # the worker is down: the job's queries go unanswered
 
-    page = await sign_in(browser, story_server, "admin", fake_job.path)
+    page = await sign_in(browser, story_server, "admin", fake_job.path, TOKENS)
     await expect(page.locator("#trouble h2")).to_have_text("This job does not answer", timeout=40_000)
     await expect(page.locator("#trouble-error")).to_contain_text(f"canary job {fake_job.namespace}/web")
     await expect(page.locator("#trouble-steps")).to_contain_text("canary-delivery")
