@@ -662,6 +662,7 @@ class CanaryJobWorkflow:
                 self.state.pause_until = None
                 self.state.pause_reason = None
                 self.state.canary_target = None
+                self._shift_from = None  # a shift cut by the release's end is not the next release's to undo
         telemetry.release_finished(self.job.namespace, self.job.name, canary)
         await self._post_rollout(canary)
 
