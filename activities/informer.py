@@ -79,7 +79,6 @@ class DeploymentInformer:
         self._threads: list[threading.Thread] = []
         self._responses: dict[str | None, Any] = {}
         self._lock = threading.Lock()
-        self.lists = 0  # (re)lists done: a test and the benchmarks read it
         self.synced = threading.Event()  # set once every namespace has been listed
         self._listed: set[str | None] = set()
         self._objects: dict[tuple[str, str], Obj] = {}  # the newest copy of each Deployment seen
@@ -180,7 +179,6 @@ class DeploymentInformer:
             self._store(key, None)
         for key in [k for k in seen if k not in present]:
             self._on_absent(key, seen.pop(key))
-        self.lists += 1
         self._listed.add(namespace)
         if len(self._listed) == len(self._namespaces):
             self.synced.set()

@@ -50,8 +50,6 @@ class JobNotifier:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.sent = 0  # signals delivered: the benchmarks read it
-        self.dropped = 0  # reports for jobs that no longer run
 
     def start(self) -> None:
         """Start the senders on the running loop."""
@@ -70,10 +68,6 @@ class JobNotifier:
         if not job or self._loop is None:
             return
         self._loop.call_soon_threadsafe(self._put, (namespace, job), change)
-
-    def idle(self) -> bool:
-        """Nothing waiting and nothing in flight."""
-        return not self._latest and not self._busy
 
     def _put(self, key: Key, change: WorkloadChange) -> None:
         self._latest[key] = change
@@ -105,12 +99,10 @@ class JobNotifier:
         while True:
             try:
                 await self._signal(key, change)
-                self.sent += 1
                 self._delivered(key)
                 return
             except RPCError as error:
                 if error.status == RPCStatusCode.NOT_FOUND:
-                    self.dropped += 1
                     self._since.pop(key, None)
                     log.debug("no running job %s/%s for its Deployment's change", *key)
                     return
