@@ -460,14 +460,18 @@ async def test_cli_session(env: WorkflowEnvironment, address: str, tmp_path: Pat
     interrupted = await asyncio.create_subprocess_exec(
         *command, "--address", address, "get", name, "-n", "shop", "--watch",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    await asyncio.sleep(2.5)
+    # Both watches have drawn their first frame (so they are past start-up) before anything happens.
+    first_lines = [await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
+                   for proc in (watch, interrupted)]
+    assert all(line.startswith(b"Name:") for line in first_lines), first_lines
     assert watch.returncode is None and interrupted.returncode is None
     interrupted.send_signal(signal.SIGINT)  # Ctrl-C is how a watch normally ends: quietly, status 0
-    _, interrupted_err = await asyncio.wait_for(interrupted.communicate(), 10)
+    _, interrupted_err = await asyncio.wait_for(interrupted.communicate(), 30)
     assert interrupted.returncode == 0 and interrupted_err == b""
 
     assert (await canaryctl(address, "promote", name, "-n", "shop"))[0] == 0
-    watch_out, watch_err = await asyncio.wait_for(watch.communicate(), 10)
+    watch_rest, watch_err = await asyncio.wait_for(watch.communicate(), 30)
+    watch_out = first_lines[0] + watch_rest
     assert watch.returncode == 0, watch_err
     frames = watch_out.decode().split("\n\n" + "Name:")
     assert len(frames) >= 2 and "Phase:      healthy" in frames[-1]
