@@ -6,8 +6,8 @@ cluster serves Istio's real CRDs and no data plane runs; the dev environment's s
 follows the VirtualService's weights, so Prometheus sees the canary get 10 % of the requests
 with one pod beside four. At each step the demo prints the weights the VirtualService holds
 (read from the API server, not from the job), the share of requests the canary received
-(from Prometheus), then shows a version answering 5 % errors judged on its 10 % and the route
-put back to 100 % stable.
+(from Prometheus, at the manual gate), then shows a version answering 20 % errors judged on
+its 10 % and the route put back to 100 % stable.
 
 The dev environment is reached through :mod:`starter.demo` (its ``DevState`` and ``dev_up``),
 the one starter module allowed to import the dev tooling.
@@ -47,14 +47,15 @@ ANALYSIS = {"templates": [{"name": "success-rate", "metrics": [{
 JOB = JobSpec.model_validate({
     "name": APP, "namespace": NAMESPACE, "workload": {"name": APP},
     "steps": [{"setWeight": 10}, {"analysis": {"templates": [{"templateName": "success-rate"}]}},
-              {"setWeight": 33}, {"pause": {}}, {"setWeight": 66}, {"pause": {"duration": "5s"}}],
+              {"setWeight": 50}, {"pause": {}}, {"setWeight": 80}, {"pause": {"duration": "5s"}}],
     "analysis": ANALYSIS,
     "traffic": {"routing": "istio", "stableService": STABLE, "canaryService": CANARY,
                 "istio": {"virtualService": {"name": APP, "routes": ["primary"]}}},
     "progressDeadline": "2m",
 })
-GATE = 3  # the manual gate's step index (0-based), at 33 %
-WINDOW = "10s"
+GATE = 3  # the manual gate's step index (0-based), at 50 %
+WINDOW_SECONDS = 10
+WINDOW = f"{WINDOW_SECONDS}s"
 
 
 def create_virtual_service(api: k8s.ApiClient) -> None:
@@ -80,7 +81,7 @@ def held_weights(api: k8s.ApiClient) -> str:
 def canary_share(prometheus: str | None) -> str:
     """The canary Service's share of the route's requests over the last window, as Prometheus saw them."""
     if not prometheus:
-        return ""
+        return "no Prometheus in this dev environment"
     from activities.metrics.prometheus import query
 
     selector = f'destination_service_namespace="{NAMESPACE}"'
@@ -89,15 +90,15 @@ def canary_share(prometheus: str | None) -> str:
                                         f'destination_service_name="{CANARY}"}}[{WINDOW}]))')
         total = query(prometheus, f'sum(rate(istio_requests_total{{{selector}, '
                                   f'destination_service_name=~"{STABLE}|{CANARY}"}}[{WINDOW}]))')
-    except Exception:  # the demo goes on without the figure
-        return ""
+    except Exception as error:  # the demo goes on without the figure
+        return f"Prometheus did not answer ({error})"
     if not total:
-        return ""
-    return f"; mesh: {100 * (canary_rate or 0) / total:.0f}% of requests to {CANARY}"
+        return "no requests seen yet"
+    return f"{100 * (canary_rate or 0) / total:.0f} % of the requests went to {CANARY}"
 
 
-def describe(details: JobDetails, api: k8s.ApiClient, prometheus: str | None) -> tuple[str, str]:
-    """(what changed, the full line): phase, step, the VirtualService's weights, the mesh's share."""
+def describe(details: JobDetails, api: k8s.ApiClient) -> tuple[str, str]:
+    """(what changed, the full line): phase, step, the VirtualService's weights, the pods."""
     step = ""
     if details.current_step is not None and details.steps:
         current = details.steps[details.current_step]
@@ -105,17 +106,17 @@ def describe(details: JobDetails, api: k8s.ApiClient, prometheus: str | None) ->
     left = pause_left(details, datetime.now(UTC))
     remaining = f", {int(left.total_seconds())}s left" if left is not None else ""
     key = f"    {details.phase.value:<10}{step} | VirtualService {held_weights(api)}"
-    return key, f"{key} ({details.canary_replicas} canary pods){remaining}{canary_share(prometheus)}"
+    return key, f"{key} ({details.canary_replicas} canary pods beside {details.replicas} stable){remaining}"
 
 
-async def follow(temporal: Any, api: k8s.ApiClient, prometheus: str | None, until: Callable[[JobDetails], bool],
+async def follow(temporal: Any, api: k8s.ApiClient, until: Callable[[JobDetails], bool],
                  timeout: float = 180) -> JobDetails:
     """Print a line whenever the phase, the step or the VirtualService's weights change, until ``until``."""
     last = ""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         details = await canary.details(temporal, NAMESPACE, APP)
-        key, line = await asyncio.to_thread(describe, details, api, prometheus)
+        key, line = await asyncio.to_thread(describe, details, api)
         if key != last:
             say(line)
         last = key
@@ -145,26 +146,28 @@ async def play(temporal: Any, api: k8s.ApiClient, prometheus: str | None) -> Non
 
     say(f"==> canaryctl apply: job {NAMESPACE}/{APP}, traffic.routing: istio (the job creates {STABLE} and {CANARY})")
     say("    " + (await canary.apply_job(temporal, JOB, actor=ACTOR)).message)
-    await follow(temporal, api, prometheus, lambda d: d.phase == Phase.HEALTHY and bool(d.routes))
+    await follow(temporal, api, lambda d: d.phase == Phase.HEALTHY and bool(d.routes))
 
     say(f"==> kubectl set image deployment/{APP} web=registry.local/shop-web:2.0  (a release starts)")
     set_image(api, "registry.local/shop-web:2.0")
-    gate = await follow(temporal, api, prometheus, lambda d: d.phase == Phase.PAUSED and d.current_step == GATE)
+    gate = await follow(temporal, api, lambda d: d.phase == Phase.PAUSED and d.current_step == GATE)
     for run in gate.analyses:
         say(f"    analysis at step {(run.step or 0) + 1}: {run.phase.value}: {run.reason}")
-    say(f"    mesh at the gate{canary_share(prometheus) or ': no figure yet'}")
+    await asyncio.sleep(WINDOW_SECONDS + 2)  # a whole rate window at the gate's weight
+    say(f"    the simulated mesh over the last {WINDOW}: {canary_share(prometheus)} "
+        f"({gate.canary_replicas} of {gate.canary_replicas + gate.replicas} pods are canary pods)")
 
-    say("==> canaryctl continue: past the manual gate at 33 %")
+    say("==> canaryctl continue: past the manual gate at 50 %")
     result = await canary.operate(temporal, NAMESPACE, APP, names.CONTINUE, OperationRequest(actor=ACTOR))
     say(f"    {result.message}")
-    promoted = await follow(temporal, api, prometheus, lambda d: d.phase == Phase.HEALTHY and d.canary is None)
+    promoted = await follow(temporal, api, lambda d: d.phase == Phase.HEALTHY and d.canary is None)
     assert promoted.stable is not None
     say(f"==> promoted: revision {promoted.stable.revision} {promoted.stable.images} is stable; "
         f"VirtualService {held_weights(api)}")
 
-    say("==> kubectl set image ...:3.0, a version that answers 5 % of its requests with 500s")
-    set_image(api, "registry.local/shop-web:3.0", {ERROR_RATE_ANNOTATION: "0.05"})
-    failed = await follow(temporal, api, prometheus, lambda d: d.phase == Phase.FAILED)
+    say("==> kubectl set image ...:3.0, a version that answers 20 % of its requests with 500s")
+    set_image(api, "registry.local/shop-web:3.0", {ERROR_RATE_ANNOTATION: "0.2"})
+    failed = await follow(temporal, api, lambda d: d.phase == Phase.FAILED)
     say(f"==> judged on its 10 % and rolled back: {failed.last_error}")
     say(f"    VirtualService {held_weights(api)}")
 
