@@ -11,10 +11,11 @@ the watch sees the VirtualService with the next step's canary weight.
 
 fixed: ``setCanaryScale: {replicas: 2}`` first, then ``setWeight`` 1, 2, 3 ... with a pause
     after each: every ``continue`` is one weight write and nothing else (the pure router path).
-sized: the default sizing on a Deployment of 10 (weights 5, 10, ... 95): a step that needs
-    another canary pod waits for it to be Ready before the weight moves.
+sized: the default sizing on a Deployment of 10 (weights 4, 8, ... 96: 23 continues): a step
+    that needs another canary pod waits for it to be Ready before the weight moves.
 
-The machine's load average is printed and kept with the figures (the machine may be shared).
+The machine's load average is printed before and after each bench and kept with its figures
+(the machine may be shared).
 """
 
 from __future__ import annotations
@@ -58,12 +59,15 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[index]
 
 
-def report(name: str, samples: list[float]) -> None:
+def report(name: str, samples: list[float], load_before: list[float]) -> None:
     p50, p95 = statistics.median(samples) * 1000, percentile(samples, 95) * 1000
     print(f"{name}: n={len(samples)} p50={p50:.0f} ms p95={p95:.0f} ms min={min(samples) * 1000:.0f} ms "
           f"max={max(samples) * 1000:.0f} ms (target p50/p95 < {TARGET_MS} ms)", flush=True)
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(f"  load average now: {' '.join(map(str, load))} on {os.cpu_count()} cores", flush=True)
     FIGURES[name] = {"n": len(samples), "p50_ms": round(p50, 1), "p95_ms": round(p95, 1),
-                     "min_ms": round(min(samples) * 1000, 1), "max_ms": round(max(samples) * 1000, 1)}
+                     "min_ms": round(min(samples) * 1000, 1), "max_ms": round(max(samples) * 1000, 1),
+                     "load_average_before": load_before, "load_average_after": load, "cores": os.cpu_count()}
 
 
 class WeightWatch:
@@ -149,6 +153,7 @@ class Bench:
 
     async def run(self, name: str, namespace: str, replicas: int, first: list[dict[str, Any]],
                   weights: list[int]) -> None:
+        load_before = [round(x, 2) for x in os.getloadavg()]
         self.setup(namespace, replicas)
         steps = [*first]
         for weight in weights:
@@ -175,7 +180,7 @@ class Bench:
                 await self.details_phase(namespace, {Phase.PAUSED})
         finally:
             watcher.stop()
-        report(name, samples)
+        report(name, samples, load_before)
         await canary.operate(self.temporal, namespace, "web", names.TERMINATE, OperationRequest(actor="bench"))
 
 
@@ -185,7 +190,7 @@ BENCHES = ("fixed", "sized")
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", help="fixed and/or sized (default: both)")
-    parser.add_argument("--trials", type=int, default=24, help="continues measured in `fixed` (sized: 18)")
+    parser.add_argument("--trials", type=int, default=24, help="continues measured in `fixed` (sized: 23)")
     args = parser.parse_args()
     args.which = args.which or list(BENCHES)
     unknown = [name for name in args.which if name not in BENCHES]
@@ -207,15 +212,11 @@ async def main() -> None:
                                 [{"setCanaryScale": {"replicas": 2}}], list(range(1, args.trials + 2)))
             if "sized" in args.which:
                 await bench.run("continue -> VirtualService weight (canary sized by weight, 10 replicas)",
-                                "bench-router-sized", 10, [], list(range(5, 100, 5)))
+                                "bench-router-sized", 10, [], list(range(4, 100, 4)))
         finally:
             worker.terminate()
             worker.wait(30)
             log.close()
-    load_after = os.getloadavg()
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}", flush=True)
-    FIGURES["load_average"] = {"before": [round(x, 2) for x in load_before],
-                               "after": [round(x, 2) for x in load_after], "cores": os.cpu_count()}
     known = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({**known, **FIGURES}, indent=2) + "\n")
