@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup cluster browser prometheus test demo lint clean
+.PHONY: setup cluster browser prometheus test demo demo-istio lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: setup
 ## demo: set up, then deliver a canary end to end on the embedded defaults
 demo: setup
 	$(PY) -m starter.demo
+
+## demo-istio: the same, routed through an Istio VirtualService (exact weights; the simulated mesh follows them)
+demo-istio: setup
+	$(PY) -m starter.demo_istio
 
 ## lint: ruff, mypy and the import-layer contracts (pyproject.toml [tool.importlinter]), as CI runs them
 lint: $(STAMP)

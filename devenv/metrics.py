@@ -25,6 +25,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from devenv.mesh_routes import DEFAULT_HEADER_SHARE
 from devenv.prometheus import PrometheusServer
 from devenv.traffic import TrafficSimulator
 
@@ -36,14 +37,18 @@ def start_metrics(
     services: Sequence[tuple[str, str]] | None = None,
     rate: float = 20.0,
     port: int | None = None,
+    header_share: float = DEFAULT_HEADER_SHARE,
 ) -> tuple[PrometheusServer, TrafficSimulator]:
     """Start the simulator (``services``: (namespace, name) pairs, None for all) and Prometheus.
+
+    ``header_share`` is the fraction of simulated requests carrying the test header that header
+    routes (a job's ``setHeaderRoute``) match.
 
     Returns once Prometheus is ready and scrapes the simulator; nothing is left running if
     either fails to start. ``state_dir`` None keeps Prometheus' data in a temporary directory
     that :func:`stop_metrics` deletes.
     """
-    simulator = TrafficSimulator(kubeconfig, services, rate=rate)
+    simulator = TrafficSimulator(kubeconfig, services, rate=rate, header_share=header_share)
     simulator.start()
     run_dir = state_dir / "prometheus" if state_dir is not None else None
     prometheus = PrometheusServer(targets=[simulator.address], run_dir=run_dir, port=port)
@@ -70,8 +75,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second per Service")
     parser.add_argument("--port", type=int, default=None, help="Prometheus port (default: a free one)")
+    parser.add_argument("--header-share", type=float, default=DEFAULT_HEADER_SHARE,
+                        help="fraction of requests a header route matches")
     args = parser.parse_args(argv)
-    prometheus, simulator = start_metrics(args.kubeconfig, args.state_dir, rate=args.rate, port=args.port)
+    prometheus, simulator = start_metrics(args.kubeconfig, args.state_dir, rate=args.rate, port=args.port,
+                                          header_share=args.header_share)
     print(f"Prometheus: {prometheus.address}  (simulated mesh at http://{simulator.address}/metrics)", flush=True)
     try:
         threading.Event().wait()

@@ -8,8 +8,10 @@ report as the destination, so the product's queries are the ones it would run ag
 real mesh.
 
 Traffic follows the cluster: the rate of each Service is split evenly over its Ready
-endpoints (so the replica ratio is the traffic ratio, as with a plain Service), and a pod's
-behaviour comes from its annotations, i.e. from its Deployment's pod template:
+endpoints (so the replica ratio is the traffic ratio, as with a plain Service), unless a
+traffic router sends it: then the Services behind a VirtualService, an HTTPRoute or a canary
+Ingress get the rate by the route's weights and header matches (:mod:`devenv.mesh_routes`).
+A pod's behaviour comes from its annotations, i.e. from its Deployment's pod template:
 
     canary-delivery.dev/simulate-error-rate: "0.05"  # share of requests answered 500 (else 200)
     canary-delivery.dev/simulate-latency-ms: "250"   # typical latency, +-20 % (default 20)
@@ -47,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devenv.mesh_routes import DEFAULT_HEADER_SHARE, Entry, Labels, ServiceKey, discover_routes, service_rates
 from devenv.processes import Service
 
 if TYPE_CHECKING:
@@ -112,6 +115,7 @@ class Endpoint:
     behaviour: Behaviour = Behaviour()
     app: str = "unknown"
     version: str = "unknown"
+    pod_labels: Labels = ()  # sorted (key, value): a DestinationRule subset picks pods by them
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -168,7 +172,8 @@ class _PodTraffic:
 class TrafficModel:
     """The counters, free of I/O: fed endpoints and elapsed time, rendered as exposition text.
 
-    ``rate`` is requests per second per Service. Pods that leave a Service's endpoints lose
+    ``rate`` is requests per second per Service, or per route's entry point (a VirtualService,
+    an HTTPRoute, a plain Ingress) for the Services a route sends to. Pods that leave a Service's endpoints lose
     their series (as a deleted pod's sidecar would); pods that are listed but not Ready keep
     theirs and receive nothing.
     """
@@ -179,13 +184,10 @@ class TrafficModel:
         self._pods: dict[tuple[str, str, str], _PodTraffic] = {}
         self._lock = threading.Lock()
 
-    def advance(self, endpoints: Iterable[Endpoint], seconds: float) -> None:
-        """Deliver ``seconds`` of traffic to ``endpoints`` (the complete current list)."""
+    def advance(self, endpoints: Iterable[Endpoint], seconds: float, routes: Sequence[Entry] = ()) -> None:
+        """Deliver ``seconds`` of traffic to ``endpoints`` (the complete current list), through ``routes``."""
         endpoints = list(endpoints)
-        ready: dict[tuple[str, str], int] = {}
-        for endpoint in endpoints:
-            if endpoint.ready:
-                ready[(endpoint.namespace, endpoint.service)] = ready.get((endpoint.namespace, endpoint.service), 0) + 1
+        shares = self.shares(endpoints, routes)
         with self._lock:
             current = {endpoint.key for endpoint in endpoints}
             for gone in set(self._pods) - current:
@@ -196,9 +198,25 @@ class TrafficModel:
                     rng = random.Random(f"{self.seed}:{endpoint.namespace}/{endpoint.service}/{endpoint.pod}")
                     pod = self._pods[endpoint.key] = _PodTraffic(endpoint, rng)
                 pod.endpoint = endpoint
-                if endpoint.ready:
-                    share = self.rate / ready[(endpoint.namespace, endpoint.service)]
+                share = shares.get(endpoint.key, 0.0)
+                if share > 0:
                     self._deliver(pod, share * endpoint.behaviour.traffic * seconds)
+
+    def shares(self, endpoints: Sequence[Endpoint], routes: Sequence[Entry] = ()) -> dict[tuple[str, str, str], float]:
+        """Requests per second each Ready endpoint receives: its Service's portions, split evenly."""
+        ready: dict[ServiceKey, list[Endpoint]] = {}
+        for endpoint in endpoints:
+            ready.setdefault((endpoint.namespace, endpoint.service), [])
+            if endpoint.ready:
+                ready[(endpoint.namespace, endpoint.service)].append(endpoint)
+        shares: dict[tuple[str, str, str], float] = {}
+        for service, portions in service_rates(ready, routes, self.rate).items():
+            for portion in portions:
+                wanted = set(portion.labels)
+                eligible = [e for e in ready.get(service, []) if wanted <= set(e.pod_labels)]
+                for endpoint in eligible:  # none Ready: the requests fail upstream, unseen here
+                    shares[endpoint.key] = shares.get(endpoint.key, 0.0) + portion.rate / len(eligible)
+        return shares
 
     @staticmethod
     def _deliver(pod: _PodTraffic, requests: float) -> None:
@@ -326,6 +344,7 @@ def discover(api: ApiClient, services: Sequence[tuple[str, str]] | None) -> list
                 ready=ready, behaviour=Behaviour.from_annotations(pod.metadata.annotations),
                 app=labels.get("app", labels.get("app.kubernetes.io/name", "unknown")),
                 version=labels.get("version", labels.get("app.kubernetes.io/version", "unknown")),
+                pod_labels=tuple(sorted(labels.items())),
             ))
     return endpoints
 
@@ -338,8 +357,10 @@ class TrafficSimulator(Service):
 
     Two daemon threads in this process: an HTTP server on a free loopback port, and a ticker
     that every ``tick`` seconds reads the endpoints of ``services`` from the cluster (all
-    Services if None) and delivers the elapsed time's traffic. A failed read keeps the last
-    endpoints and is logged, so a restarting API server pauses nothing but changes.
+    Services if None) and the routes of their namespaces, and delivers the elapsed time's
+    traffic. ``header_share`` is the fraction of requests that carry the test header a header
+    route matches. A failed read keeps the last view and is logged, so a restarting API server
+    pauses nothing but changes.
     """
 
     def __init__(
@@ -351,8 +372,10 @@ class TrafficSimulator(Service):
         tick: float = 0.5,
         seed: int = 0,
         port: int = 0,
+        header_share: float = DEFAULT_HEADER_SHARE,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.header_share = header_share
         self._services = None if services is None else list(dict.fromkeys(services))
         self.model = TrafficModel(rate, seed)
         self.tick = tick
@@ -362,6 +385,7 @@ class TrafficSimulator(Service):
         self._stopping = threading.Event()
         self._api: ApiClient | None = None
         self._endpoints: list[Endpoint] = []
+        self._routes: list[Entry] = []
 
     def start(self) -> None:
         """Read the endpoints once (a wrong kubeconfig fails here), then serve and tick."""
@@ -370,6 +394,7 @@ class TrafficSimulator(Service):
         self._api = config.new_client_from_config(config_file=str(self.kubeconfig))
         try:
             self._endpoints = discover(self._api, self._services)
+            self._routes = self._discover_routes()
             self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self.model))
         except BaseException:
             self._api.close()
@@ -417,9 +442,18 @@ class TrafficSimulator(Service):
                 self._endpoints = discover(self._api, self._services)
             except Exception as err:  # any API failure: keep simulating the last view
                 log.warning("traffic simulator: reading endpoints failed: %s", err)
+            try:
+                self._routes = self._discover_routes()
+            except Exception as err:
+                log.warning("traffic simulator: reading routes failed: %s", err)
             now = time.monotonic()
-            self.model.advance(self._endpoints, now - last)
+            self.model.advance(self._endpoints, now - last, self._routes)
             last = now
+
+    def _discover_routes(self) -> list[Entry]:
+        assert self._api is not None
+        namespaces = None if self._services is None else sorted({namespace for namespace, _ in self._services})
+        return discover_routes(self._api, namespaces, self.header_share)
 
 
 def _handler(model: TrafficModel) -> type[BaseHTTPRequestHandler]:

@@ -26,6 +26,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from devenv import cli as dev
+from devenv.cli import DevState as DevState  # re-exported for starter.demo_istio
 from starter import client as canary
 from starter import lifecycle
 from starter.render import pause_left
@@ -60,7 +61,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def dev_up() -> dev.DevState:
+def dev_up() -> DevState:
     """Start the embedded defaults unless they already run; return where they are."""
     state = dev.running_state()
     if state is None:
@@ -74,28 +75,28 @@ def dev_up() -> dev.DevState:
     return state
 
 
-def deploy_sample_app(api: k8s.ApiClient) -> None:
+def deploy_sample_app(api: k8s.ApiClient, namespace: str = NAMESPACE) -> None:
     """A fresh namespace with a 4-replica Deployment and the Service in front of it."""
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
-    if any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items):
-        core.delete_namespace(NAMESPACE)
-        wait(lambda: not any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items),
+    if any(ns.metadata.name == namespace for ns in core.list_namespace().items):
+        core.delete_namespace(namespace)
+        wait(lambda: not any(ns.metadata.name == namespace for ns in core.list_namespace().items),
              "the previous demo namespace to go away", timeout=120)
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    core.create_namespace({"metadata": {"name": namespace}})
     labels = {"app": APP}
-    apps.create_namespaced_deployment(NAMESPACE, {
+    apps.create_namespaced_deployment(namespace, {
         "metadata": {"name": APP, "labels": labels},
         "spec": {"replicas": 4, "selector": {"matchLabels": labels},
                  "template": {"metadata": {"labels": labels},
                               "spec": {"containers": [{"name": "web", "image": "registry.local/shop-web:1.0"}]}}},
     })
-    core.create_namespaced_service(NAMESPACE, {
+    core.create_namespaced_service(namespace, {
         "metadata": {"name": APP},
         "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
     })
-    wait(lambda: (apps.read_namespaced_deployment_status(APP, NAMESPACE).status.available_replicas or 0) == 4,
+    wait(lambda: (apps.read_namespaced_deployment_status(APP, namespace).status.available_replicas or 0) == 4,
          "the sample app to be available")
-    say(f"==> deployed {NAMESPACE}/{APP}: 4 pods of registry.local/shop-web:1.0 behind Service {APP}")
+    say(f"==> deployed {namespace}/{APP}: 4 pods of registry.local/shop-web:1.0 behind Service {APP}")
 
 
 def wait(check: Callable[[], Any], what: str, timeout: float = 60) -> None:

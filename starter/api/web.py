@@ -31,6 +31,7 @@ from starter.api.deps import SESSION_COOKIE, JobName, Namespace, authenticate, c
 from starter.api.errors import ApiError, ErrorCode, classify
 from starter.api.reads import job_reads
 from starter.api.rendered import RenderedPages
+from starter.api.router_view import router_view
 from starter.api.security import require_same_origin
 from starter.api.sparkline import sparkline
 from starter.errors import CanaryError, JobNotFound
@@ -235,7 +236,7 @@ def _live_context(request: Request, principal: Principal, job: JobDetails, versi
                     pause_ends_ms=int(ends.timestamp() * 1000) if ends else None,
                     server_now_ms=int(now.timestamp() * 1000), active=job.phase in ACTIVE_PHASES,
                     containers=sorted(current.images) if current else [],
-                    blocked=blocked_actions(job, principal))
+                    blocked=blocked_actions(job, principal), router=router_view(job))
 
 
 @router.get("/ui/namespaces/{namespace}/jobs/{name}", response_class=HTMLResponse)

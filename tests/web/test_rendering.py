@@ -159,3 +159,38 @@ def test_hostile_text_from_specs_and_providers_stays_text() -> None:
     text = "".join(parsed.text)
     assert text.count(HOSTILE) >= 4  # the gate, the run's reason, the template name, the point's title
     assert cells(metric_row(page, "success-rate"))[1] == "inconclusive"
+
+
+# -- traffic router ------------------------------------------------------------------------------
+
+
+ISTIO_RULES = {"traffic": {"routing": "istio", "stableService": "web-stable", "canaryService": "web-canary",
+                           "istio": {"virtualService": {"name": "web", "routes": ["primary", "api"]}}}}
+
+
+def test_a_routed_job_shows_its_router_objects_and_the_weights_each_route_holds() -> None:
+    page = live(routing="istio", rules=ISTIO_RULES, weight=10, actual_weight=10,
+                routes=[{"route": "primary", "stable": 90, "canary": 10}, {"route": "api", "stable": 90, "canary": 10}])
+    router = re.search(r'<dd id="job-router" data-routing="istio">(.*?)</dd>', page, re.S)
+    assert router is not None and router.group(1) == "Istio: VirtualService shop/web (routes: primary, api)"
+    assert re.search(r'id="job-router-services">web-stable \(stable\), web-canary \(canary\)<', page)
+    held = [tag for tag in parse(page).tags if tag[0] == "li" and "data-route" in tag[1]]
+    assert [(a["data-route"], a["data-stable"], a["data-canary"]) for _, a in held] == [
+        ("primary", "90", "10"), ("api", "90", "10")]
+    assert "the router holds 10%" in page and "of ready pods" not in page
+
+
+def test_a_router_not_set_up_yet_says_so_and_a_replica_ratio_job_shows_no_route() -> None:
+    pending = live(routing="gatewayAPI",
+                   rules={"traffic": {"routing": "gatewayAPI", "gatewayAPI": {"httpRoute": "web"}}})
+    assert "Gateway API: HTTPRoute shop/web" in pending and "not set up yet" in pending
+    plain = live()
+    assert 'data-routing="replicaRatio"' in plain and "its share of Ready pods" in plain
+    assert 'id="route-weights"' not in plain and 'id="job-router-services"' not in plain
+
+
+def test_router_names_from_the_rules_are_escaped() -> None:
+    page = live(routing="istio", rules={"traffic": {"routing": "istio", "istio": {
+        "virtualService": {"name": "web", "routes": ["<b>x</b>"]}}}},
+                routes=[{"route": "<b>x</b>", "stable": 100, "canary": 0}])
+    assert "<b>x</b>" not in page and html.escape("<b>x</b>") in page
