@@ -163,6 +163,12 @@ def traffic_problems(traffic: Traffic) -> list[str]:
             problems.append(f"traffic.{section}: only used with routing: {section} (routing is {traffic.routing})")
     if wanted is not None and not given[wanted]:
         problems.append(f"traffic.{wanted}: required with routing: {wanted}")
+    return problems + _service_problems(traffic)
+
+
+def _service_problems(traffic: Traffic) -> list[str]:
+    """``stableService`` and ``canaryService``: required by a router that routes between Services, else unused."""
+    problems: list[str] = []
     if traffic.subsets is not None:
         for field, value in (("stableService", traffic.stable_service), ("canaryService", traffic.canary_service)):
             if value is not None:
