@@ -17,7 +17,7 @@ Obj = dict[str, Any]
 CANARY_NOTES = {
     "canaryService": "traffic goes through the workload's own Service (or `traffic` routers); canaryService dropped",
     "stableService": "traffic goes through the workload's own Service (or `traffic` routers); stableService dropped",
-    "trafficRouting": "trafficRouting has no direct counterpart: configure `traffic` (istio, gatewayAPI) by hand",
+    "trafficRouting": "trafficRouting has no direct counterpart: configure `traffic` (a router) by hand",
     "maxSurge": "maxSurge has no counterpart: the canary is a Deployment of its own, sized by the steps",
     "maxUnavailable": "maxUnavailable has no counterpart: the stable side keeps its pods until promotion",
     "antiAffinity": "antiAffinity has no counterpart",
@@ -122,6 +122,12 @@ def _workload(metadata: Obj, spec: Obj, notes: list[str]) -> str:
     raise ConvertError("the Rollout has neither spec.workloadRef nor spec.template")
 
 
+# Steps with a counterpart the conversion still cannot keep. setHeaderRoute has the same shape
+# here but needs a router, and trafficRouting is not converted.
+_STEP_NOTES = {"setHeaderRoute": "needs a router in `traffic`; step dropped (once `traffic` names one, add it "
+                                 "back as it is: the fields are the same)"}
+
+
 def _steps(argo_steps: list[Any], templates: dict[str, Obj], notes: list[str]) -> tuple[list[Obj], set[str]]:
     steps: list[Obj] = []
     used: set[str] = set()
@@ -150,7 +156,7 @@ def _steps(argo_steps: list[Any], templates: dict[str, Obj], notes: list[str]) -
                 used.update(t["templateName"] for t in refs["templates"])
                 steps.append({"analysis": refs})
         else:
-            notes.append(f"{where}.{kind}: no counterpart, step dropped")
+            notes.append(f"{where}.{kind}: {_STEP_NOTES.get(kind, 'no counterpart, step dropped')}")
     return steps, used
 
 

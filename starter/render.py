@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from starter.analysis_format import printable, render_analyses
 from starter.client import JobSummary
+from workflows.header_route import describe_header_route
 from workflows.models import JobDetails, JobVersions, Phase, StepState, StepStatus, Version
 
 _MARKS = {
@@ -144,6 +145,17 @@ def _step_line(step: StepState, current: bool, details: JobDetails, color: bool,
     return f"  > {_BOLD}{text}{_RESET}" if color else f"  > {text}  <- current"
 
 
+def _router_lines(details: JobDetails) -> list[str]:
+    """What the router's object holds, read back after the job's last write, and the header routes."""
+    if details.routing == "replicaRatio":
+        return []
+    held = ", ".join(f"{printable(r.route)} {r.stable}/{r.canary}" for r in details.routes) or "not set up yet"
+    lines = [f"Router:     {details.routing} (stable/canary: {held})"]
+    # A/B routes of the running release: requests that match go to the canary at any weight.
+    lines += [f"Header:     {printable(describe_header_route(route))}" for route in details.header_routes]
+    return lines
+
+
 def render_details(details: JobDetails, now: datetime, *, color: bool = False) -> str:
     """``canaryctl get``: what the job is, where its release stands, what runs where."""
     weight = f"{details.weight}%"
@@ -159,10 +171,7 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
         f"Workload:   Deployment/{details.workload}",
         f"Weight:     {weight}",
     ]
-    if details.routing != "replicaRatio":
-        # What the router's object holds, read back after the job's last write: per route, stable/canary.
-        held = ", ".join(f"{printable(r.route)} {r.stable}/{r.canary}" for r in details.routes) or "not set up yet"
-        lines.append(f"Router:     {details.routing} (stable/canary: {held})")
+    lines += _router_lines(details)
     left = pause_left(details, now)
     if left is not None:
         lines.append(f"Pause left: {duration(left)}")

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.admission import OperationRejected, check
     from workflows.analysis_run import AnalysisKind, AnalysisRun, MetricRun
     from workflows.analysis_spec import AnalysisStep, MeasureRequest
+    from workflows.header_route import HeaderRoute, apply_header_route
     from workflows.models import (
         AttachRequest,
         CanaryJobInput,
@@ -78,11 +79,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.routing import RouterRequest, RouterWeights, ServicesRequest, SetWeightRequest
     from workflows.search import CANARY_JOB, CANARY_NAMESPACE, CANARY_PHASE, CANARY_WORKLOAD
     from workflows.spec import (
+        AnyStep,
         DeliveryRules,
         JobSpec,
         PauseStep,
         PauseTimeoutAction,
         SetCanaryScaleStep,
+        SetHeaderRouteStep,
         SetWeightStep,
         describe_step,
         validation_message,
@@ -742,8 +745,10 @@ class CanaryJobWorkflow:
             await self._undo_cut_shift(*cut)
         return index
 
-    async def _run_step(self, index: int, step: SetWeightStep | PauseStep | SetCanaryScaleStep | AnalysisStep) -> None:
-        if isinstance(step, SetWeightStep) and self.state.routed is not None:
+    async def _run_step(self, index: int, step: AnyStep) -> None:
+        if isinstance(step, SetHeaderRouteStep):
+            await self._header_route_step(index, step)
+        elif isinstance(step, SetWeightStep) and self.state.routed is not None:
             await self._route_step(step.set_weight, f"step {index + 1}: setWeight {step.set_weight}%")
             self.state.weight = step.set_weight
         elif isinstance(step, SetWeightStep):
@@ -830,6 +835,24 @@ class CanaryJobWorkflow:
             await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
         self.state.canary_replicas = canary
         self.state.canary_target = None
+        self._set_phase(Phase.PROGRESSING)
+
+    async def _header_route_step(self, index: int, step: SetHeaderRouteStep) -> None:
+        """``setHeaderRoute``: requests that match go to the canary, whatever the weight; no match removes it.
+
+        A canary with no pod yet (a header route before any ``setWeight``, as in an A/B test at
+        weight 0) first gets one Ready pod, or the matching requests would reach nobody.
+        """
+        label = f"step {index + 1}: {describe_step(step)}"
+        self.state.header_routes = apply_header_route(self.state.header_routes, step.set_header_route)
+        if self.state.routed is None:
+            return  # the spec refuses header routes without a router; rules from before that hold none
+        if self.state.header_routes and self.state.canary_replicas == 0:
+            canary = max(1, self.state.canary_scale or 1)
+            await self._grow_canary(canary, label)
+            self.state.canary_replicas = canary
+            self.state.canary_target = None
+        await self._interruptible(self._route_weight(self.state.weight, label))
         self._set_phase(Phase.PROGRESSING)
 
     async def _scale_routed_canary(self, canary: int, label: str) -> None:
@@ -1473,20 +1496,31 @@ class CanaryJobWorkflow:
         stable = self.state.stable
         assert stable is not None
         await self._call(port.PREPARE_ROUTER_SERVICES, self._services_request(stable),
-                         summary=f"Services {wanted.stable_service} and {wanted.canary_service} for the router")
+                         summary=f"{wanted.backends} for the router")
         self.state.routed = wanted
-        self._event("router", f"{wanted.routing} routes between Services {wanted.stable_service} (stable, "
-                    f"revision {stable.revision}) and {wanted.canary_service} (canary)")
+        self._event("router", f"{wanted.routing} routes between {wanted.backends}; stable is revision "
+                    f"{stable.revision}")
 
     async def _route_weight(self, weight: int, summary: str) -> RouterWeights:
         """Send ``weight`` percent to the canary Service; the job reports what the router then holds."""
         routed = self.state.routed
         assert routed is not None
         weights = await self._call(port.SET_ROUTER_WEIGHT, SetWeightRequest(
-            **dict(self._router_request(routed)), canary_weight=weight), summary=summary)
+            **dict(self._router_request(routed)), canary_weight=weight,
+            header_routes=self._header_routes_in_force()), summary=summary)
         self.state.routes = weights.routes
         self.state.actual_weight = weights.canary_percent
         return weights
+
+    def _header_routes_in_force(self) -> list[HeaderRoute]:
+        """The header routes a router write carries: the release's, only while its steps run.
+
+        Promotion and every other end write without them, so the route is left at 100 % stable
+        with no route of the job's (the release's own list ends with it, in ``finish_canary``).
+        """
+        if self.state.canary is None or self.state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            return []
+        return list(self.state.header_routes)
 
     # ------------------------------------------------------------------ interrupts and calls
 
@@ -1808,6 +1842,7 @@ class CanaryJobWorkflow:
             stable_replicas=self.state.stable_replicas, canary_target=self.state.canary_target,
             created=self.state.created, last_release=_summary(self.state.last_release()),
             routing=self.job.traffic.routing.value, routes=self.state.routes,
+            header_routes=self.state.header_routes,
         )
 
     @workflow.query(name=names.VERSIONS_QUERY)

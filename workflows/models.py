@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.analysis_run import AnalysisRun, AnalysisView
 from workflows.fields import Duration
+from workflows.header_route import HeaderRoute
 from workflows.phases import Phase as Phase  # re-exported: every client imports it from here
 from workflows.routing import RouteWeight
 from workflows.spec import JobSpec, describe_step
@@ -161,6 +162,9 @@ class JobState(_Model):
     # The canary size a ``setCanaryScale`` step fixed for the rest of the release (with a router,
     # ``setWeight`` then changes only the weight).
     canary_scale: int | None = None
+    # The header routes the running release's ``setHeaderRoute`` steps put in force; every router
+    # write during the steps carries them, and they end with the release (``finish_canary``).
+    header_routes: list[HeaderRoute] = Field(default_factory=list)
 
     # -- bookkeeping: every method takes the time, so the workflow passes workflow.now() --------
 
@@ -258,6 +262,7 @@ class JobState(_Model):
                         if step.message else step.model_copy() for step in self.steps]
         self.add_history(canary)
         self.canary = None
+        self.header_routes = []
 
     def add_history(self, version: Version) -> None:
         """Keep a copy of ``version`` among the newest ``MAX_VERSIONS``."""
@@ -424,6 +429,8 @@ class JobDetails(_Model):
     # ``traffic.routing``; with a router, the weights its routes hold (read back from the object).
     routing: str = "replicaRatio"
     routes: list[RouteWeight] = Field(default_factory=list)
+    # The header routes the router holds for the running release (``setHeaderRoute``).
+    header_routes: list[HeaderRoute] = Field(default_factory=list)
 
 
 class JobVersions(_Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.header_route import HeaderRoute
 from workflows.traffic_spec import Traffic
 
 
@@ -37,9 +38,15 @@ class ServicesRequest(RouterRequest):
 
 
 class SetWeightRequest(RouterRequest):
-    """Send ``canary_weight`` percent to the canary Service and the rest to the stable one."""
+    """Send ``canary_weight`` percent to the canary Service and the rest to the stable one.
+
+    ``header_routes`` are all the header routes the job wants held, no more: a route the job
+    made earlier and left out here is removed. So every end of a release (a write at weight 0
+    with none) leaves no route of the job's behind.
+    """
 
     canary_weight: int = Field(alias="canaryWeight", ge=0, le=100)
+    header_routes: list[HeaderRoute] = Field(default_factory=list, alias="headerRoutes")
 
 
 class RouteWeight(_Model):
@@ -60,6 +67,8 @@ class RouterWeights(_Model):
     """What the router holds, per route, as read back after a write."""
 
     routes: list[RouteWeight]
+    # The header routes the object holds, by name (read back, like the weights).
+    header_routes: list[str] = Field(default_factory=list, alias="headerRoutes")
 
     @property
     def canary_percent(self) -> int:

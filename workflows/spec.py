@@ -29,7 +29,8 @@ from workflows.fields import (
     StrictModel,
     format_duration,
 )
-from workflows.traffic_spec import Traffic, traffic_problems
+from workflows.header_route import HeaderRoute, describe_header_route
+from workflows.traffic_spec import RoutingKind, Traffic, traffic_problems
 from workflows.webhook_spec import MAX_WEBHOOKS, Webhook, check_unique
 
 # Argo Rollouts users rarely write more than ~30 steps; 100 keeps one release's history
@@ -89,8 +90,15 @@ class SetCanaryScaleStep(_Strict):
     set_canary_scale: CanaryScale = Field(alias="setCanaryScale")
 
 
-STEP_KINDS = ("setWeight", "pause", "setCanaryScale", "analysis")
-_PYTHON_NAMES = {"set_weight": "setWeight", "set_canary_scale": "setCanaryScale"}
+class SetHeaderRouteStep(_Strict):
+    """Send requests matching a header or a cookie to the canary (with a router); no ``match`` removes it."""
+
+    set_header_route: HeaderRoute = Field(alias="setHeaderRoute")
+
+
+STEP_KINDS = ("setWeight", "pause", "setCanaryScale", "analysis", "setHeaderRoute")
+_PYTHON_NAMES = {"set_weight": "setWeight", "set_canary_scale": "setCanaryScale",
+                 "set_header_route": "setHeaderRoute"}
 
 
 def _step_kind(value: Any) -> str | None:
@@ -98,7 +106,7 @@ def _step_kind(value: Any) -> str | None:
         key = next(iter(value), None)
         return _PYTHON_NAMES.get(key, key) if isinstance(key, str) else None
     kinds: dict[type, str] = {SetWeightStep: "setWeight", PauseStep: "pause", SetCanaryScaleStep: "setCanaryScale",
-                              AnalysisStep: "analysis"}
+                              AnalysisStep: "analysis", SetHeaderRouteStep: "setHeaderRoute"}
     return kinds.get(type(value))
 
 
@@ -107,10 +115,11 @@ Step = Annotated[
     Annotated[SetWeightStep, Tag("setWeight")]
     | Annotated[PauseStep, Tag("pause")]
     | Annotated[SetCanaryScaleStep, Tag("setCanaryScale")]
-    | Annotated[AnalysisStep, Tag("analysis")],
+    | Annotated[AnalysisStep, Tag("analysis")]
+    | Annotated[SetHeaderRouteStep, Tag("setHeaderRoute")],
     Discriminator(_step_kind),
 ]
-AnyStep = SetWeightStep | PauseStep | SetCanaryScaleStep | AnalysisStep
+AnyStep = SetWeightStep | PauseStep | SetCanaryScaleStep | AnalysisStep | SetHeaderRouteStep
 
 
 def describe_step(step: AnyStep) -> str:
@@ -119,6 +128,8 @@ def describe_step(step: AnyStep) -> str:
         return f"analysis {', '.join(ref.template_name for ref in step.analysis.templates)}"
     if isinstance(step, SetWeightStep):
         return f"setWeight {step.set_weight}%"
+    if isinstance(step, SetHeaderRouteStep):
+        return describe_header_route(step.set_header_route)
     if isinstance(step, PauseStep):
         if step.pause.duration is None:
             return "pause until continued"
@@ -177,10 +188,37 @@ class DeliveryRules(_Strict):
 
     @model_validator(mode="after")
     def _traffic_fits(self) -> DeliveryRules:
-        problems = traffic_problems(self.traffic)
+        problems = traffic_problems(self.traffic) + header_route_problems(self.steps, self.traffic)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def header_route_problems(steps: Sequence[AnyStep], traffic: Traffic) -> list[str]:
+    """``setHeaderRoute`` steps the router cannot carry out, each naming its step as written.
+
+    The replica ratio has no route to match a header on. NGINX holds one header condition on
+    its canary Ingress (``canary-by-header`` or ``canary-by-cookie``), so there a job names one
+    header route, with one match.
+    """
+    problems: list[str] = []
+    named: list[str] = []
+    for index, step in enumerate(steps):
+        if not isinstance(step, SetHeaderRouteStep):
+            continue
+        where, route = f"steps.{index}.setHeaderRoute", step.set_header_route
+        if not traffic.router:
+            problems.append(f"{where}: needs a traffic router (routing: istio, gatewayAPI or nginx); the replica "
+                            "ratio cannot route by header")
+        elif traffic.routing is RoutingKind.NGINX:
+            if len(route.matches) > 1:
+                problems.append(f"{where}.match: NGINX routes by one header or one cookie; give one match")
+            if named and route.name not in named:
+                problems.append(f"{where}.name: NGINX holds one header route at a time; this job already "
+                                f"names {named[0]!r}")
+        if route.name not in named:
+            named.append(route.name)
+    return problems
 
 
 class WorkloadRef(_Strict):

@@ -1,10 +1,12 @@
 """The router activities the worker registers: one door per thing the workflow asks of a router.
 
 ``check_router`` is the apply-time check (reads only); ``prepare_router_services`` makes the
-Services the routes point at; ``set_router_weight`` and ``read_router_weights`` answer with
-the weights read back from the object; ``cleanup_router`` (on ``delete``) leaves all traffic
-on stable and removes the Services the job created. A ``terminate`` or a failed release only
-needs ``set_router_weight`` at 0: the Services stay for the next release.
+Services the routes point at (with Istio DestinationRule subsets: sets the subsets' labels);
+``set_router_weight`` (weight and header routes) and ``read_router_weights`` answer with the
+weights read back from the object; ``cleanup_router`` (on ``delete``) leaves all traffic on
+stable, no header route, and removes the Services the job created. A ``terminate`` or a
+failed release only needs ``set_router_weight`` at 0 with no header route: the Services stay
+for the next release.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from activities import errors
 from activities.routers.base import Router
 from activities.routers.gateway_api import GatewayApiRouter
 from activities.routers.istio import IstioRouter
+from activities.routers.nginx import NginxRouter
 from activities.routers.services import RouterServices
 from workflows import port
 from workflows.routing import RouterRequest, RouterWeights, ServicesRequest, SetWeightRequest
@@ -44,6 +47,8 @@ class RouterActivities:
             return IstioRouter(self._api, req.namespace, req.traffic)
         if req.traffic.routing is RoutingKind.GATEWAY_API:
             return GatewayApiRouter(self._api, req.namespace, req.traffic)
+        if req.traffic.routing is RoutingKind.NGINX:
+            return NginxRouter(self._api, req.namespace, req.job, req.traffic)
         raise ApplicationError(f"traffic.routing: {req.traffic.routing} has no router to call",
                                type=errors.INVALID_REQUEST, non_retryable=True)
 
@@ -59,8 +64,11 @@ class RouterActivities:
 
     @activity.defn(name=port.SET_ROUTER_WEIGHT.name)
     def set_router_weight(self, req: SetWeightRequest) -> RouterWeights:
-        """Set the canary's weight on every weighed route; answer what the object now holds."""
-        return self.router(req).set_weight(req.canary_weight)
+        """Set the canary's weight on every weighed route and hold exactly the request's header routes.
+
+        Answer what the object now holds.
+        """
+        return self.router(req).set_weight(req.canary_weight, req.header_routes)
 
     @activity.defn(name=port.READ_ROUTER_WEIGHTS.name)
     def read_router_weights(self, req: RouterRequest) -> RouterWeights:

@@ -7,6 +7,9 @@ the workload's labels plus the ``pod-template-hash`` of the stable version's Rep
 user's Deployment's pods of that version), as Argo Rollouts does. The workflow names the
 stable version, so the stable Service moves only when a promotion's pods are up.
 
+With Istio's ``destinationRule`` there are no such Services: the DestinationRule's two subsets
+get the same labels instead (stable: ``pod-template-hash``; canary: the track label).
+
 A Service the user made (no job label) is theirs: used as it is, never changed or deleted.
 The ones the job makes carry the job label and an ownerReference to the Deployment (deleting
 the Deployment removes them) and go away when the job is deleted.
@@ -26,6 +29,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities import errors
 from activities.errors import kube_errors, not_found
 from activities.routers.base import FIELD_MANAGER, REQUEST_TIMEOUT, Obj, config_error
+from activities.routers.istio import Subsets
 from activities.templates import CANARY_TRACK, JOB_KEY, TRACK_LABEL, template_hash
 from workflows.routing import RouterRequest, ServicesRequest
 
@@ -37,18 +41,25 @@ class RouterServices:
     """Create, aim and remove the job's stable and canary Services."""
 
     def __init__(self, api: ApiClient) -> None:
+        self._api = api
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
 
     def ensure(self, req: ServicesRequest) -> None:
-        """Create the missing Services; aim the job's stable Service at ``stable_template_hash``."""
+        """Create the missing Services; aim the job's stable Service (or stable subset) at ``stable_template_hash``."""
         deployment = self._deployment(req)
         labels = _workload_labels(deployment)
-        stable = {**labels, HASH_LABEL: self._pod_template_hash(req, deployment)}
+        pod_hash = self._pod_template_hash(req, deployment)
+        if req.traffic.subsets is not None:
+            # The rule's host selects the workload's pods; each subset narrows them to one side.
+            Subsets(self._api, req.namespace, req.traffic.subsets).aim(
+                {HASH_LABEL: pod_hash}, {TRACK_LABEL: CANARY_TRACK})
+        stable = {**labels, HASH_LABEL: pod_hash}
         canary = {**labels, TRACK_LABEL: CANARY_TRACK}
-        assert req.traffic.stable_service is not None and req.traffic.canary_service is not None
         for field, name, selector in (("traffic.stableService", req.traffic.stable_service, stable),
                                       ("traffic.canaryService", req.traffic.canary_service, canary)):
+            if name is None:
+                continue  # subsets, not Services, stand for the two sides
             existing = self._read(req.namespace, name)
             if existing is None:
                 self._create(req, deployment, field, name, selector)

@@ -77,6 +77,8 @@ def test_convert_pauses_and_canary_scale() -> None:
     assert job["steps"][:3] == [{"setCanaryScale": {"replicas": 1}}, {"pause": {"duration": "30s"}},
                                 {"setCanaryScale": {"percent": 50}}]
     assert any("matchTrafficWeight" in note for note in notes)
+    assert not any("setHeaderRoute" in step for step in job["steps"])
+    assert any(note.startswith("strategy.canary.steps.7.setHeaderRoute: needs a router") for note in notes)
 
 
 def test_convert_refuses_what_is_not_a_rollout(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A release through a real router's object: an Istio VirtualService, a Gateway API HTTPRoute.
+"""A release through a real router's object: an Istio VirtualService, a Gateway API HTTPRoute, an NGINX Ingress.
 
 The local cluster serves the projects' own CRDs, so every write the job makes is checked
 against the real schemas; no mesh data plane runs, so the test reads the route's weights back
@@ -34,11 +34,19 @@ class Router:
             self.group, self.plural = "networking.istio.io", "virtualservices"
             self.traffic: dict[str, Any] = {"routing": "istio", **SERVICES,
                                             "istio": {"virtualService": {"name": "web", "routes": ["primary"]}}}
+        elif kind == "nginx":
+            self.group, self.plural = "networking.k8s.io", "ingresses"
+            self.traffic = {"routing": "nginx", **SERVICES, "nginx": {"stableIngress": "web"}}
         else:
             self.group, self.plural = "gateway.networking.k8s.io", "httproutes"
             self.traffic = {"routing": "gatewayAPI", **SERVICES, "gatewayAPI": {"httpRoute": "web"}}
 
     def body(self) -> dict[str, Any]:
+        if self.kind == "nginx":
+            return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"},
+                    "spec": {"ingressClassName": "nginx", "rules": [{"host": "web.example.com", "http": {"paths": [
+                        {"path": "/", "pathType": "Prefix",
+                         "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}}]}}]}}
         if self.kind == "istio":
             return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "web"},
                     "spec": {"hosts": ["web.example.com"], "http": [{"name": "primary", "route": [
@@ -50,20 +58,39 @@ class Router:
                     {"name": "web-canary", "port": 80, "weight": 0}]}]}}
 
     def create(self, shop: Shop) -> None:
+        if self.kind == "nginx":
+            k8s.NetworkingV1Api(shop.apps.api_client).create_namespaced_ingress(shop.namespace, self.body())
+            return
         custom = k8s.CustomObjectsApi(shop.apps.api_client)
         custom.create_namespaced_custom_object(self.group, "v1", shop.namespace, self.plural, self.body())
 
     def weights(self, shop: Shop) -> tuple[int, int]:
         """(stable, canary) as the API server holds them now."""
+        if self.kind == "nginx":
+            canary = self.canary_ingress(shop)
+            weight = int(canary.metadata.annotations["nginx.ingress.kubernetes.io/canary-weight"]) if canary else 0
+            return 100 - weight, weight
         custom = k8s.CustomObjectsApi(shop.apps.api_client)
         obj = custom.get_namespaced_custom_object(self.group, "v1", shop.namespace, self.plural, "web")
+        # The weighed route (a header route the job adds goes before it, to the canary alone).
         if self.kind == "istio":
-            route = obj["spec"]["http"][0]["route"]
+            route = next(r for r in obj["spec"]["http"] if r.get("name") == "primary")["route"]
             by_host = {d["destination"]["host"]: d.get("weight", 0) for d in route}
         else:
-            refs = obj["spec"]["rules"][0]["backendRefs"]
+            refs = next(r for r in obj["spec"]["rules"] if len(r["backendRefs"]) == 2)["backendRefs"]
             by_host = {r["name"]: r.get("weight", 1) for r in refs}
         return by_host["web-stable"], by_host["web-canary"]
+
+
+    @staticmethod
+    def canary_ingress(shop: Shop) -> Any:
+        """The job's canary Ingress, None when there is none."""
+        try:
+            return k8s.NetworkingV1Api(shop.apps.api_client).read_namespaced_ingress("web-canary", shop.namespace)
+        except k8s.exceptions.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
 
 async def _weights(shop: Shop, router: Router, expected: tuple[int, int], what: str) -> None:
@@ -78,7 +105,7 @@ def _endpoint_images(shop: Shop, service: str) -> list[str]:
     return sorted(p.spec.containers[0].image for p in shop.pods() if p.status.pod_ip in ips)
 
 
-@pytest.mark.parametrize("kind", ["istio", "gatewayAPI"])
+@pytest.mark.parametrize("kind", ["istio", "gatewayAPI", "nginx"])
 async def test_a_release_through_the_router(shop: Shop, kind: str) -> None:
     router = Router(kind)
     shop.create_workload()
@@ -115,6 +142,8 @@ async def test_a_release_through_the_router(shop: Shop, kind: str) -> None:
     await canary.operate(shop.temporal, shop.namespace, "web", names.TERMINATE, OperationRequest(reason="e2e"))
     ended = await shop.wait(lambda d: d.phase == Phase.TERMINATED, "terminated")
     assert router.weights(shop) == (100, 0) and ended.actual_weight == 0
+    if kind == "nginx":
+        assert router.canary_ingress(shop) is None, "the canary Ingress goes with the release"
     versions = await canary.versions(shop.temporal, shop.namespace, "web")
     assert versions.history[0].outcome == Outcome.TERMINATED
     await until(lambda: asyncio.to_thread(shop.pods, "canary"), lambda pods: pods == [], "no canary pods")
@@ -123,6 +152,11 @@ async def test_a_release_through_the_router(shop: Shop, kind: str) -> None:
     await until(lambda: asyncio.to_thread(lambda: [s.metadata.name for s in shop.core.list_namespaced_service(
         shop.namespace).items]), lambda names_: sorted(names_) == ["web"], "the job's Services removed")
     assert router.weights(shop) == (100, 0)
+    if kind == "nginx":
+        assert router.canary_ingress(shop) is None
+        user = k8s.NetworkingV1Api(shop.apps.api_client).read_namespaced_ingress("web", shop.namespace)
+        assert user.metadata.annotations is None and user.spec.rules[0].http.paths[0].backend.service.name == (
+            "web-stable"), "the user's Ingress as it was"
 
 
 async def test_apply_refuses_a_router_object_that_is_not_there(shop: Shop) -> None:

@@ -59,6 +59,11 @@ def test_details_text() -> None:
                                     weight=10, actual_weight=10), NOW)
     assert "Weight:     10%, 1 of 5 pods canary" in routed
     assert "Router:     istio (stable/canary: primary 90/10)" in routed
+    assert "Header:" not in routed
+    ab = render_details(details(routing="nginx", routes=[{"route": "web-canary", "stable": 100, "canary": 0}],
+                                header_routes=[{"name": "beta", "match": [
+                                    {"headerName": "x-canary", "headerValue": {"prefix": "yes"}}]}]), NOW)
+    assert "Header:     setHeaderRoute beta: x-canary starts with yes" in ab.splitlines()
     assert "Last error: -" in text
     lines = text.splitlines()
     assert "    [x] 1. setWeight 20%" in lines

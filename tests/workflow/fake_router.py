@@ -28,6 +28,7 @@ class WeightWrite:
     canary: int
     ready_canary_pods: int
     stable_selects: str | None  # the template hash the stable Service selected then
+    header_routes: tuple[str, ...] = ()  # the header routes held from then on, by name
 
 
 class FakeRouter:
@@ -47,6 +48,7 @@ class FakeRouter:
         self.timeline: list[WeightWrite] = []
         self.problem: tuple[str, str] | None = None  # (field, message): the cluster does not fit the spec
         self.checked: list[RouterRequest] = []
+        self.header_routes: tuple[str, ...] = ()  # names of the header routes the route holds
 
     def refuse(self, field: str, message: str) -> None:
         """From now on the spec does not fit: ``check_router`` (and every other call) says so."""
@@ -59,7 +61,8 @@ class FakeRouter:
                                    non_retryable=True)
 
     def weights(self) -> RouterWeights:
-        return RouterWeights(routes=[RouteWeight(route=self.route, stable=100 - self.weight, canary=self.weight)])
+        return RouterWeights(routes=[RouteWeight(route=self.route, stable=100 - self.weight, canary=self.weight)],
+                             header_routes=list(self.header_routes))
 
     def activities(self) -> list[Callable[..., object]]:
         return [self.check_router, self.prepare_router_services, self.set_router_weight,
@@ -79,9 +82,14 @@ class FakeRouter:
     @activity.defn(name=port.SET_ROUTER_WEIGHT.name)
     async def set_router_weight(self, req: SetWeightRequest) -> RouterWeights:
         self._fits()
+        headers = tuple(route.name for route in req.header_routes)
+        if req.canary_weight != self.weight or headers != self.header_routes:
+            self.timeline.append(WeightWrite(req.canary_weight, self._ready(), self.stable_selects, headers))
+        if headers != self.header_routes:
+            self.header_routes = headers
+            self._log("router_headers", headers)
         if req.canary_weight != self.weight:
             self.weight = req.canary_weight
-            self.timeline.append(WeightWrite(req.canary_weight, self._ready(), self.stable_selects))
             self._log("router_weight", req.canary_weight)
         return self.weights()
 
@@ -92,8 +100,8 @@ class FakeRouter:
 
     @activity.defn(name=port.CLEANUP_ROUTER.name)
     async def cleanup_router(self, req: RouterRequest) -> None:
-        if self.weight != 0:
-            self.weight = 0
+        if self.weight != 0 or self.header_routes:
+            self.weight, self.header_routes = 0, ()
             self.timeline.append(WeightWrite(0, self._ready(), self.stable_selects))
         self.services, self.stable_selects = False, None
         self._log("router_cleanup", None)

@@ -172,6 +172,17 @@ async def _router(job: Job) -> None:
     await job.handle.result()
 
 
+async def _header_route(job: Job) -> None:
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and bool(d.routes), "attached, route set up")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 1, "the header route on")
+    await job.operate(names.CONTINUE)
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 4, "weight 10, the route off")
+    await job.operate(names.TERMINATE, OperationRequest(reason="replay"))
+    await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
+
+
+_BETA = {"setHeaderRoute": {"name": "beta", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}}
 _ROUTER = {"routing": "istio", "stableService": "web-stable", "canaryService": "web-canary",
            "istio": {"virtualService": {"name": "web", "routes": ["primary"]}}}
 
@@ -203,6 +214,8 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
         analysis={**_ANALYSIS, "background": {"templates": [{"templateName": "success-rate"}],
                                               "startingStep": 3}})}),
     "router": (_router, {"spec": job_spec(traffic=_ROUTER, steps=[{"setWeight": 10}, {"pause": {}}])}),
+    "header-route": (_header_route, {"spec": job_spec(traffic=_ROUTER, steps=[
+        _BETA, {"pause": {}}, {"setWeight": 10}, {"setHeaderRoute": {"name": "beta"}}, {"pause": {}}])}),
     # max_history_events: the wait for confirm-promotion hands over to a fresh run.
     "webhooks": (_webhooks, {"spec": job_spec(steps=[{"setWeight": 25}, {"setWeight": 50}], webhooks=_WEBHOOKS),
                              "max_history_events": 175}),

@@ -53,6 +53,35 @@ def test_argo_style_router_specs_read_and_round_trip() -> None:
     assert "gatewayAPI" in gateway.model_dump(mode="json", by_alias=True)["traffic"]
 
 
+NGINX = """
+routing: nginx
+stableService: web-stable
+canaryService: web-canary
+nginx:
+  stableIngress: web
+  additionalIngressAnnotations: {canary-by-header: X-Canary, example.com/team: shop}
+"""
+SUBSETS = """
+routing: istio
+istio:
+  virtualService: {name: web, routes: [primary]}
+  destinationRule: {name: web, stableSubsetName: stable, canarySubsetName: canary}
+"""
+
+
+def test_nginx_and_destination_rule_specs_read_as_argo_writes_them() -> None:
+    nginx = job(NGINX)
+    assert nginx.traffic.routing is RoutingKind.NGINX and nginx.traffic.nginx is not None
+    assert nginx.traffic.nginx.stable_ingress == "web"
+    assert nginx.traffic.nginx.additional_ingress_annotations["canary-by-header"] == "X-Canary"
+    subsets = job(SUBSETS)
+    assert subsets.traffic.subsets is not None and subsets.traffic.subsets.canary_subset_name == "canary"
+    assert subsets.traffic.stable_service is None  # the subsets, not Services, stand for the two sides
+    assert "DestinationRule web" in subsets.traffic.backends
+    for spec in (nginx, subsets):
+        assert JobSpec.model_validate(spec.model_dump(mode="json", by_alias=True, exclude_none=True)) == spec
+
+
 def test_replica_ratio_stays_the_default_and_needs_nothing_else() -> None:
     spec = JobSpec.model_validate(BASE)
     assert spec.traffic.routing is RoutingKind.REPLICA_RATIO and not spec.traffic.router
@@ -60,7 +89,24 @@ def test_replica_ratio_stays_the_default_and_needs_nothing_else() -> None:
 
 
 @pytest.mark.parametrize("traffic, message", [
-    ({"routing": "nginx"}, "traffic.routing: Input should be 'replicaRatio', 'istio' or 'gatewayAPI'"),
+    ({"routing": "linkerd"}, "traffic.routing: Input should be 'replicaRatio', 'istio', 'gatewayAPI' or 'nginx'"),
+    ({"routing": "nginx", "stableService": "a", "canaryService": "b"}, "traffic.nginx: required with routing: nginx"),
+    ({"routing": "nginx", "nginx": {"stableIngress": "web"}}, "traffic.stableService: required with routing: nginx"),
+    ({"routing": "nginx", "stableService": "a", "canaryService": "b", "nginx": {}},
+     "traffic.nginx.stableIngress: Field required"),
+    ({"routing": "nginx", "stableService": "a", "canaryService": "b",
+      "nginx": {"stableIngress": "web", "additionalIngressAnnotations": {"a b": "c"}}},
+     "traffic.nginx.additionalIngressAnnotations: 'a b' is not an annotation key"),
+    ({"routing": "istio", "stableService": "a", "canaryService": "b", "nginx": {"stableIngress": "web"},
+      "istio": {"virtualService": {"name": "w"}}}, "traffic.nginx: only used with routing: nginx"),
+    ({"routing": "istio", "stableService": "a", "istio": {"virtualService": {"name": "w"}, "destinationRule": {
+        "name": "w", "stableSubsetName": "stable", "canarySubsetName": "canary"}}},
+     "traffic.stableService: not used with istio.destinationRule"),
+    ({"routing": "istio", "istio": {"virtualService": {"name": "w"}, "destinationRule": {
+        "name": "w", "stableSubsetName": "v", "canarySubsetName": "v"}}},
+     "traffic.istio.destinationRule: canarySubsetName must differ from stableSubsetName"),
+    ({"routing": "istio", "istio": {"virtualService": {"name": "w"}, "destinationRule": {"name": "w"}}},
+     "traffic.istio.destinationRule.stableSubsetName: Field required"),
     ({"routing": "istio", "stableService": "a", "canaryService": "b"}, "traffic.istio: required with routing: istio"),
     ({"routing": "gatewayAPI", "stableService": "a", "canaryService": "b"},
      "traffic.gatewayAPI: required with routing: gatewayAPI"),
