@@ -169,3 +169,33 @@ async def test_a_viewer_sees_jobs_but_operations_are_refused(
     await expect(page.locator("#job-status")).to_have_text("paused")
     await expect(step(page, 1)).to_have_attribute("data-state", "paused")
     await page.context.close()
+
+
+async def test_editing_steps_keeps_the_ones_the_dialog_cannot_edit(
+        shop: Shop, admin: httpx.AsyncClient, browser: Browser, api_server: ApiServer) -> None:
+    """An analysis step has no field in the dialog: saving other edits must not change or drop it."""
+    analysis = {"analysis": {"templates": [{"templateName": "always"}]}}
+    metric = {"name": "ok", "interval": "10s", "count": 1, "successCondition": "result == 1",
+              "provider": {"web": {"url": "http://127.0.0.1:9/x", "jsonPath": "$.ok"}}}
+    template = {"name": "always", "metrics": [metric]}
+    body = job_body(shop, steps=[{"setWeight": 20}, analysis, {"pause": {}}])
+    body["analysis"] = {"templates": [template]}
+    shop.create_workload()
+    response = await admin.put(job_url(shop), json=body)
+    assert response.status_code == 201, response.text
+    page = await sign_in(browser, api_server, "admin", details_path(shop))
+    await expect(page.locator("#job-status")).to_have_text("healthy")
+
+    await page.click("#action-update-rules")
+    rows = page.locator("#rules-steps li")
+    await expect(rows).to_have_count(3)
+    await expect(rows.nth(1).locator(".step-kind")).to_be_disabled()
+    await rows.nth(0).locator(".step-value").fill("30")
+    await page.click("#rules-ok")
+    await expect(page.locator("#outcome")).to_contain_text("update-rules: delivery rules updated")
+
+    rules = (await admin.get(job_url(shop))).json()["rules"]
+    assert rules["steps"][0] == {"setWeight": 30}
+    assert rules["steps"][1]["analysis"]["templates"] == [{"templateName": "always"}]
+    assert list(rules["steps"][2]) == ["pause"] and rules["steps"][2]["pause"].get("duration") is None
+    await page.context.close()

@@ -309,10 +309,21 @@
   const stepList = document.getElementById("rules-steps");
   let currentRules = null;
 
-  function addStep(kind, value) {
+  // Steps this editor has a field for; any other (analysis, setHeaderRoute, ...) is kept as it
+  // is, shown read-only, so saving the dialog never changes or drops a step it cannot edit.
+  const EDITABLE = ["setWeight", "pause", "setCanaryScale"];
+
+  function addStep(kind, value, kept) {
     const row = document.getElementById("step-row").content.firstElementChild.cloneNode(true);
-    row.querySelector(".step-kind").value = kind;
-    row.querySelector(".step-value").value = value;
+    const select = row.querySelector(".step-kind");
+    const input = row.querySelector(".step-value");
+    if (kept) {
+      select.add(new Option(`${kind} (kept as it is)`, kind));
+      select.disabled = input.readOnly = true;
+      row.dataset.kept = JSON.stringify(kept);
+    }
+    select.value = kind;
+    input.value = value;
     row.querySelector(".step-remove").addEventListener("click", () => row.remove());
     stepList.append(row);
   }
@@ -320,12 +331,17 @@
   function stepToRow(step) {
     if ("setWeight" in step) return ["setWeight", String(step.setWeight)];
     if ("pause" in step) return ["pause", step.pause && step.pause.duration ? step.pause.duration : ""];
-    const scale = step.setCanaryScale || {};
-    return ["setCanaryScale", scale.replicas !== undefined && scale.replicas !== null ? String(scale.replicas)
-      : `${scale.percent}%`];
+    const scale = step.setCanaryScale;
+    if (scale && Object.keys(step).length === 1) {
+      if (scale.replicas !== undefined && scale.replicas !== null) return ["setCanaryScale", String(scale.replicas)];
+      if (scale.percent !== undefined && scale.percent !== null) return ["setCanaryScale", `${scale.percent}%`];
+    }
+    const kind = Object.keys(step).find((key) => !EDITABLE.includes(key)) || Object.keys(step)[0] || "step";
+    return [kind, JSON.stringify(step[kind] === undefined ? step : step[kind]), step];
   }
 
   function rowToStep(row) {
+    if (row.dataset.kept) return JSON.parse(row.dataset.kept);
     const kind = row.querySelector(".step-kind").value;
     const value = row.querySelector(".step-value").value.trim();
     if (kind === "setWeight") return { setWeight: value === "" ? value : Number(value) };
