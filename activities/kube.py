@@ -32,8 +32,9 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import errors
+from activities import errors, steps
 from activities.errors import kube_errors, not_found
+from activities.progress import heartbeat
 from activities.templates import (
     CANARY_TRACK,
     HASH_ANNOTATION,
@@ -67,6 +68,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
+from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "canary-delivery"
@@ -190,7 +192,8 @@ class KubeActivities:
                 self.prepare_canary,
                 self.scale_canary, self.wait_canary_ready, self.scale_stable, self.hold_stable,
                 self.prepare_stable, self.promote_stable, self.pause_stable, self.wait_stable_rolled_out,
-                self.write_template, self.set_image, self.watch_workload]
+                self.write_template, self.set_image, self.watch_workload,
+                self.shift_replicas, self.read_sides, self.promote_held]
 
     # -- raw API calls: server JSON in, server JSON out ---------------------------------------
 
@@ -403,6 +406,23 @@ class KubeActivities:
                 if not (not_found(error) and req.replicas == 0):
                     raise
 
+    # -- a whole step, or the held promotion, in one attempt (activities/steps.py) -------------
+
+    @activity.defn(name=port.SHIFT_REPLICAS.name)
+    def shift_replicas(self, req: ShiftRequest) -> ShiftResult:
+        """One replica-ratio shift: canary grown, Ready, stable shrunk (or stable, then canary, shrunk)."""
+        return steps.shift_replicas(self, req)
+
+    @activity.defn(name=port.READ_SIDES.name)
+    def read_sides(self, req: WorkloadRequest) -> ShiftResult:
+        """What each side is sized to now: what the job reports after a shift it cut short."""
+        return steps.read_sides(self, req)
+
+    @activity.defn(name=port.PROMOTE_HELD.name)
+    def promote_held(self, req: HeldPromotionRequest) -> HoldStableResult:
+        """The held promotion: Deployment emptied, new ReplicaSet grown and available, canary to zero."""
+        return steps.promote_held(self, req)
+
     # -- waits: checked again on every change of the Deployment, until the activity's deadline ------
 
     def _wait_until(self, check: Callable[[Reader, bool], None], namespace: str, name: str) -> None:
@@ -430,7 +450,7 @@ class KubeActivities:
             except ApplicationError as error:
                 if error.type not in WAIT_TYPES or last:
                     raise
-                activity.heartbeat(error.message)
+                heartbeat(error.message)
             if cached:
                 assert self._cache is not None
                 self._cache.wait_change(namespace, name, version,
@@ -512,8 +532,16 @@ class KubeActivities:
     @activity.defn(name=port.SCALE_STABLE.name)
     def scale_stable(self, req: ScaleRequest) -> None:
         """Set the user's Deployment's replicas; paused, it scales the pods it already runs."""
-        self._patch(req.namespace, req.name, _stamped({"spec": {"replicas": req.replicas}}, req.known_hash,
-                                                      req.replicas), MERGE)
+        self._scale_stable(req)
+
+    def _scale_stable(self, req: ScaleRequest) -> int:
+        """Scale the user's Deployment (stamping what the job knows); its generation after the write."""
+        return _generation(self._patch(req.namespace, req.name, _stamped(
+            {"spec": {"replicas": req.replicas}}, req.known_hash, req.replicas), MERGE))
+
+    def _read_canary(self, req: WorkloadRequest) -> Obj | None:
+        """GET the canary Deployment; None when it does not exist."""
+        return self._read(req.namespace, canary_name(req.name))
 
     @activity.defn(name=port.PROMOTE_STABLE.name)
     def promote_stable(self, req: PromoteRequest) -> None:
@@ -643,7 +671,7 @@ class KubeActivities:
                 raise ApplicationError(
                     f"{req.namespace}/{req.name}: the Deployment controller has not acted on the change "
                     f"within {STABLE_SETTLE_SECONDS:.0f}s", type=errors.STABLE_NOT_ROLLED_OUT, category=BENIGN)
-            activity.heartbeat()
+            heartbeat()
             time.sleep(0.1)
 
     @activity.defn(name=port.WAIT_STABLE_ROLLED_OUT.name)

@@ -90,6 +90,7 @@ with workflow.unsafe.imports_passed_through():
         describe_step,
         validation_message,
     )
+    from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
     from workflows.traffic_spec import Traffic
     from workflows.ui_details import current_details
     from workflows.verdict import Measurement, MeasurementPhase, MetricPhase, Verdict
@@ -141,11 +142,13 @@ PATCH_SHARED_WATCH = "shared-watch"
 PATCH_QUIET_PHASE = "upsert-phase-on-change"
 PATCH_COUNT_EACH_SIDE = "count-each-side-of-a-shift"
 PATCH_UNDO_CUT_SHIFT = "undo-a-shift-new-rules-cut"
+PATCH_ONE_ACTIVITY_PER_STEP = "one-activity-per-step"
 # The activities that write the user's Deployment: an observation that arrives while one runs
 # waits for its result (and its generation), which tells whether the observation predates it.
 USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
                          port.PREPARE_STABLE.name, port.SCALE_STABLE.name, port.PROMOTE_STABLE.name,
-                         port.PAUSE_STABLE.name, port.WRITE_TEMPLATE.name, port.SET_IMAGE.name})
+                         port.PAUSE_STABLE.name, port.WRITE_TEMPLATE.name, port.SET_IMAGE.name,
+                         port.PROMOTE_HELD.name})
 
 
 class Interrupt(IntEnum):
@@ -780,7 +783,9 @@ class CanaryJobWorkflow:
         self._shift_from = (self.state.canary_replicas, self.state.stable_replicas)
         # Each side's count is recorded as soon as its write is done: an interrupt while the
         # canary's pods come up (new rules, say) leaves the job reporting what the cluster runs.
-        if canary >= self.state.canary_replicas:
+        if workflow.patched(PATCH_ONE_ACTIVITY_PER_STEP):
+            await self._shift_at_once(canary, stable, f"{label}: canary to {canary}, stable to {stable}")
+        elif canary >= self.state.canary_replicas:
             await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
             if workflow.patched(PATCH_COUNT_EACH_SIDE):
                 self.state.canary_replicas = canary
@@ -798,6 +803,44 @@ class CanaryJobWorkflow:
         self.state.actual_weight = effective_weight(canary, stable)
         self._set_phase(Phase.PROGRESSING)
 
+    async def _shift_at_once(self, canary: int, stable: int | None, summary: str, *,
+                             only: frozenset[Interrupt] | None = None) -> None:
+        """One ``shift_replicas`` activity: canary grown, Ready, stable shrunk (or the other way round).
+
+        Cut short by an interrupt, it is cancelled and waited for (it may be between two writes),
+        then both sides are read: the job goes on from what the cluster runs.
+        """
+        request = ShiftRequest(**self._ref(), canary=canary, stable=stable, grow=canary >= self.state.canary_replicas,
+                               template_hash=self.state.canary.template_hash if self.state.canary else "",
+                               known_hash=self.state.workload_hash)
+        started = False
+
+        async def shift() -> ShiftResult:
+            nonlocal started
+            started = True
+            result: ShiftResult = await workflow.execute_activity(
+                port.SHIFT_REPLICAS.name, request, result_type=ShiftResult, **self._wait_options(),
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED, summary=summary)
+            return result
+
+        try:
+            await self._interruptible(shift(), only=only)
+        except Interrupted:
+            if started:
+                await self._read_sides()
+            raise
+
+    async def _read_sides(self) -> None:
+        """After a shift cut short: record what each side is sized to (a missing Deployment: as it was)."""
+        try:
+            sides = await self._call(port.READ_SIDES, WorkloadRequest(**self._ref()),
+                                     summary="read both sides after the step was cut short")
+        except ActivityError:
+            return  # the interrupt's own path handles a missing Deployment or an unreachable cluster
+        self.state.canary_replicas = sides.canary
+        if sides.stable is not None:
+            self.state.stable_replicas = sides.stable
+
     async def _undo_cut_shift(self, canary: int, stable: int) -> None:
         """New rules cut a step's shift short: put both sides back where that step began.
 
@@ -806,6 +849,16 @@ class CanaryJobWorkflow:
         Stable grows first, so capacity never dips. Not interruptible: two quick writes.
         """
         label = "new rules: back to where the cut step began"
+        if workflow.patched(PATCH_ONE_ACTIVITY_PER_STEP):
+            # Stable first, then the canary: ``grow`` False waits for nothing.
+            await self._call(port.SHIFT_REPLICAS, ShiftRequest(
+                **self._ref(), canary=canary, stable=stable, grow=False,
+                template_hash=self.state.canary.template_hash if self.state.canary else "",
+                known_hash=self.state.workload_hash), summary=f"{label}: stable to {stable}, canary to {canary}")
+            self.state.canary_replicas, self.state.stable_replicas = canary, stable
+            self.state.canary_target = None
+            self.state.actual_weight = effective_weight(canary, stable)
+            return
         await self._call(port.SCALE_STABLE, ScaleRequest(**self._ref(), replicas=stable,
                                                          known_hash=self.state.workload_hash),
                          summary=f"{label}: scale stable to {stable}")
@@ -871,6 +924,9 @@ class CanaryJobWorkflow:
     async def _grow_canary(self, canary: int, label: str) -> None:
         """Scale the canary to ``canary`` pods and wait until they are Ready."""
         self.state.canary_target = canary
+        if workflow.patched(PATCH_ONE_ACTIVITY_PER_STEP):
+            await self._shift_at_once(canary, None, f"{label}: canary to {canary}, Ready")
+            return
         await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
         await self._interruptible(self._wait_canary_ready(canary, label))
 
@@ -1234,11 +1290,38 @@ class CanaryJobWorkflow:
             await self._promote_by_rollout(canary)
             return
         replicas, label = self.state.replicas, f"promote revision {canary.revision}"
+        at_once = workflow.patched(PATCH_ONE_ACTIVITY_PER_STEP)
+        # 1. The canary carries all the traffic while the Deployment changes version.
+        await self._canary_takes_all(label, at_once=at_once)
+        self.state.canary_replicas = replicas
+        if at_once:
+            if not await self._promote_held(canary, label):
+                return
+            if self.state.routed is None:
+                self.state.canary_replicas = 0  # promote_held scaled it down last
+                self._promoted(canary)
+                return
+        elif not await self._promote_stepwise(canary, label):
+            return
+        if self.state.routed is not None:
+            # The stable Service selects the new version's pods; then the route sends everything there.
+            await self._call(port.PREPARE_ROUTER_SERVICES, self._services_request(canary),
+                             summary=f"{label}: aim the stable Service at revision {canary.revision}")
+            await self._route_weight(0, f"{label}: route 100% to stable")
+        await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=0), summary="scale the canary down")
+        self._promoted(canary)
+
+    async def _canary_takes_all(self, label: str, *, at_once: bool) -> None:
+        """The canary at full size and Ready (and, with a router, all traffic on it); failing, the release fails."""
+        replicas = self.state.replicas
         try:
-            # 1. The canary carries all the traffic while the Deployment changes version.
-            await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=replicas),
-                             summary=f"{label}: scale canary to {replicas}")
-            await self._interruptible(self._wait_canary_ready(replicas, label), only=PROMOTION_INTERRUPTS)
+            if at_once:
+                await self._shift_at_once(replicas, None, f"{label}: canary to {replicas}, Ready",
+                                          only=PROMOTION_INTERRUPTS)
+            else:
+                await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=replicas),
+                                 summary=f"{label}: scale canary to {replicas}")
+                await self._interruptible(self._wait_canary_ready(replicas, label), only=PROMOTION_INTERRUPTS)
             if self.state.routed is not None:
                 # The canary's pods take all the traffic while the stable side changes version.
                 await self._route_weight(100, f"{label}: route 100% to the canary")
@@ -1246,7 +1329,10 @@ class CanaryJobWorkflow:
             if _failure_type(error) == "WorkloadNotFound":
                 raise
             raise ReleaseFailed(f"promotion: {_failure_message(error)}") from None
-        self.state.canary_replicas = replicas
+
+    async def _promote_stepwise(self, canary: Version, label: str) -> bool:
+        """Step 2 on older runs: one activity per write and wait; False when it failed (and was undone)."""
+        replicas = self.state.replicas
         try:
             # 2. The paused Deployment, emptied, gets the canary's ReplicaSet and grows it.
             await self._hold_stable(canary, 0)
@@ -1260,14 +1346,48 @@ class CanaryJobWorkflow:
             if _failure_type(error) == "WorkloadNotFound":
                 raise
             await self._restore_stable(f"promotion failed: {_failure_message(error)}")
-            return
-        if self.state.routed is not None:
-            # The stable Service selects the new version's pods; then the route sends everything there.
-            await self._call(port.PREPARE_ROUTER_SERVICES, self._services_request(canary),
-                             summary=f"{label}: aim the stable Service at revision {canary.revision}")
-            await self._route_weight(0, f"{label}: route 100% to stable")
-        await self._call(port.SCALE_CANARY, ScaleRequest(**self._ref(), replicas=0), summary="scale the canary down")
-        self._promoted(canary)
+            return False
+        return True
+
+    async def _promote_held(self, canary: Version, label: str) -> bool:
+        """Step 2 as one ``promote_held`` activity (the canary to zero too, unless a router must move first).
+
+        False when it failed, after putting the stable version back. An edit it set aside comes
+        back in its result, or in its failure, and is the next release either way.
+        """
+        replicas = self.state.replicas
+        request = HeldPromotionRequest(**self._ref(), template=canary.template or {},
+                                       template_hash=canary.template_hash, replicas=replicas,
+                                       canary_down=self.state.routed is None)
+        self._writing += 1
+        try:
+            held: HoldStableResult = await self._interruptible(workflow.execute_activity(
+                port.PROMOTE_HELD.name, request, result_type=HoldStableResult, **self._wait_options(),
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{label}: the Deployment to revision {canary.revision}, its pods available",
+            ), only=PROMOTION_INTERRUPTS)
+        except ActivityError as error:
+            if _failure_type(error) == "WorkloadNotFound":
+                raise
+            self._held(canary, replicas, _displaced_by(error))
+            await self._restore_stable(f"promotion failed: {_failure_message(error)}")
+            return False
+        finally:
+            self._writing -= 1
+        self.state.workload_generation = max(self.state.workload_generation, held.generation)
+        self._held(canary, replicas, held.displaced)
+        return True
+
+    def _held(self, version: Version, replicas: int, displaced: WorkloadSnapshot | None, *,
+              replacing: str | None = None) -> None:
+        """The Deployment is held on ``version`` at ``replicas``; an edit set aside there is the next release."""
+        self.state.stable_replicas = replicas
+        if displaced is not None:
+            self._wrote(version.template_hash)
+            if displaced.template_hash not in (version.template_hash, replacing):
+                self._event("edit-held", f"an edit ({_images(displaced.images)}) arrived while the Deployment "
+                            "was changing version; it is the next release")
+                self._pending_change, self._pending_written = displaced, False
 
     async def _hold_stable(self, version: Version, replicas: int, *, replacing: str | None = None) -> None:
         """Hold the Deployment on ``version`` at ``replicas``; an edit found there waits its turn.
@@ -1281,13 +1401,7 @@ class CanaryJobWorkflow:
         else:
             held = await self._call(port.HOLD_STABLE, HoldStableRequest(**request_fields, replicas=replicas),
                                     summary=f"scale the Deployment to {replicas} on revision {version.revision}")
-        self.state.stable_replicas = replicas
-        if held.displaced is not None:
-            self._wrote(version.template_hash)
-            if held.displaced.template_hash not in (version.template_hash, replacing):
-                self._event("edit-held", f"an edit ({_images(held.displaced.images)}) arrived while the Deployment "
-                            "was changing version; it is the next release")
-                self._pending_change, self._pending_written = held.displaced, False
+        self._held(version, replicas, held.displaced, replacing=replacing)
 
     async def _restore_stable(self, reason: str) -> None:
         """Put the Deployment back on the stable version after a failed promotion, paused."""
@@ -1877,6 +1991,23 @@ def _failure_field(error: ActivityError) -> str | None:
     if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], str):
         return cause.details[0]
     return None
+
+
+def _displaced_by(error: ActivityError) -> WorkloadSnapshot | None:
+    """The user's edit a failed ``promote_held`` had set aside: its failure's detail, or its last heartbeat's."""
+    cause = error.cause
+    found: Any = None
+    if isinstance(cause, ApplicationError) and cause.details:
+        found = cause.details[0]
+    elif isinstance(cause, TemporalTimeoutError) and cause.last_heartbeat_details:
+        record = cause.last_heartbeat_details[0]
+        found = record.get("displaced") if isinstance(record, dict) else None
+    if not isinstance(found, dict):
+        return None
+    try:
+        return WorkloadSnapshot.model_validate(found)
+    except ValidationError:
+        return None
 
 
 def _failure_message(error: ActivityError) -> str:

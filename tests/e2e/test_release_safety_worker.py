@@ -79,7 +79,7 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
 
     await wait_job(shop, lambda d: d.phase == Phase.PROGRESSING and bool(d.steps)
                     and d.steps[0].status == StepStatus.RUNNING, "step 1 waiting for its canary")
-    await worker.crash_holding(handle, "wait_canary_ready")
+    await worker.crash_holding(handle, "shift_replicas")
     gate = await wait_job(shop, lambda d: d.phase in ENDED or (d.phase == Phase.PAUSED and d.current_step == 1),
                            "the gate", timeout=90)
     assert gate.phase == Phase.PAUSED, (gate.phase, gate.last_error)
@@ -88,7 +88,11 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
     await canary.operate(shop.temporal, shop.namespace, "web", names.CONTINUE, OperationRequest(actor="e2e"))
     promoting = await wait_job(shop, lambda d: d.phase in ENDED or d.phase == Phase.PROMOTING, "the promotion")
     assert promoting.phase == Phase.PROMOTING, (promoting.phase, promoting.last_error)
-    await worker.crash_holding(handle, "wait_stable_rolled_out")
+    # The promotion is two long activities: the kill must land in the second (the Deployment's
+    # own pods coming up), not freeze the first one past its progress deadline.
+    await until(lambda: running_activities(handle), lambda running: "promote_held" in running,
+                "the Deployment's pods on their way")
+    await worker.crash_holding(handle, "promote_held")
 
     done = await wait_job(shop, lambda d: d.phase != Phase.PROMOTING and d.canary is None, "the release ended",
                            timeout=90)
@@ -102,8 +106,7 @@ async def test_a_release_killed_at_every_kind_of_boundary_is_promoted_once(
     assert shop.canary_replicas() == 0
 
     writes = await scheduled_writes(handle)
-    once = ["prepare_canary:", "scale_canary:1", "scale_stable:3", "scale_canary:4", "prepare_stable:",
-            "hold_stable:4", "scale_canary:0"]
+    once = ["prepare_canary:", "shift_replicas:1/3", "shift_replicas:4/-", "promote_held:4"]
     assert {key: writes[key] for key in once} == dict.fromkeys(once, 1), writes
 
 
@@ -131,8 +134,8 @@ async def test_two_workers_on_one_queue_finish_releases_while_one_is_killed_and_
         # Every write of both releases was scheduled once, whichever worker ran it or died with it.
         scheduled = await scheduled_writes(handle)
         assert scheduled["prepare_canary:"] == 2
-        assert scheduled["prepare_stable:"] == 2
-        assert scheduled["scale_canary:1"] == 2 and scheduled["scale_canary:2"] == 2
-        assert scheduled["scale_canary:3"] == 2
+        assert scheduled["promote_held:4"] == 2
+        assert scheduled["shift_replicas:1/3"] == 2 and scheduled["shift_replicas:2/2"] == 2
+        assert scheduled["shift_replicas:3/1"] == 2
     finally:
         second.kill()

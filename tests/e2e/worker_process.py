@@ -78,7 +78,7 @@ class WorkerProcess:
 
 
 async def scheduled_writes(handle: WorkflowHandle[CanaryJobWorkflow, str]) -> Counter[str]:
-    """How often each activity was scheduled, keyed ``name:replicas``.
+    """How often each activity was scheduled, keyed ``name:replicas`` (a shift: ``name:canary/stable``).
 
     Retries of one attempt do not schedule again, so a count above one means the workflow
     itself decided to do that write twice (a step replayed after a crash, say).
@@ -88,7 +88,10 @@ async def scheduled_writes(handle: WorkflowHandle[CanaryJobWorkflow, str]) -> Co
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attributes = event.activity_task_scheduled_event_attributes
             payload = json.loads(attributes.input.payloads[0].data) if attributes.input.payloads else {}
-            scheduled[f"{attributes.activity_type.name}:{payload.get('replicas', '')}"] += 1
+            size = payload.get("replicas", "")
+            if "canary" in payload:  # shift_replicas: both sides, "-" for one it leaves alone
+                size = f"{payload['canary']}/{'-' if payload.get('stable') is None else payload['stable']}"
+            scheduled[f"{attributes.activity_type.name}:{size}"] += 1
     return scheduled
 
 

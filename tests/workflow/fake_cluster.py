@@ -55,6 +55,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
+from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
 from workflows.verdict import Measurement
 from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult
 
@@ -442,6 +443,48 @@ class FakeCluster:
             if deployment.rolling is not None:
                 problem += "; " + template_behaviour(deployment.rolling).problem(f"{req.name}-0")
         raise ApplicationError(f"{req.namespace}/{req.name}: {problem}", type=errors.STABLE_NOT_ROLLED_OUT)
+
+    # -- a whole step, or the held promotion, in one activity: the same writes in the same order --
+
+    @activity.defn(name="shift_replicas")
+    async def shift_replicas(self, req: ShiftRequest) -> ShiftResult:
+        self._log_call("shift_replicas")
+        side = {"namespace": req.namespace, "name": req.name, "job": req.job}
+        canary = ScaleRequest(**side, replicas=req.canary)
+        if req.grow:
+            await self.scale_canary(canary)
+            await self.wait_canary_ready(ReadyRequest(**side, replicas=req.canary, template_hash=req.template_hash))
+        if req.stable is not None:
+            await self.scale_stable(ScaleRequest(**side, replicas=req.stable, known_hash=req.known_hash))
+        if not req.grow:
+            await self.scale_canary(canary)
+        return ShiftResult(canary=req.canary, stable=req.stable)
+
+    @activity.defn(name="read_sides")
+    async def read_sides(self, req: WorkloadRequest) -> ShiftResult:
+        self._log_call("read_sides")
+        deployment = self._workload(req)
+        return ShiftResult(canary=self.canary.replicas if self.canary is not None else 0,
+                           stable=deployment.replicas)
+
+    @activity.defn(name="promote_held")
+    async def promote_held(self, req: HeldPromotionRequest) -> HoldStableResult:
+        self._log_call("promote_held")
+        side = {"namespace": req.namespace, "name": req.name, "job": req.job}
+        held = {**side, "template": req.template, "template_hash": req.template_hash}
+        displaced = (await self.prepare_stable(StableRevisionRequest(**held))).displaced
+        displaced = (await self.hold_stable(HoldStableRequest(**held, replicas=req.replicas))).displaced or displaced
+        try:
+            await self.wait_stable_rolled_out(RolloutRequest(**side, replicas=req.replicas,
+                                                             template_hash=req.template_hash, held=True))
+        except ApplicationError as error:
+            if displaced is None:
+                raise
+            raise ApplicationError(error.message, displaced.model_dump(mode="json"), type=error.type,
+                                   non_retryable=error.non_retryable) from error
+        if req.canary_down:
+            await self.scale_canary(ScaleRequest(**side, replicas=0))
+        return HoldStableResult(displaced=displaced)
 
     @activity.defn(name="write_template")
     async def write_template(self, req: WriteTemplateRequest) -> WorkloadSnapshot:

@@ -39,6 +39,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
+from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -103,7 +104,8 @@ class FakeKube:
                 self.scale_stable, self.wait_canary_ready, self.promote_stable, self.wait_stable_rolled_out,
                 self.pause_stable, self.write_template, self.set_image, self.watch_workload, self.label_workload,
                 self.detach_workload, self.hold_stable, self.prepare_stable, self.metrics.measure_metric,
-                self.hooks.call_webhook, *self.router.activities()]
+                self.hooks.call_webhook, self.shift_replicas, self.read_sides, self.promote_held,
+                *self.router.activities()]
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, request: WorkloadRequest) -> WorkloadSnapshot:
@@ -222,6 +224,45 @@ class FakeKube:
             activity.heartbeat()
             await asyncio.sleep(0.05)
         return WorkloadChange(kind="created", snapshot=self.snapshot())
+
+    # -- a whole step, or the held promotion, in one activity: the same writes in the same order --
+
+    @activity.defn(name="shift_replicas")
+    async def shift_replicas(self, request: ShiftRequest) -> ShiftResult:
+        side = {"namespace": request.namespace, "name": request.name, "job": request.job}
+        canary = ScaleRequest(**side, replicas=request.canary)
+        if request.grow:
+            await self.scale_canary(canary)
+            await self.wait_canary_ready(ReadyRequest(**side, replicas=request.canary,
+                                                      template_hash=request.template_hash))
+        if request.stable is not None:
+            await self.scale_stable(ScaleRequest(**side, replicas=request.stable, known_hash=request.known_hash))
+        if not request.grow:
+            await self.scale_canary(canary)
+        return ShiftResult(canary=request.canary, stable=request.stable)
+
+    @activity.defn(name="read_sides")
+    async def read_sides(self, request: WorkloadRequest) -> ShiftResult:
+        self._require(request)
+        return ShiftResult(canary=self.canary_replicas, stable=self.replicas)
+
+    @activity.defn(name="promote_held")
+    async def promote_held(self, request: HeldPromotionRequest) -> HoldStableResult:
+        side = {"namespace": request.namespace, "name": request.name, "job": request.job}
+        held = {**side, "template": request.template, "template_hash": request.template_hash}
+        displaced = (await self.prepare_stable(StableRevisionRequest(**held))).displaced
+        grown = await self.hold_stable(HoldStableRequest(**held, replicas=request.replicas))
+        displaced = grown.displaced or displaced
+        try:
+            await self.wait_stable_rolled_out(RolloutRequest(**side, replicas=request.replicas,
+                                                             template_hash=request.template_hash, held=True))
+        except ApplicationError as error:
+            if displaced is None:
+                raise
+            raise ApplicationError(error.message, displaced.model_dump(mode="json"), type=error.type) from error
+        if request.canary_down:
+            await self.scale_canary(ScaleRequest(**side, replicas=0))
+        return HoldStableResult(displaced=displaced)
 
     @activity.defn(name="detach_workload")
     async def detach_workload(self, request: DetachRequest) -> None:

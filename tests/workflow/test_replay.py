@@ -4,7 +4,9 @@
 scenarios below into tests/histories/ (commit them when the workflow changes shape on
 purpose; keep the old ones so that `workflow.patched` branches stay covered: ``v1-*`` were
 recorded by the code before release safety, whose promotions unpaused the Deployment; ``v2-*``
-by the code before the shared watch, which upserted the phase even when it had not changed).
+by the code before the shared watch, which upserted the phase even when it had not changed;
+``v3-*`` by the code before one activity per step, which scaled, waited and scaled again as
+separate activities).
 """
 
 from __future__ import annotations
@@ -254,3 +256,4 @@ def test_histories_are_saved() -> None:
     assert saved >= set(SCENARIOS)
     assert saved >= {f"v1-{name}" for name in ("release-promoted", "operations", "failed-canary")}
     assert saved >= {f"v2-{name}" for name in ("release-promoted", "operations", "workload-missing", "analysis")}
+    assert saved >= {f"v3-{name}" for name in SCENARIOS}

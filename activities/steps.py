@@ -1,0 +1,103 @@
+"""A whole step, or the held promotion, in one heartbeating activity attempt.
+
+Each activity costs history events and a workflow task on the worker and on the Temporal
+server; a release of three ``setWeight`` steps used to take sixteen. These do the same writes
+and waits in the same order as the single-purpose activities of ``activities/kube.py`` (they
+call them), inside one attempt: the waits still read the worker's informer and raise their last
+"not yet" just before the progress deadline, every write is idempotent, and the stages done
+so far travel in the heartbeat details (``activities/progress.py``), so a retry on another
+worker does only what is left. A cancellation (terminate, promote, new rules, delete) arrives
+through the heartbeat like any wait's; the workflow waits for the attempt to stop and then
+reads what each side runs (:func:`read_sides`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from temporalio.exceptions import ApplicationError
+
+from activities.progress import tracked
+from workflows.models import (
+    HoldStableRequest,
+    HoldStableResult,
+    ReadyRequest,
+    RolloutRequest,
+    ScaleRequest,
+    StableRevisionRequest,
+    WorkloadRequest,
+)
+from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
+
+if TYPE_CHECKING:
+    from activities.kube import KubeActivities
+
+
+def _ref(req: WorkloadRequest) -> dict[str, str]:
+    return {"namespace": req.namespace, "name": req.name, "job": req.job}
+
+
+def shift_replicas(kube: KubeActivities, req: ShiftRequest) -> ShiftResult:
+    """Grow the canary, wait until its pods are Ready, shrink stable; or shrink stable, then the canary.
+
+    The order is what keeps capacity: new pods Ready before old ones go. ``req.stable`` None
+    leaves the stable side as it is (a router's step, the promotion's first stage).
+    """
+    with tracked() as progress:
+
+        def canary() -> None:
+            kube.scale_canary(ScaleRequest(**_ref(req), replicas=req.canary))
+
+        def ready() -> None:
+            kube.wait_canary_ready(ReadyRequest(**_ref(req), replicas=req.canary, template_hash=req.template_hash))
+
+        def stable() -> None:
+            if req.stable is not None:
+                kube._scale_stable(ScaleRequest(**_ref(req), replicas=req.stable, known_hash=req.known_hash))
+
+        stages = (("canary", canary), ("ready", ready), ("stable", stable)) if req.grow else (
+            ("stable", stable), ("canary", canary))
+        for name, stage in stages:
+            if name not in progress.done:
+                stage()
+                progress.mark(name)
+        return ShiftResult(canary=req.canary, stable=req.stable)
+
+
+def read_sides(kube: KubeActivities, req: WorkloadRequest) -> ShiftResult:
+    """Both sides' ``spec.replicas`` as the API server has them (a missing canary runs none)."""
+    workload = kube._workload(req)  # raises WorkloadNotFound
+    canary = kube._read_canary(req)
+    return ShiftResult(canary=int(((canary or {}).get("spec") or {}).get("replicas") or 0),
+                       stable=int(workload["spec"].get("replicas", 1)))
+
+
+def promote_held(kube: KubeActivities, req: HeldPromotionRequest) -> HoldStableResult:
+    """The Deployment emptied and given the new ReplicaSet, grown, its pods available; the canary to zero.
+
+    The canary already carries all the traffic (the workflow saw to that first). An edit found in
+    the Deployment is set aside and returned, as ``hold_stable`` does; when a later stage fails,
+    the failure carries it as its first detail, so the workflow still makes it the next release.
+    """
+    fields = {**_ref(req), "template": req.template, "template_hash": req.template_hash}
+    with tracked() as progress:
+        try:
+            if "emptied" not in progress.done:
+                progress.keep(kube.prepare_stable(StableRevisionRequest(**fields)))
+                progress.mark("emptied")
+            if "grown" not in progress.done:
+                progress.keep(kube.hold_stable(HoldStableRequest(**fields, replicas=req.replicas)))
+                progress.mark("grown")
+            if "rolled-out" not in progress.done:
+                kube.wait_stable_rolled_out(RolloutRequest(**_ref(req), replicas=req.replicas,
+                                                           template_hash=req.template_hash, held=True))
+                progress.mark("rolled-out")
+            if req.canary_down:
+                kube.scale_canary(ScaleRequest(**_ref(req), replicas=0))
+        except ApplicationError as error:
+            if progress.displaced is None:
+                raise
+            raise ApplicationError(error.message, progress.displaced, type=error.type,
+                                   non_retryable=error.non_retryable, category=error.category) from error
+        displaced = progress.displaced
+    return HoldStableResult.model_validate({"displaced": displaced, "generation": progress.generation})
