@@ -81,6 +81,9 @@ def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT
     return k8s.ApiClient(configuration)
 
 
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+
+
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
                  shutdown_grace: float = 0.0, cache: DeploymentCache | None = None,
@@ -104,6 +107,10 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
         max_cached_workflows=cached_workflows,
         interceptors=[OperationMetrics()],
         graceful_shutdown_timeout=timedelta(seconds=shutdown_grace),
+        # A step runs as one activity, and the workflow waits for it to stop when an operator
+        # terminates, promotes or changes the rules: the cancellation arrives with a heartbeat's
+        # answer, so heartbeats go out at least every second, not every 0.8 x heartbeat timeout.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 
 
