@@ -63,6 +63,7 @@ from proc_stats import Snapshot, status_field  # noqa: E402
 from devenv.cluster import LocalCluster  # noqa: E402
 from devenv.components import ComponentSettings  # noqa: E402
 from devenv.temporal import TemporalDevServer  # noqa: E402
+from devenv.temporal_postgres import TemporalPostgresServer  # noqa: E402
 from starter import client as canary  # noqa: E402
 from starter.errors import CanaryError  # noqa: E402
 from workflows.models import Phase  # noqa: E402
@@ -122,6 +123,19 @@ def git_head() -> str:
                                                    else "")
 
 
+# The processes whose CPU is ours to count; the rest is the cluster's, reported for context.
+OURS = ("worker", "temporal", "temporal_db")
+
+
+def temporal_cpu(cpu: dict[str, float]) -> float:
+    """Temporal's CPU: the server, and its database when that is a separate process (PostgreSQL)."""
+    return cpu["temporal"] + cpu.get("temporal_db", 0.0)
+
+
+def db_part(cpu: dict[str, float]) -> str:
+    return f" (of which PostgreSQL {cpu['temporal_db']:.1f} s)" if "temporal_db" in cpu else ""
+
+
 class Usage:
     """CPU seconds of the measured processes between two moments."""
 
@@ -173,9 +187,10 @@ class LogLines:
 
 class FleetBench:
     def __init__(self, cluster: LocalCluster, temporal: Client, worker_pid: int, temporal_pid: int,
-                 worker_log: Path, concurrency: int) -> None:
+                 worker_log: Path, concurrency: int, temporal_db_pid: int | None = None) -> None:
         self.cluster, self.temporal = cluster, temporal
         self.worker_pid, self.temporal_pid, self.worker_log = worker_pid, temporal_pid, worker_log
+        self.temporal_db_pid = temporal_db_pid
         self.concurrency = concurrency
         configuration = k8s.Configuration()
         k8s_config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
@@ -190,7 +205,8 @@ class FleetBench:
 
     def measured(self) -> dict[str, int]:
         """The processes whose CPU the figures report: ours, then the cluster's for context."""
-        return {"worker": self.worker_pid, "temporal": self.temporal_pid, **self.cluster.pids}
+        db = {"temporal_db": self.temporal_db_pid} if self.temporal_db_pid is not None else {}
+        return {"worker": self.worker_pid, "temporal": self.temporal_pid, **db, **self.cluster.pids}
 
     # -- the fleet ---------------------------------------------------------------------
 
@@ -376,10 +392,9 @@ class FleetBench:
             "worker_rss_mib": round(end.rss_mib, 1), "worker_rss_peak_mib": round(peak.rss_mib, 1),
             "worker_threads": end.threads, "worker_threads_peak": peak.threads,
             "worker_cpu_pct": round(100 * cpu["worker"] / wall, 2),
-            "temporal_cpu_pct": round(100 * cpu["temporal"] / wall, 2),
-            "worker_plus_temporal_cpu_pct": round(100 * (cpu["worker"] + cpu["temporal"]) / wall, 2),
-            "cluster_cpu_pct": {name: round(100 * s / wall, 2) for name, s in cpu.items()
-                                if name not in ("worker", "temporal")},
+            "temporal_cpu_pct": round(100 * temporal_cpu(cpu) / wall, 2),
+            "worker_plus_temporal_cpu_pct": round(100 * (cpu["worker"] + temporal_cpu(cpu)) / wall, 2),
+            "cluster_cpu_pct": {name: round(100 * s / wall, 2) for name, s in cpu.items() if name not in OURS},
             "worker_log_lines": log.count(),
         }
         print(f"(a) idle {len(self.jobs)} jobs over {wall:.0f} s: worker RSS {end.rss_mib:.0f} MiB "
@@ -453,9 +468,10 @@ class FleetBench:
             "promoted_seen_on_cluster": len(done), "outcomes": dict(outcomes),
             "promoted": outcomes.get("promoted", 0), "not_promoted": count - outcomes.get("promoted", 0),
             "finish_p50_s": round(statistics.median(finished), 1) if finished else None,
-            "worker_cpu_s": cpu["worker"], "temporal_cpu_s": cpu["temporal"],
-            "worker_plus_temporal_cpu_s": round(cpu["worker"] + cpu["temporal"], 2),
-            "cluster_cpu_s": {name: s for name, s in cpu.items() if name not in ("worker", "temporal")},
+            "worker_cpu_s": cpu["worker"], "temporal_cpu_s": round(temporal_cpu(cpu), 2),
+            **({"temporal_db_cpu_s": cpu["temporal_db"]} if "temporal_db" in cpu else {}),
+            "worker_plus_temporal_cpu_s": round(cpu["worker"] + temporal_cpu(cpu), 2),
+            "cluster_cpu_s": {name: s for name, s in cpu.items() if name not in OURS},
             "worker_rss_peak_mib": round(peak.rss_mib, 1), "worker_threads_peak": peak.threads,
             "worker_log_lines": log.count(),
             "history_one_release": history,
@@ -465,7 +481,7 @@ class FleetBench:
               f"{', not promoted: ' + str(not_promoted) if not_promoted else ''}; wall {wall:.1f} s "
               f"({figures['wall_by_job_records_s']} s by the jobs' records) "
               f"(edits sent in {edited:.2f} s, half done at {figures['finish_p50_s']} s); CPU worker "
-              f"{cpu['worker']:.1f} s + Temporal {cpu['temporal']:.1f} s = "
+              f"{cpu['worker']:.1f} s + Temporal {temporal_cpu(cpu):.1f} s{db_part(cpu)} = "
               f"{figures['worker_plus_temporal_cpu_s']:.1f} CPU-s; worker peak RSS {peak.rss_mib:.0f} MiB, "
               f"threads {peak.threads}; worker logged {figures['worker_log_lines']} lines", flush=True)
         print("    cluster CPU-s: " + ", ".join(f"{name} {s:.1f}" for name, s in figures["cluster_cpu_s"].items()),
@@ -502,6 +518,9 @@ async def main() -> None:
     parser.add_argument("--cluster-defaults", action="store_true",
                         help="run the control plane at its components' default client limits")
     parser.add_argument("--worker-log", default="", help="keep the worker's log here (default: the cluster's run dir)")
+    parser.add_argument("--temporal", choices=("dev", "postgres"), default="dev",
+                        help="the dev server (SQLite in memory; default) or a full server on PostgreSQL "
+                             "(build it first: scripts/build-temporal-server.sh)")
     parser.add_argument("--label", default="", help="prefix of the result keys, e.g. the variant measured")
     args = parser.parse_args()
     args.which = args.which or list(PHASES)
@@ -516,17 +535,19 @@ async def main() -> None:
           + settings.describe().replace("\n", "\n  "), flush=True)
     prefix = f"{args.label}: " if args.label else ""
     run: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_head(),
-           "components": settings.as_dict()}
+           "components": settings.as_dict(), "temporal": args.temporal}
     results: dict[str, Any] = {}
-    with LocalCluster(nodes=nodes, components=settings) as cluster, TemporalDevServer() as server:
+    server_kind = TemporalPostgresServer if args.temporal == "postgres" else TemporalDevServer
+    with LocalCluster(nodes=nodes, components=settings) as cluster, server_kind() as server:
         assert server.pid is not None
+        db_pid = server.db_pid if isinstance(server, TemporalPostgresServer) else None
         temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
         env = {**os.environ, "TEMPORAL_ADDRESS": server.address, "KUBECONFIG": str(cluster.kubeconfig)}
         worker_log = Path(args.worker_log) if args.worker_log else cluster.run_dir / "worker.log"
         with worker_log.open("wb") as log:
             worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=log,
                                       stderr=subprocess.STDOUT)
-            bench = FleetBench(cluster, temporal, worker.pid, server.pid, worker_log, args.concurrency)
+            bench = FleetBench(cluster, temporal, worker.pid, server.pid, worker_log, args.concurrency, db_pid)
             try:
                 fleet = await bench.attach(args.jobs, args.timeout)
                 run["worker_rss_after_attach_mib"] = round(status_field(worker.pid, "VmRSS") / 1024, 1)
