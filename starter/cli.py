@@ -14,13 +14,11 @@ SDK, ``devenv``) when it runs, so ``--help`` and ``lint`` never load the Tempora
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import math
 import os
 import re
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,6 +226,8 @@ def os_user() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError, OSError):
         pass
+    import getpass
+
     try:
         return getpass.getuser()
     except (OSError, KeyError):
@@ -253,6 +253,8 @@ def actor(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
+    import uuid
+
     # A fresh request id per command: the workflow ignores a repeat of the same request.
     # ``release``/``step`` (continue, promote) name the gate meant; without them the client
     # sends the ones the job shows now.
@@ -316,6 +318,8 @@ async def _connect(args: argparse.Namespace) -> Client:
 
 
 async def _cmd_apply(args: argparse.Namespace) -> int:
+    import uuid
+
     from starter import client as canary
 
     spec = load_job(args.filename, args.namespace)
@@ -542,7 +546,9 @@ def build_parser(argv: list[str] | None = None, prog: str = "canaryctl") -> argp
     """The whole command line; each subcommand sets ``func``.
 
     ``dev`` comes from ``devenv.cli``, which loads the dev tooling: it is mounted only when
-    ``argv`` may name it (``None``: always), so other commands start without it.
+    ``argv`` may name it (``None``: always), so other commands start without it. Likewise a
+    command that ``argv`` does not name is only listed (for ``--help`` and the "invalid choice"
+    message), without its options: argparse parses with the named command's parser alone.
     """
     parser = argparse.ArgumentParser(prog=prog, description="Progressive delivery for Kubernetes "
                                      "Deployments: every canary job is a durable Temporal workflow.")
@@ -550,10 +556,15 @@ def build_parser(argv: list[str] | None = None, prog: str = "canaryctl") -> argp
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    named = None if argv is None else set(argv)
 
     def command(
         name: str, func: Callable[..., Any], help_text: str, job: bool = True
     ) -> argparse.ArgumentParser:
+        if named is not None and name not in named:
+            # Listed only; what the caller adds to it is never parsed. A few options at most:
+            # the shared connection options are most of the cost, and are left out.
+            return sub.add_parser(name, help=help_text, add_help=False)
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if job:
             p.add_argument("job", metavar="JOB", help="name of the canary job")

@@ -15,29 +15,36 @@ measurement (HTTP to Prometheus or a web endpoint, CEL evaluation on the answer)
 CEL: conditions are compiled here (syntax, and a trial run for unknown names), which is pure
 CPU work. The workflow imports this module passed through the sandbox (as ``workflows/canary.py``
 imports every ``workflows`` module), so cel-python runs with real builtins there;
-``tests/analysis/test_sandbox.py`` validates a spec inside the real sandbox. The parser is built
-once, on first use (about a third of a second of CPU: ``canaryctl lint`` of a job without
-analysis must not pay for it); the worker builds it at start (:func:`cel_environment`), so the
-first compile in a workflow task does not pay for it either.
+``tests/analysis/test_sandbox.py`` validates a spec inside the real sandbox. cel-python is
+imported, and its parser built, once, on first use (the import alone is a quarter of
+``canaryctl lint``'s start-up, the parser about a third of a second of CPU: a job without
+analysis must pay for neither); the worker builds it at start (:func:`cel_environment`), so the
+first compile in a workflow task does not pay for it either. A first use inside a workflow
+imports cel-python passed through the sandbox, as the module-level import did.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import celpy
-from celpy import celtypes
-from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
 from pydantic import Field, field_validator, model_validator
 
 from workflows import builtin_checks
 from workflows.fields import NAME_PATTERN, Duration, format_duration
 from workflows.fields import StrictModel as _Strict
+
+if TYPE_CHECKING:
+    import celpy
+    from celpy.celparser import CELParseError
+    from celpy.evaluation import CELEvalError
 
 MAX_TEMPLATES = 20
 MAX_METRICS = 20
@@ -59,10 +66,43 @@ JSON_PATH_PATTERN = r"^\{?\$(\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\])*\}?$"
 
 
 
+@dataclass(frozen=True)
+class _Cel:
+    """cel-python's parser and the parts of it a condition check reads."""
+
+    environment: celpy.Environment
+    types: ModuleType  # celpy.celtypes
+    parse_error: type[CELParseError]
+    eval_error: type[CELEvalError]
+
+
+@contextlib.contextmanager
+def _outside_sandbox() -> Iterator[None]:
+    # Inside a workflow the sandbox would import cel-python (and lark, pendulum...) afresh;
+    # passed through, it is the worker's own copy, as when this module imported it at its top.
+    # ``temporalio.workflow`` is only looked up: this module must not load the SDK itself.
+    workflow = sys.modules.get("temporalio.workflow")
+    if workflow is not None and workflow.in_workflow():
+        with workflow.unsafe.imports_passed_through():
+            yield
+    else:
+        yield
+
+
 @functools.cache
+def _cel() -> _Cel:
+    with _outside_sandbox():
+        import celpy
+        from celpy import celtypes
+        from celpy.celparser import CELParseError
+        from celpy.evaluation import CELEvalError
+
+        return _Cel(celpy.Environment(), celtypes, CELParseError, CELEvalError)
+
+
 def cel_environment() -> celpy.Environment:
-    """The CEL parser, built once on first use; the worker calls this at start (module docstring)."""
-    return celpy.Environment()
+    """The CEL parser, imported and built once on first use; the worker calls this at start (module docstring)."""
+    return _cel().environment
 
 
 def check_condition(text: str) -> str:
@@ -74,20 +114,21 @@ def check_condition(text: str) -> str:
     """
     if not text.strip():
         raise ValueError("must not be empty")
+    cel = _cel()
     try:
-        ast = cel_environment().compile(text)
-    except CELParseError as err:
+        ast = cel.environment.compile(text)
+    except cel.parse_error as err:
         where = f" at line {err.line}, column {err.column}" if err.line is not None else ""
         raise ValueError(f"CEL expression {text!r} does not compile: syntax error{where}") from None
     try:
-        answer = cel_environment().program(ast).evaluate({"result": celtypes.DoubleType(0.0)})
-    except CELEvalError as err:
+        answer = cel.environment.program(ast).evaluate({"result": cel.types.DoubleType(0.0)})
+    except cel.eval_error as err:
         if "undeclared reference" in str(err):
             raise ValueError(f"CEL expression {text!r} uses a name other than result: {_undeclared(err)}") from None
         return text
-    if isinstance(answer, CELEvalError):
+    if isinstance(answer, cel.eval_error):
         return text
-    if not isinstance(answer, celtypes.BoolType):
+    if not isinstance(answer, cel.types.BoolType):
         raise ValueError(f"CEL expression {text!r} must give true or false, not {answer!r}")
     return text
 

@@ -13,11 +13,13 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    import celpy
     import pytest
     from pydantic import ValidationError
     from temporalio.worker import Worker
 
     from tests.temporal_envs import time_skipping_env
+    from workflows import analysis_spec
     from workflows.analysis_spec import Analysis
     from workflows.spec import validation_message
     from workflows.verdict import Measurement, MeasurementPhase, metric_status
@@ -44,6 +46,9 @@ def spec(condition: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(120)
 async def test_conditions_compile_and_verdicts_run_in_the_workflow_sandbox() -> None:
+    # cel-python is loaded on first use: make that first use the workflow's, which must load
+    # the worker's own copy (passed through), not one the sandbox imported for itself.
+    analysis_spec._cel.cache_clear()
     async with await time_skipping_env() as env:
         queue = f"analysis-{uuid.uuid4().hex[:8]}"
         async with Worker(env.client, task_queue=queue, workflows=[ValidateAnalysis]):
@@ -52,4 +57,5 @@ async def test_conditions_compile_and_verdicts_run_in_the_workflow_sandbox() -> 
             bad = await env.client.execute_workflow(
                 ValidateAnalysis.run, spec("result >="), id=f"bad-{queue}", task_queue=queue)
     assert good == "failed"
+    assert type(analysis_spec.cel_environment()) is celpy.Environment
     assert bad.startswith("templates.0.metrics.0.successCondition: CEL expression 'result >=' does not compile")

@@ -1,0 +1,73 @@
+"""``canaryctl`` loads only what the command needs: start-up is part of what a pipeline pays per call.
+
+Each command runs in a fresh interpreter, which then reports the modules it loaded. What is
+checked is what must stay out (a guard against an import at the top of a module undoing the
+lazy loading), not a time: ``bench/cli_startup_bench.py`` measures that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAIN_JOB = "name: web\nnamespace: shop\nworkload: {name: web}\nsteps: [{setWeight: 25}, {pause: {}}]\n"
+# Heavy, and never needed by the CLI's own commands: the worker's side and the dev tooling.
+WORKER_SIDE = ("kubernetes", "workflows.canary", "activities", "temporalio.worker", "devenv")
+# Run a command in this interpreter, then print its exit status and the modules it loaded.
+PROBE = """
+import json, sys
+from starter import cli
+try:
+    status = cli.main(sys.argv[1:])
+except SystemExit as exit_:
+    status = exit_.code
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def loaded(*args: str, cwd: Path) -> tuple[int, set[str]]:
+    """The exit status of ``canaryctl ARGS`` and the top-level and dotted names of what it imported."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=cwd,
+                            env=env, timeout=60, check=False)
+    report = json.loads(result.stdout.splitlines()[-1])
+    return report["status"], set(report["modules"])
+
+
+def has(modules: set[str], name: str) -> bool:
+    return any(module == name or module.startswith(f"{name}.") for module in modules)
+
+
+def test_help_loads_no_models_and_no_temporal_sdk(tmp_path: Path) -> None:
+    status, modules = loaded("--help", cwd=tmp_path)
+    assert status == 0
+    assert [name for name in ("pydantic", "yaml", "temporalio", "celpy", *WORKER_SIDE) if has(modules, name)] == []
+
+
+def test_lint_is_offline_and_loads_cel_only_for_conditions(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text(PLAIN_JOB)
+    status, modules = loaded("lint", "-f", "job.yaml", cwd=tmp_path)
+    assert status == 0
+    assert has(modules, "workflows.spec")
+    assert [name for name in ("temporalio", "celpy", *WORKER_SIDE) if has(modules, name)] == []
+
+    # A condition is still compiled: a bad one is found, so cel-python was loaded for it.
+    analysis = ("analysis:\n  templates:\n    - name: health\n      metrics:\n        - name: rate\n"
+                "          interval: 10s\n          successCondition: 'result >='\n"
+                "          provider: {prometheus: {query: vector(1)}}\n")
+    (tmp_path / "cel.yaml").write_text(PLAIN_JOB + analysis)
+    status, modules = loaded("lint", "-f", "cel.yaml", cwd=tmp_path)
+    assert status == 1
+    assert has(modules, "celpy")
+    assert not has(modules, "temporalio")
+
+
+def test_an_operation_loads_the_client_but_nothing_of_the_worker(tmp_path: Path) -> None:
+    status, modules = loaded("continue", "web", "--address", "127.0.0.1:1", cwd=tmp_path)
+    assert status == 1  # nothing listens there: the connection is refused once everything is loaded
+    assert has(modules, "temporalio.client")
+    assert [name for name in ("celpy", "yaml", *WORKER_SIDE) if has(modules, name)] == []
