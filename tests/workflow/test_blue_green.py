@@ -276,3 +276,53 @@ async def test_services_that_do_not_fit_are_refused_at_apply_naming_the_field(
         await canary_client.apply_job(env.client, spec)
     assert refused.value.field == field and "Service shop/web not found" in str(refused.value)
     assert apply_worker.owner is None and apply_worker.writes == []  # nothing was attached
+
+
+ANALYSIS = {
+    "templates": [{"name": "success-rate", "metrics": [{
+        "name": "success-rate", "interval": "1s", "count": 3, "successCondition": "result >= 0.99",
+        "failureCondition": "result < 0.95",
+        "provider": {"prometheus": {"address": "http://prometheus:9090", "query": "ratio"}}}]}],
+}
+REF = {"templates": [{"templateName": "success-rate"}]}
+
+
+def analysed(**fields: Any) -> JobSpec:
+    return job_spec(steps=[], mode="blueGreen", analysis=ANALYSIS,
+                    blueGreen={"activeService": "web", "previewService": "web-preview", **fields})
+
+
+async def test_a_failed_pre_promotion_analysis_never_switches(start_job) -> None:
+    job, blue = await attached(start_job, analysed(prePromotionAnalysis=REF))
+    job.kube.metrics.set("success-rate", 0.999, 0.90)
+    await job.edit_image("registry.local/web:2")
+    failed = await job.wait_for(lambda d: d.phase == Phase.FAILED, "failed by the analysis")
+    assert "pre-promotion analysis failed" in (failed.last_error or "")
+    assert [(s.side, s.template_hash) for s in job.kube.services.switches if s.service == "web"] == [
+        (Side.STABLE, blue), (None, None)]
+    assert job.kube.canary_replicas == 0 and job.kube.stable_log == ["registry.local/web:1"]
+    assert [a.kind for a in failed.analyses] == ["step"]
+
+
+async def test_a_passed_pre_promotion_analysis_lets_the_switch_happen(start_job) -> None:
+    job, _ = await attached(start_job, analysed(prePromotionAnalysis=REF, scaleDownDelaySeconds=0))
+    job.kube.metrics.set("success-rate", 0.999)
+    await job.edit_image("registry.local/web:2")
+    done = await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.stable is not None
+                              and d.stable.revision == 2, "promoted")
+    assert job.kube.metrics.taken("success-rate") == 3
+    assert any(e.kind == "analysis-successful" and "pre-promotion" in e.message for e in done.events)
+
+
+async def test_a_failed_post_promotion_analysis_switches_back_within_the_delay(start_job) -> None:
+    job, blue = await attached(start_job, analysed(postPromotionAnalysis=REF, scaleDownDelaySeconds=3600))
+    job.kube.metrics.set("success-rate", 0.999, 0.90)
+    await job.edit_image("registry.local/web:2")
+    failed = await job.wait_for(lambda d: d.phase == Phase.FAILED, "failed after the switch")
+    assert "post-promotion analysis failed" in (failed.last_error or "")
+    kube = job.kube
+    assert switched_back(kube) == Switch("web", Side.STABLE, blue, 4)
+    assert not any(write[0] in ("prepare_stable", "hold_stable") for write in kube.writes)
+    assert kube.canary_replicas == 0 and kube.stable_log == ["registry.local/web:1"]
+    assert (await job.versions()).history[0].outcome == Outcome.FAILED
+    never_without_pods(job)

@@ -172,6 +172,28 @@ async def _router(job: Job) -> None:
     await job.handle.result()
 
 
+async def _blue_green(job: Job) -> None:
+    """Preview, continue, the switch, the scale-down delay, the hand-over; then a green terminated in preview."""
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "green in preview")
+    await job.operate(names.CONTINUE)
+    await job.wait_for(lambda d: d.blue_green is not None and d.blue_green.stage == "switched", "switched")
+    await job.env.sleep(31)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.canary is None, "handed over")
+    await job.edit_image("registry.local/web:3")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.canary is not None and d.canary.revision == 3,
+                       "the next green in preview")
+    await job.operate(names.TERMINATE, OperationRequest(reason="replay"))
+    await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
+    await job.operate(names.DELETE)
+    await job.handle.result()
+
+
+_BLUE_GREEN = {"activeService": "web", "previewService": "web-preview", "autoPromotionEnabled": False,
+               "scaleDownDelaySeconds": 30}
+
+
 _ROUTER = {"routing": "istio", "stableService": "web-stable", "canaryService": "web-canary",
            "istio": {"virtualService": {"name": "web", "routes": ["primary"]}}}
 
@@ -203,6 +225,7 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
         analysis={**_ANALYSIS, "background": {"templates": [{"templateName": "success-rate"}],
                                               "startingStep": 3}})}),
     "router": (_router, {"spec": job_spec(traffic=_ROUTER, steps=[{"setWeight": 10}, {"pause": {}}])}),
+    "blue-green": (_blue_green, {"spec": job_spec(steps=[], mode="blueGreen", blueGreen=_BLUE_GREEN)}),
     # max_history_events: the wait for confirm-promotion hands over to a fresh run.
     "webhooks": (_webhooks, {"spec": job_spec(steps=[{"setWeight": 25}, {"setWeight": 50}], webhooks=_WEBHOOKS),
                              "max_history_events": 175}),
