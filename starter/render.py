@@ -144,6 +144,22 @@ def _step_line(step: StepState, current: bool, details: JobDetails, color: bool,
     return f"  > {_BOLD}{text}{_RESET}" if color else f"  > {text}  <- current"
 
 
+def _blue_green_lines(details: JobDetails, now: datetime) -> list[str]:
+    """mode: blueGreen: which revision the active and preview Services serve, and when blue goes."""
+    bg = details.blue_green
+    if bg is None:
+        return []
+    active = f"revision {bg.active_revision}" if bg.active_revision is not None else "-"
+    if bg.scale_down_at is not None and bg.stage is not None and bg.stage.value == "switched":
+        left = max(timedelta(0), bg.scale_down_at - now)
+        active += f" (green; the previous revision stays up {duration(left)} more)"
+    lines = [f"Active:     Service/{printable(bg.active_service)} -> {active}"]
+    if bg.preview_service is not None:
+        preview = f"revision {bg.preview_revision}" if bg.preview_revision is not None else "nothing in preview"
+        lines.append(f"Preview:    Service/{printable(bg.preview_service)} -> {preview}")
+    return lines
+
+
 def render_details(details: JobDetails, now: datetime, *, color: bool = False) -> str:
     """``canaryctl get``: what the job is, where its release stands, what runs where."""
     weight = f"{details.weight}%"
@@ -159,6 +175,7 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
         f"Workload:   Deployment/{details.workload}",
         f"Weight:     {weight}",
     ]
+    lines.extend(_blue_green_lines(details, now))
     if details.routing != "replicaRatio":
         # What the router's object holds, read back after the job's last write: per route, stable/canary.
         held = ", ".join(f"{printable(r.route)} {r.stable}/{r.canary}" for r in details.routes) or "not set up yet"

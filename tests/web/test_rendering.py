@@ -159,3 +159,13 @@ def test_hostile_text_from_specs_and_providers_stays_text() -> None:
     text = "".join(parsed.text)
     assert text.count(HOSTILE) >= 4  # the gate, the run's reason, the template name, the point's title
     assert cells(metric_row(page, "success-rate"))[1] == "inconclusive"
+
+
+def test_a_blue_green_job_shows_what_its_services_serve() -> None:
+    assert 'id="active-service"' not in live()
+    page = live(mode="blueGreen", steps=[], current_step=None, blue_green={
+        "active_service": "web", "active_revision": 1, "preview_service": "web-preview", "preview_revision": 2,
+        "stage": "preview"})
+    assert re.search(r'id="job-mode">blueGreen<', page)
+    assert re.search(r'id="active-service">web: revision 1</dd>', page)
+    assert re.search(r'id="preview-service">web-preview: revision 2</dd>', page)
