@@ -221,6 +221,15 @@ class JobSpec(DeliveryRules):
     workload: WorkloadRef
     mode: DeliveryMode = DeliveryMode.CANARY
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blue_green_given(cls, data: Any) -> Any:
+        # Before the fields: without it, a blue-green job with no steps would first be told it needs steps.
+        if isinstance(data, dict) and data.get("mode") == DeliveryMode.BLUE_GREEN and (
+                data.get("blueGreen", data.get("blue_green")) is None):
+            raise ValueError("blueGreen: required with mode: blueGreen (at least blueGreen.activeService)")
+        return data
+
     @model_validator(mode="after")
     def _mode_fits(self) -> JobSpec:
         if self.mode is DeliveryMode.BLUE_GREEN and self.blue_green is None:
