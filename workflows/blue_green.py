@@ -108,7 +108,7 @@ class BlueGreenRelease:
         """
         wf = self.wf
         if not resume or self.bg.stage is None:
-            self.bg.stage = None
+            self.bg.stage, self.bg.pre_promotion_passed = None, False
             stable = self.state.stable
             assert stable is not None
             # The active Service selects the same pods as before, now by blue's ReplicaSet alone.
@@ -154,7 +154,7 @@ class BlueGreenRelease:
             behind = f" behind Service {preview}" if preview else ""
             wf._event("preview", f"revision {canary.revision} is up at full size ({replicas} pods){behind}; "
                       f"Service {self.spec.active_service} still selects revision {self.bg.active_revision}")
-        wf._set_phase(Phase.PROGRESSING)
+            wf._set_phase(Phase.PROGRESSING)
 
     # -- 2. the gate ---------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class BlueGreenRelease:
 
     async def _pre_promotion_analysis(self) -> None:
         ref = self.spec.pre_promotion_analysis
-        if ref is None:
+        if ref is None or self.bg.pre_promotion_passed:
             return
         phase, reason = await self._analysis(ref, "pre-promotion analysis", GATE_INTERRUPTS)
         if phase is MetricPhase.FAILED:
@@ -180,6 +180,7 @@ class BlueGreenRelease:
         if phase is not MetricPhase.SUCCESSFUL:
             await self.wf._wait_for_decision(f"pre-promotion analysis inconclusive: {reason}",
                                              only=BEFORE_PROMOTION_INTERRUPTS)
+        self.bg.pre_promotion_passed = True
 
     async def _analysis(self, ref: AnalysisRef, label: str, only: frozenset[Interrupt]) -> tuple[MetricPhase, str]:
         """Run (or, after continue-as-new, resume) one analysis to its verdict."""
@@ -209,9 +210,10 @@ class BlueGreenRelease:
         if spec.auto_promotion_enabled and spec.auto_promotion_seconds is None:
             return
         timeout = timedelta(seconds=spec.auto_promotion_seconds) if spec.auto_promotion_seconds else None
-        resumed_until = self.state.pause_until if self.state.phase == Phase.PAUSED else None
-        if resumed_until is not None and timeout is not None:
-            timeout = max(timedelta(seconds=1), resumed_until - workflow.now())
+        if self.state.phase == Phase.PAUSED and self.state.pause_reason is not None:
+            # Resumed by a fresh run at this very gate: same gate, and a timer keeps its end.
+            if timeout is not None and self.state.pause_until is not None:
+                timeout = max(timedelta(seconds=1), self.state.pause_until - workflow.now())
         else:
             self.state.gate += 1
             self.state.pause_until = workflow.now() + timeout if timeout is not None else None
@@ -338,6 +340,7 @@ def _rest(state: JobState) -> None:
     """Between releases: the Services have their own selectors, nothing in preview."""
     bg = state.blue_green
     bg.stage, bg.active_revision, bg.preview_revision, bg.scale_down_at = None, None, None, None
+    bg.pre_promotion_passed = False
 
 
 async def settle(wf: CanaryJobWorkflow) -> None:

@@ -122,6 +122,8 @@ class BlueGreenState(_Model):
     """
 
     stage: BlueGreenStage | None = None
+    # The pre-promotion analysis passed (or a human continued past it): a resumed gate does not rerun it.
+    pre_promotion_passed: bool = False
     active_revision: int | None = None
     preview_revision: int | None = None
     scale_down_at: datetime | None = None  # when blue goes, once the active Service selects green

@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 
 from starter import client as canary_client
 from starter.errors import InvalidInput
-from tests.workflow.conftest import Job, job_spec
+from tests.workflow.conftest import HOPS, Job, job_spec
 from tests.workflow.fake_kube import FakeKube, template_hash
 from tests.workflow.fake_services import Switch
 from workflows import names
@@ -326,3 +326,23 @@ async def test_a_failed_post_promotion_analysis_switches_back_within_the_delay(s
     assert kube.canary_replicas == 0 and kube.stable_log == ["registry.local/web:1"]
     assert (await job.versions()).history[0].outcome == Outcome.FAILED
     never_without_pods(job)
+
+
+@HOPS
+async def test_a_fresh_run_resumes_the_gate_without_measuring_again(start_job) -> None:
+    job: Job = await start_job(FakeKube(), analysed(prePromotionAnalysis=REF, autoPromotionEnabled=False,
+                                                    scaleDownDelaySeconds=0), max_history_events=40)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    first_run = (await job.handle.describe()).run_id
+    job.kube.metrics.set("success-rate", 0.999)
+    await job.edit_image("registry.local/web:2")
+    gate = await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.pause_reason is not None
+                              and "continue" in d.pause_reason, "the gate after the analysis")
+    await job.wait_for(lambda d: True, "a query on the newest run")
+    assert (await job.handle.describe()).run_id != first_run  # handed over on the way
+    assert gate.blue_green is not None and gate.blue_green.preview_revision == 2
+    await job.operate(names.CONTINUE)
+    done = await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.stable is not None
+                              and d.stable.revision == 2, "promoted")
+    assert job.kube.metrics.taken("success-rate") == 3  # one analysis, never run again
+    assert sum(1 for e in done.events if e.kind == "preview") == 1
