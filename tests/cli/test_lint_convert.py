@@ -131,7 +131,8 @@ def test_convert_blue_green_keeps_argo_field_names(tmp_path: Path) -> None:
     assert job["blueGreen"] == {
         "activeService": "web", "previewService": "web-preview", "autoPromotionEnabled": False,
         "scaleDownDelaySeconds": 120, "prePromotionAnalysis": {
-            "templates": [{"templateName": "success-rate"}], "args": [{"name": "service-name", "value": "web-preview"}]}}
+            "templates": [{"templateName": "success-rate"}],
+            "args": [{"name": "service-name", "value": "web-preview"}]}}
     assert [t["name"] for t in job["analysis"]["templates"]] == ["success-rate"]
     assert any(note.startswith("strategy.blueGreen.autoPromotionSeconds: ignored by Argo") for note in notes)
     assert "strategy.blueGreen.previewReplicaCount: no counterpart, dropped" in notes
