@@ -21,6 +21,7 @@ from tests.e2e.conftest import Shop, until
 from tests.kube_helpers import service
 from workflows import names
 from workflows.models import OperationRequest, Outcome, Phase, RollbackRequest
+from workflows.spec import workflow_id
 
 pytestmark = pytest.mark.cluster
 
@@ -100,7 +101,7 @@ async def test_preview_then_one_switch_then_the_deployment_takes_over(shop: Shop
     assert preview_service.metadata.labels == {"canary-delivery.dev/job": "web"}
     assert [p.port for p in preview_service.spec.ports] == [80]
 
-    await operate(shop, names.CONTINUE)
+    await operate(shop, names.PROMOTE)
     switched = await shop.wait(lambda d: d.blue_green is not None and d.blue_green.stage == "switched", "switched")
     assert switched.blue_green is not None and switched.blue_green.active_revision == 2
     await serves(shop, "web", [V2] * 4, "the active Service on green")
@@ -159,6 +160,30 @@ async def test_terminate_leaves_the_active_service_and_a_rollback_in_the_delay_i
     versions = await canary.versions(shop.temporal, shop.namespace, "web")
     assert [(v.revision, v.outcome) for v in versions.history[:2]] == [(3, Outcome.ROLLED_BACK),
                                                                       (2, Outcome.TERMINATED)]
+
+
+async def test_delete_in_preview_gives_the_users_services_back(shop: Shop, selectors) -> None:
+    shop.core.create_namespaced_service(shop.namespace, service("web-preview", selector={"app": "web"}))
+    await shop.apply(**blue_green(autoPromotionEnabled=False))
+    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
+    shop.set_image(V2)
+    await shop.wait(lambda d: d.phase == Phase.PAUSED and d.blue_green is not None
+                    and d.blue_green.preview_revision == 2, "green in preview")
+    await serves(shop, "web-preview", [V2] * 4, "the user's preview Service narrowed to green")
+    narrowed = shop.core.read_namespaced_service("web-preview", shop.namespace)
+    assert narrowed.metadata.annotations["canary-delivery.dev/selector"] == '{"app": "web"}'
+
+    await operate(shop, names.DELETE)
+    handle = shop.temporal.get_workflow_handle(workflow_id(shop.namespace, "web"))
+    assert await asyncio.wait_for(handle.result(), 60) == "deleted"
+    assert shop.canary_replicas() == 0
+    for name in ("web", "web-preview"):
+        given_back = shop.core.read_namespaced_service(name, shop.namespace)  # the user's: kept
+        assert given_back.spec.selector == {"app": "web"}
+        assert "canary-delivery.dev/selector" not in (given_back.metadata.annotations or {})
+    await serves(shop, "web", [V1] * 4, "the active Service on the Deployment given back")
+    assert not shop.workload().spec.paused
+    assert [sorted(s) for s in selectors] == [["app"], ["app", HASH], ["app"]]
 
 
 async def test_services_that_cannot_carry_the_release_are_refused_naming_the_field(shop: Shop) -> None:
