@@ -166,9 +166,11 @@ class BlueGreenRelease:
         except Interrupted as interrupted:
             if interrupted.kind is not Interrupt.PROMOTE:
                 raise
-            by = self.wf._promote.actor if self.wf._promote else None
+        if self.wf._promote is not None:
+            # Asked for while green came up, or at the gate: it is the switch, which comes now.
+            by = self.wf._promote.actor
             self.wf._promote = None
-            self.wf._event("promote", f"revision {canary.revision}: the gate skipped by promote", by)
+            self.wf._event("promote", f"revision {canary.revision}: switched by promote", by)
 
     async def _pre_promotion_analysis(self) -> None:
         ref = self.spec.pre_promotion_analysis
@@ -185,6 +187,7 @@ class BlueGreenRelease:
     async def _analysis(self, ref: AnalysisRef, label: str, only: frozenset[Interrupt]) -> tuple[MetricPhase, str]:
         """Run (or, after continue-as-new, resume) one analysis to its verdict."""
         wf = self.wf
+        wf._rules_changed = False  # new rules are read as they come; nothing to resume, no hand-over to block
         resumed = self.state.step_analyses[-1] if self.state.step_analyses else None
         if resumed is not None and not resumed.stopped and resumed.step is None:
             run = resumed
@@ -223,7 +226,7 @@ class BlueGreenRelease:
                                    if timeout is not None else
                                    f"revision {canary.revision} in preview: waiting for continue or promote")
         wf._set_phase(Phase.PAUSED)
-        wf._rules_changed = False  # new rules apply to this wait as they are read; nothing to resume
+        wf._rules_changed = False  # new rules are read as they come; nothing to resume, no hand-over to block
         evicted = handed_over = False
         try:
             await wf._interruptible(workflow.wait_condition(

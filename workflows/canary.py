@@ -1601,7 +1601,8 @@ class CanaryJobWorkflow:
 
     def _check(self, operation: str, request: OperationRequest) -> None:
         check(operation, request, self.state, f"{self.job.namespace}/{self.job.workload.name}",
-              traffic=self.job.traffic, blue_green=self.job.blue_green_mode)
+              traffic=self.job.traffic, blue_green=self.job.blue_green_mode,
+              services=(bg.active_service, bg.preview_service) if (bg := self.job.blue_green) else None)
 
     def _apply(self, operation: str, request: OperationRequest) -> OperationResult:
         """Record what an accepted operation asks for; the main loop and the release act on it."""

@@ -346,3 +346,19 @@ async def test_a_fresh_run_resumes_the_gate_without_measuring_again(start_job) -
                               and d.stable.revision == 2, "promoted")
     assert job.kube.metrics.taken("success-rate") == 3  # one analysis, never run again
     assert sum(1 for e in done.events if e.kind == "preview") == 1
+
+
+async def test_promote_while_green_comes_up_switches_once_it_is_ready_and_keeps_the_delay(start_job) -> None:
+    kube = FakeKube()
+    kube.broken_images.add("registry.local/web:2")  # not Ready until the test says so
+    job, blue = await attached(start_job, blue_green(autoPromotionEnabled=False, scaleDownDelaySeconds=3600), kube)
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PROGRESSING and kube.canary_replicas == 4, "green coming up")
+    await job.operate(names.PROMOTE)
+    assert kube.services.selects["web"] == (Side.STABLE, blue)  # never onto pods that are not Ready
+    kube.broken_images.clear()
+    switched = await job.wait_for(lambda d: d.blue_green is not None and d.blue_green.stage == "switched",
+                                  "switched once green was Ready, without waiting at the gate")
+    assert switched.phase == Phase.PROGRESSING and kube.replicas == 4  # blue kept for the delay
+    assert [s.ready for s in kube.services.switches if s.side is Side.CANARY and s.service == "web"] == [4]
+    assert not any(write[0] == "prepare_stable" for write in kube.writes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,8 @@ import yaml
 from pydantic import ValidationError
 
 from workflows import names
-from workflows.admission import InvalidOperationInput, check
-from workflows.models import JobState, Phase, UpdateRulesRequest
+from workflows.admission import InvalidOperationInput, OperationRejected, check
+from workflows.models import JobState, Phase, Trigger, UpdateRulesRequest, Version
 from workflows.spec import DeliveryMode, JobSpec, validation_message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,3 +90,15 @@ def test_new_rules_keep_to_the_job_mode() -> None:
         with pytest.raises(InvalidOperationInput) as refused:
             check(names.UPDATE_RULES, request, state, "shop/web", blue_green=mode)
         assert refused.value.field == "rules.blueGreen"
+
+
+def test_the_services_cannot_change_while_a_release_runs() -> None:
+    running = JobState(phase=Phase.PAUSED, canary=None)
+    moved = UpdateRulesRequest(rules={"blueGreen": {"activeService": "web-live"}})
+    check(names.UPDATE_RULES, moved, running, "shop/web", blue_green=True, services=("web", None))
+    running.canary = Version(revision=2, template_hash="abc", images={"app": "web:2"}, trigger=Trigger.EDIT,
+                             started=datetime(2026, 1, 1, tzinfo=UTC))
+    with pytest.raises(OperationRejected, match="cannot change while revision 2"):
+        check(names.UPDATE_RULES, moved, running, "shop/web", blue_green=True, services=("web", None))
+    gate = UpdateRulesRequest(rules={"blueGreen": {"activeService": "web", "autoPromotionEnabled": False}})
+    check(names.UPDATE_RULES, gate, running, "shop/web", blue_green=True, services=("web", None))
