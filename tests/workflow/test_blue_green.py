@@ -362,3 +362,18 @@ async def test_promote_while_green_comes_up_switches_once_it_is_ready_and_keeps_
     assert switched.phase == Phase.PROGRESSING and kube.replicas == 4  # blue kept for the delay
     assert [s.ready for s in kube.services.switches if s.side is Side.CANARY and s.service == "web"] == [4]
     assert not any(write[0] == "prepare_stable" for write in kube.writes)
+
+
+async def test_a_failed_hand_over_puts_blue_back_before_users_leave_green(start_job) -> None:
+    kube = FakeKube()
+    kube.unpromotable_images.add("registry.local/web:2")  # Ready as green, never on the Deployment's pods
+    job, blue = await attached(start_job, job_spec(steps=[], mode="blueGreen", progressDeadline="3s",
+                                                   blueGreen={"activeService": "web", "scaleDownDelaySeconds": 0}),
+                               kube)
+    await job.edit_image("registry.local/web:2")
+    failed = await job.wait_for(lambda d: d.phase == Phase.FAILED, "the hand-over failed", timeout=40)
+    assert "promotion failed" in (failed.last_error or "")
+    assert switched_back(kube) == Switch("web", Side.STABLE, blue, 4)  # blue back at full size first
+    assert kube.stable_log[-1] == "registry.local/web:1" and kube.canary_replicas == 0
+    assert kube.services.selects["web"] is None
+    never_without_pods(job)
