@@ -377,3 +377,12 @@ async def test_a_failed_hand_over_puts_blue_back_before_users_leave_green(start_
     assert kube.stable_log[-1] == "registry.local/web:1" and kube.canary_replicas == 0
     assert kube.services.selects["web"] is None
     never_without_pods(job)
+
+
+def test_the_temporal_ui_details_say_which_revision_users_reach() -> None:
+    from workflows.models import BlueGreenStage, BlueGreenState, JobState
+    from workflows.ui_details import current_details
+
+    assert "Blue-green" not in current_details(JobState())
+    state = JobState(blue_green=BlueGreenState(stage=BlueGreenStage.PREVIEW, active_revision=1, preview_revision=2))
+    assert "**Blue-green:** preview; active revision 1, preview revision 2" in current_details(state)
