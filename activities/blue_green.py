@@ -282,6 +282,8 @@ def _own_selector(service: Obj) -> dict[str, str]:
     if recorded is not None:
         return recorded
     selector = dict((service.get("spec") or {}).get("selector") or {})
+    # Only the job narrows by ReplicaSet hash: one found without its record (removed by hand) is not the user's.
+    selector.pop(HASH_LABEL, None)
     return selector
 
 
