@@ -176,7 +176,7 @@ class BlueGreenRelease:
         ref = self.spec.pre_promotion_analysis
         if ref is None or self.bg.pre_promotion_passed:
             return
-        phase, reason = await self._analysis(ref, "pre-promotion analysis", GATE_INTERRUPTS)
+        phase, reason = await self._analysis(ref, AnalysisKind.PRE_PROMOTION, GATE_INTERRUPTS)
         if phase is MetricPhase.FAILED:
             raise ReleaseFailed(f"pre-promotion analysis failed: {reason}")
         if phase is not MetricPhase.SUCCESSFUL:
@@ -184,15 +184,17 @@ class BlueGreenRelease:
                                              only=BEFORE_PROMOTION_INTERRUPTS)
         self.bg.pre_promotion_passed = True
 
-    async def _analysis(self, ref: AnalysisRef, label: str, only: frozenset[Interrupt]) -> tuple[MetricPhase, str]:
+    async def _analysis(self, ref: AnalysisRef, kind: AnalysisKind,
+                        only: frozenset[Interrupt]) -> tuple[MetricPhase, str]:
         """Run (or, after continue-as-new, resume) one analysis to its verdict."""
         wf = self.wf
+        label = "pre-promotion analysis" if kind is AnalysisKind.PRE_PROMOTION else "post-promotion analysis"
         wf._rules_changed = False  # new rules are read as they come; nothing to resume, no hand-over to block
         resumed = self.state.step_analyses[-1] if self.state.step_analyses else None
-        if resumed is not None and not resumed.stopped and resumed.step is None:
+        if resumed is not None and not resumed.stopped and resumed.kind is kind:
             run = resumed
         else:
-            run = AnalysisRun.start(wf.job.analysis, ref, AnalysisKind.STEP, None, workflow.now())
+            run = AnalysisRun.start(wf.job.analysis, ref, kind, None, workflow.now())
             self.state.step_analyses.append(run)
             wf._event("analysis-started", f"{label}: {', '.join(m.metric.name for m in run.metrics)}")
         handed_over = False
@@ -277,7 +279,7 @@ class BlueGreenRelease:
         try:
             ref = self.spec.post_promotion_analysis
             if ref is not None:
-                phase, reason = await self._analysis(ref, "post-promotion analysis", KEEP_INTERRUPTS)
+                phase, reason = await self._analysis(ref, AnalysisKind.POST_PROMOTION, KEEP_INTERRUPTS)
                 if phase is MetricPhase.FAILED:
                     raise ReleaseFailed(f"post-promotion analysis failed: {reason}")
                 if phase is not MetricPhase.SUCCESSFUL:

@@ -301,7 +301,7 @@ async def test_a_failed_pre_promotion_analysis_never_switches(start_job) -> None
     assert [(s.side, s.template_hash) for s in job.kube.services.switches if s.service == "web"] == [
         (Side.STABLE, blue), (None, None)]
     assert job.kube.canary_replicas == 0 and job.kube.stable_log == ["registry.local/web:1"]
-    assert [a.kind for a in failed.analyses] == ["step"]
+    assert [a.kind for a in failed.analyses] == ["prePromotion"]
 
 
 async def test_a_passed_pre_promotion_analysis_lets_the_switch_happen(start_job) -> None:
