@@ -85,7 +85,7 @@ async def operate(shop: Shop, operation: str, request: OperationRequest | None =
 
 
 async def test_preview_then_one_switch_then_the_deployment_takes_over(shop: Shop, selectors) -> None:
-    await shop.apply(**blue_green(autoPromotionEnabled=False, scaleDownDelaySeconds=5))
+    await shop.apply(**blue_green(autoPromotionEnabled=False, scaleDownDelaySeconds=15))
     await shop.wait(lambda d: d.phase == Phase.HEALTHY, "attached")
     blue_pods = own_pods(shop)
 
