@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.blue_green import BlueGreenActivities
 from activities.informer import DeploymentInformer
 from activities.kube import DeploymentCache, KubeActivities
 from activities.metrics import MetricActivities
@@ -88,19 +89,20 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
                  shutdown_grace: float = 0.0, cache: DeploymentCache | None = None,
                  cached_workflows: int = DEFAULT_CACHED_WORKFLOWS) -> Worker:
-    """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers), metrics and webhooks.
+    """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers, Services), metrics, webhooks.
 
     ``cache``: the worker's informer, whose copies of the Deployments the waits read.
     """
     cel_environment()  # built here, not in the first workflow task that checks a condition
     activities = KubeActivities(api, cache=cache)
     routers = RouterActivities(api)
+    blue_green = BlueGreenActivities(api)
     metrics = MetricActivities(prometheus_address)
     return Worker(
         temporal,
         task_queue=task_queue,
         workflows=[CanaryJobWorkflow],
-        activities=[*activities.all(), *routers.all(), metrics.measure_metric, call_webhook],
+        activities=[*activities.all(), *routers.all(), *blue_green.all(), metrics.measure_metric, call_webhook],
         activity_executor=ThreadPoolExecutor(activity_threads, thread_name_prefix="canary-activity"),
         max_concurrent_activities=activity_threads,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,

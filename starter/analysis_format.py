@@ -30,6 +30,8 @@ def run_title(run: AnalysisView) -> str:
     """``step 2`` or ``background (from step 1)``: which analysis this is, steps counted from 1 as shown."""
     if run.kind is AnalysisKind.STEP:
         return f"step {run.step + 1}" if run.step is not None else "step"
+    if run.kind in (AnalysisKind.PRE_PROMOTION, AnalysisKind.POST_PROMOTION):
+        return "pre-promotion" if run.kind is AnalysisKind.PRE_PROMOTION else "post-promotion"
     return "background" + (f" (from step {run.step + 1})" if run.step is not None else "")
 
 

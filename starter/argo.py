@@ -1,4 +1,7 @@
-"""``canaryctl convert``: an Argo Rollouts ``Rollout`` (and its AnalysisTemplates) as a canary job.
+"""``canaryctl convert``: an Argo Rollouts ``Rollout`` (and its AnalysisTemplates) as a job.
+
+A canary strategy becomes steps; a blueGreen strategy becomes ``mode: blueGreen`` with the same
+field names.
 
 Argo users move over with one command, so the job keeps what has a counterpart (canary steps,
 the workload, the progress deadline, analysis written in the same vocabulary) and every field
@@ -29,6 +32,9 @@ CANARY_NOTES = {
     "pingPong": "pingPong has no counterpart",
     "minPodsPerReplicaSet": "minPodsPerReplicaSet has no counterpart",
 }
+# strategy.blueGreen fields that read the same in a job's blueGreen section.
+BLUE_GREEN_FIELDS = ("activeService", "previewService", "autoPromotionEnabled", "autoPromotionSeconds",
+                     "scaleDownDelaySeconds")
 METRIC_FIELDS = ("name", "interval", "count", "initialDelay", "failureLimit", "inconclusiveLimit",
                  "consecutiveErrorLimit", "successCondition", "failureCondition")
 PROVIDER_FIELDS = {"prometheus": ("address", "query"),
@@ -62,8 +68,9 @@ def convert(documents: list[Any], *, namespace: str | None = None) -> Conversion
     job: Obj = {"name": metadata.get("name"), "namespace": namespace or metadata.get("namespace") or "default"}
     job["workload"] = {"name": _workload(metadata, spec, notes)}
     strategy = spec.get("strategy") or {}
-    if "blueGreen" in strategy:
-        notes.append("strategy.blueGreen: no blue-green mode yet; the job delivers as a canary")
+    if isinstance(strategy.get("blueGreen"), dict):
+        _blue_green(job, spec, strategy["blueGreen"], templates, notes)
+        return Conversion(job, notes)
     canary = strategy.get("canary") or {}
     steps, used = _steps(canary.get("steps") or [], templates, notes)
     job["steps"] = steps or [{"setWeight": 100}]
@@ -77,6 +84,33 @@ def convert(documents: list[Any], *, namespace: str | None = None) -> Conversion
     _analysis(job, canary.get("analysis"), templates, used, notes)
     notes.extend(_unmapped(spec, canary))
     return Conversion(job, notes)
+
+
+def _blue_green(job: Obj, spec: Obj, argo: Obj, templates: dict[str, Obj], notes: list[str]) -> None:
+    """``strategy.blueGreen``: the same field names here (mode: blueGreen); the rest become notes."""
+    job["mode"] = "blueGreen"
+    blue_green: Obj = {key: argo[key] for key in BLUE_GREEN_FIELDS if key in argo}
+    if blue_green.get("autoPromotionEnabled") is False and "autoPromotionSeconds" in blue_green:
+        del blue_green["autoPromotionSeconds"]
+        notes.append("strategy.blueGreen.autoPromotionSeconds: ignored by Argo with autoPromotionEnabled: false, "
+                     "dropped (the job refuses a field that does nothing)")
+    used: set[str] = set()
+    for key in ("prePromotionAnalysis", "postPromotionAnalysis"):
+        if isinstance(argo.get(key), dict):
+            refs = _refs(argo[key], templates, f"strategy.blueGreen.{key}", notes)
+            if refs is not None:
+                used.update(t["templateName"] for t in refs["templates"])
+                blue_green[key] = refs
+    job["blueGreen"] = blue_green
+    if "progressDeadlineSeconds" in spec:
+        job["progressDeadline"] = f"{int(spec['progressDeadlineSeconds'])}s"
+    if used:
+        job["analysis"] = {"templates": [_template(templates[name], notes) for name in sorted(used)]}
+    for key in sorted(set(argo) - set(BLUE_GREEN_FIELDS) - {"prePromotionAnalysis", "postPromotionAnalysis"}):
+        notes.append(f"strategy.blueGreen.{key}: no counterpart, dropped")
+    for key in ("revisionHistoryLimit", "paused", "restartAt", "rollbackWindow", "minReadySeconds"):
+        if key in spec:
+            notes.append(f"spec.{key}: no counterpart, dropped")
 
 
 def _unmapped(spec: Obj, canary: Obj) -> list[str]:

@@ -281,6 +281,8 @@ def _cmd_lint(args: argparse.Namespace) -> int:
                 _out(f"{where}: {line}")
         else:
             steps = f"{len(job.steps)} step" + ("s" if len(job.steps) != 1 else "")
+            if job.blue_green is not None:
+                steps = f"blue-green via Service {job.blue_green.active_service}"
             _out(f"{where}: ok: canary job {job.namespace}/{job.name}, {steps}, Deployment {job.workload.name}")
     if problems:
         print(f"error: {problems} problem{'s' if problems > 1 else ''} in {args.filename}", file=sys.stderr)

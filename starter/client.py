@@ -243,8 +243,8 @@ async def _end_reason(found: _Workflow) -> _Ended:
             reason = f"refused: {_failure_message(failure.cause)}"
             types = _attach_failure_types(failure.cause)
             if ROUTER_CONFIG_INVALID in types:
-                # The router the spec names does not fit the cluster: a bad field, which the job names.
-                fields = sorted(t for t in types if t.startswith("traffic"))
+                # The router (or blue-green Services) the spec names does not fit the cluster: a bad field.
+                fields = sorted(t for t in types if t.startswith(("traffic", "blueGreen")))
                 return _Ended(reason, InvalidInput, fields[0] if fields else "traffic")
             # The second test is for a workflow that does not pass the activity's failure type on.
             if WORKLOAD_NOT_FOUND in types or (not types - {ATTACH_FAILED} and _MISSING_WORKLOAD.search(reason)):

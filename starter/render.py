@@ -156,6 +156,22 @@ def _router_lines(details: JobDetails) -> list[str]:
     return lines
 
 
+def _blue_green_lines(details: JobDetails, now: datetime) -> list[str]:
+    """mode: blueGreen: which revision the active and preview Services serve, and when blue goes."""
+    bg = details.blue_green
+    if bg is None:
+        return []
+    active = f"revision {bg.active_revision}" if bg.active_revision is not None else "-"
+    if bg.scale_down_at is not None and bg.stage is not None and bg.stage.value == "switched":
+        left = max(timedelta(0), bg.scale_down_at - now)
+        active += f" (green; the previous revision stays up {duration(left)} more)"
+    lines = [f"Active:     Service/{printable(bg.active_service)} -> {active}"]
+    if bg.preview_service is not None:
+        preview = f"revision {bg.preview_revision}" if bg.preview_revision is not None else "nothing in preview"
+        lines.append(f"Preview:    Service/{printable(bg.preview_service)} -> {preview}")
+    return lines
+
+
 def render_details(details: JobDetails, now: datetime, *, color: bool = False) -> str:
     """``canaryctl get``: what the job is, where its release stands, what runs where."""
     weight = f"{details.weight}%"
@@ -171,6 +187,7 @@ def render_details(details: JobDetails, now: datetime, *, color: bool = False) -
         f"Workload:   Deployment/{details.workload}",
         f"Weight:     {weight}",
     ]
+    lines.extend(_blue_green_lines(details, now))
     lines += _router_lines(details)
     left = pause_left(details, now)
     if left is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from temporalio import activity
 
+from activities.blue_green import BlueGreenActivities
 from activities.kube import KubeActivities
 from activities.metrics import MetricActivities
 from activities.routers.activities import RouterActivities
@@ -43,7 +44,8 @@ def _table() -> dict[str, tuple[Any, Any]]:
 
 def test_every_real_activity_is_in_the_table_with_its_types() -> None:
     real = _signatures([*KubeActivities.__new__(KubeActivities).all(), MetricActivities().measure_metric,
-                       call_webhook, *RouterActivities.__new__(RouterActivities).all()])
+                       call_webhook, *RouterActivities.__new__(RouterActivities).all(),
+                        *BlueGreenActivities.__new__(BlueGreenActivities).all()])
     assert real == _table()
 
 

@@ -45,10 +45,13 @@ RELEASE_OPERATIONS = (names.CONTINUE, names.PROMOTE, names.TERMINATE)
 
 
 def check(operation: str, request: OperationRequest, state: JobState, workload: str,
-          *, traffic: Traffic | None = None) -> None:
+          *, traffic: Traffic | None = None, blue_green: bool | None = None,
+          services: tuple[str, str | None] | None = None) -> None:
     """Raise :class:`OperationRejected` unless ``operation`` may be applied to the job now.
 
     ``traffic``: the job's traffic policy now; new rules may change it only between releases.
+    ``blue_green``: whether the job's mode is blueGreen; new rules keep to the job's mode.
+    ``services``: a blue-green job's active and preview Services now; they cannot change mid-release.
     """
     phase = state.phase
     if phase == Phase.DELETED:
@@ -64,15 +67,30 @@ def check(operation: str, request: OperationRequest, state: JobState, workload: 
     elif isinstance(request, RollbackRequest):
         _check_revision(request, state)
     elif isinstance(request, UpdateRulesRequest):
-        try:
-            rules = DeliveryRules.model_validate(request.rules)
-        except ValidationError as error:
-            first = field_path(error.errors()[0]["loc"]) if error.errors() else ""
-            raise InvalidOperationInput(f"rules.{first}".rstrip("."), validation_message(error)) from None
-        if traffic is not None and rules.traffic != traffic and state.canary is not None:
-            # The running canary's traffic flows through the current router (or pod ratio) until it ends.
-            raise OperationRejected(f"traffic cannot change while revision {state.canary.revision} is being "
-                                    "delivered; change it after the release ends (or terminate it)")
+        _check_rules(request, state, traffic, blue_green, services)
+
+
+def _check_rules(request: UpdateRulesRequest, state: JobState, traffic: Traffic | None,
+                 blue_green: bool | None, services: tuple[str, str | None] | None) -> None:
+    try:
+        rules = DeliveryRules.model_validate(request.rules)
+    except ValidationError as error:
+        first = field_path(error.errors()[0]["loc"]) if error.errors() else ""
+        raise InvalidOperationInput(f"rules.{first}".rstrip("."), validation_message(error)) from None
+    if blue_green is not None and (rules.blue_green is not None) != blue_green:
+        # The mode is the job's, set when it is applied: new rules keep to it.
+        why = ("the job's mode is blueGreen: its rules need a blueGreen section" if blue_green else
+               "the job's mode is canary: blueGreen is not used")
+        raise InvalidOperationInput("rules.blueGreen", why)
+    new = (rules.blue_green.active_service, rules.blue_green.preview_service) if rules.blue_green else None
+    if services is not None and new is not None and new != services and state.canary is not None:
+        # The running release has narrowed these very Services; it gives them back when it ends.
+        raise OperationRejected(f"blueGreen.activeService and previewService cannot change while revision "
+                                f"{state.canary.revision} is being delivered; change them after the release ends")
+    if traffic is not None and rules.traffic != traffic and state.canary is not None:
+        # The running canary's traffic flows through the current router (or pod ratio) until it ends.
+        raise OperationRejected(f"traffic cannot change while revision {state.canary.revision} is being "
+                                "delivered; change it after the release ends (or terminate it)")
 
 
 def _check_release_operation(operation: str, request: OperationRequest, state: JobState) -> None:

@@ -36,6 +36,9 @@ class AnalysisKind(StrEnum):
 
     STEP = "step"
     BACKGROUND = "background"
+    # mode: blueGreen: before the switch (green in preview), and after it (blue still up).
+    PRE_PROMOTION = "prePromotion"
+    POST_PROMOTION = "postPromotion"
 
 
 class MetricRun(BaseModel):

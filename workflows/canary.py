@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.header_route import HeaderRoute, apply_header_route
     from workflows.models import (
         AttachRequest,
+        BlueGreenView,
         CanaryJobInput,
         CanaryTemplateRequest,
         DetachRequest,
@@ -300,7 +301,7 @@ class CanaryJobWorkflow:
                                             summary="look at the Deployment again")
                 await self._take_over(snapshot)
             elif self.state.canary is None:
-                await self._settle()
+                await self._come_to_rest()
         except ActivityError as error:
             self._on_failure(error, "")
 
@@ -406,6 +407,10 @@ class CanaryJobWorkflow:
 
     async def _detach(self, request: OperationRequest) -> None:
         stable = self.state.stable
+        if self.job.blue_green_mode:
+            from workflows import blue_green  # late: it builds on this module
+
+            await blue_green.release_services(self, request.actor)
         if self.state.routed is not None:
             try:
                 await self._call(port.CLEANUP_ROUTER, self._router_request(self.state.routed),
@@ -674,6 +679,11 @@ class CanaryJobWorkflow:
 
     async def _deliver(self, canary: Version, start: int, *, resume: bool, skip_steps: bool) -> None:
         """The release's way to stable: prepare the canary, run the steps, pass the analysis, promote."""
+        if self.job.blue_green_mode:
+            from workflows.blue_green import BlueGreenRelease  # late: it builds on this module
+
+            await BlueGreenRelease(self).run(canary, resume=resume, skip_steps=skip_steps)
+            return
         if not resume:
             if self.job.traffic.router or self.state.routed is not None:
                 await self._interruptible(self._ensure_router())
@@ -1461,6 +1471,10 @@ class CanaryJobWorkflow:
                 self._event(Outcome.FAILED.value, f"revision {canary.revision}: {reason}")
             self.state.canary_replicas = self.state.weight = self.state.actual_weight = 0
             self._workload_gone(reason)
+            if self.job.blue_green_mode:
+                from workflows import blue_green  # late: it builds on this module
+
+                await blue_green.forget(self)
             self._set_phase(Phase.WORKLOAD_MISSING)
         elif kind == Interrupt.TERMINATE:
             request, self._terminate = self._terminate, None
@@ -1479,6 +1493,19 @@ class CanaryJobWorkflow:
                 outcome, reason = Outcome.SUPERSEDED, "the Deployment's pod template changed again"
             await self._abort(outcome, reason, actor=request.actor if request else None, final=False)
 
+    async def _come_to_rest(self) -> None:
+        """No release: stable at full size, the canary at zero, traffic on stable, in the mode's order.
+
+        Blue-green switches the active Service back to blue before green goes, also when a
+        recovery retries a rollback that failed half-way (green must not vanish under users).
+        """
+        if self.job.blue_green_mode:
+            from workflows import blue_green  # late: it builds on this module
+
+            await blue_green.settle(self)
+        else:
+            await self._settle()
+
     async def _abort(self, outcome: Outcome, reason: str, *, actor: str | None, final: bool = True) -> None:
         """Send all traffic back to stable and scale the canary down; record why."""
         self._set_phase(Phase.ROLLING_BACK)
@@ -1489,7 +1516,7 @@ class CanaryJobWorkflow:
         if outcome == Outcome.FAILED:
             self.state.last_error = f"revision {canary.revision if canary else '?'} failed: {reason}"
         try:
-            await self._settle()
+            await self._come_to_rest()
         except ActivityError as error:
             self._on_failure(error, "rolling back: ")
             return
@@ -1544,12 +1571,17 @@ class CanaryJobWorkflow:
         return ServicesRequest(**dict(self._router_request()), stable_template_hash=stable.template_hash)
 
     async def _check_first_router(self) -> None:
-        """Before attaching: a router that does not fit the cluster means no job, and the field to fix."""
-        if not self.job.traffic.router:
+        """Before attaching: a router (or blue-green Services) that does not fit the cluster means no job."""
+        if not self.job.traffic.router and not self.job.blue_green_mode:
             return
         try:
-            await self._call(port.CHECK_ROUTER, self._router_request(),
-                             summary=f"check the {self.job.traffic.routing} router")
+            if self.job.blue_green_mode:
+                from workflows import blue_green  # late: it builds on this module
+
+                await blue_green.check(self)
+            else:
+                await self._call(port.CHECK_ROUTER, self._router_request(),
+                                 summary=f"check the {self.job.traffic.routing} router")
         except ActivityError as error:
             raise ApplicationError(_failure_message(error), ROUTER_CONFIG_INVALID,
                                    *([field] if (field := _failure_field(error)) else []),
@@ -1725,7 +1757,8 @@ class CanaryJobWorkflow:
 
     def _check(self, operation: str, request: OperationRequest) -> None:
         check(operation, request, self.state, f"{self.job.namespace}/{self.job.workload.name}",
-              traffic=self.job.traffic)
+              traffic=self.job.traffic, blue_green=self.job.blue_green_mode,
+              services=(bg.active_service, bg.preview_service) if (bg := self.job.blue_green) else None)
 
     def _apply(self, operation: str, request: OperationRequest) -> OperationResult:
         """Record what an accepted operation asks for; the main loop and the release act on it."""
@@ -1957,7 +1990,15 @@ class CanaryJobWorkflow:
             created=self.state.created, last_release=_summary(self.state.last_release()),
             routing=self.job.traffic.routing.value, routes=self.state.routes,
             header_routes=self.state.header_routes,
+            blue_green=self._blue_green_view(),
         )
+
+    def _blue_green_view(self) -> BlueGreenView | None:
+        if not self.job.blue_green_mode:
+            return None
+        from workflows import blue_green  # late: it builds on this module
+
+        return blue_green.view(self)
 
     @workflow.query(name=names.VERSIONS_QUERY)
     def versions(self) -> JobVersions:

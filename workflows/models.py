@@ -108,6 +108,28 @@ class Event(_Model):
     actor: str | None = None
 
 
+class BlueGreenStage(StrEnum):
+    """Where a blue-green release is: what a run that continues-as-new picks up again."""
+
+    PREVIEW = "preview"  # green is up at full size behind the preview Service, waiting for its gate
+    SWITCHED = "switched"  # the active Service selects green; blue stays up until the scale-down delay ends
+
+
+class BlueGreenState(_Model):
+    """A blue-green job's Services: which revision each selects, and the release's stage.
+
+    ``active_revision`` None: the active Service has its user's own selector, which selects every
+    pod of the workload (between releases, only the stable version runs).
+    """
+
+    stage: BlueGreenStage | None = None
+    # The pre-promotion analysis passed (or a human continued past it): a resumed gate does not rerun it.
+    pre_promotion_passed: bool = False
+    active_revision: int | None = None
+    preview_revision: int | None = None
+    scale_down_at: datetime | None = None  # when blue goes, once the active Service selects green
+
+
 class JobState(_Model):
     """Everything the job must remember across worker restarts and continue-as-new."""
 
@@ -165,6 +187,8 @@ class JobState(_Model):
     # The header routes the running release's ``setHeaderRoute`` steps put in force; every router
     # write during the steps carries them, and they end with the release (``finish_canary``).
     header_routes: list[HeaderRoute] = Field(default_factory=list)
+    # mode: blueGreen: which revisions its Services select, and where the release is.
+    blue_green: BlueGreenState = Field(default_factory=BlueGreenState)
 
     # -- bookkeeping: every method takes the time, so the workflow passes workflow.now() --------
 
@@ -392,6 +416,17 @@ class OperationResult(_Model):
 # --- queries -------------------------------------------------------------------------------
 
 
+class BlueGreenView(_Model):
+    """What a blue-green job's Services serve: the revision each selects, and when blue goes."""
+
+    active_service: str
+    active_revision: int | None  # None: no version yet (the job is attaching)
+    preview_service: str | None = None
+    preview_revision: int | None = None  # None: nothing in preview
+    stage: BlueGreenStage | None = None
+    scale_down_at: datetime | None = None
+
+
 class JobDetails(_Model):
     """The ``details`` query: what an operator looks at first."""
 
@@ -431,6 +466,8 @@ class JobDetails(_Model):
     routes: list[RouteWeight] = Field(default_factory=list)
     # The header routes the router holds for the running release (``setHeaderRoute``).
     header_routes: list[HeaderRoute] = Field(default_factory=list)
+    # mode: blueGreen: which revision the active and preview Services serve.
+    blue_green: BlueGreenView | None = None
 
 
 class JobVersions(_Model):

@@ -33,6 +33,7 @@ from workflows.models import (
     WriteTemplateRequest,
 )
 from workflows.routing import RouterRequest, RouterWeights, ServicesRequest, SetWeightRequest
+from workflows.service_selection import BlueGreenServices, RestoreRequest, Selection, SelectRequest
 from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
 from workflows.verdict import Measurement
 from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult
@@ -91,4 +92,14 @@ _KUBE = (
     WATCH_WORKLOAD, LABEL_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
     SHIFT_REPLICAS, READ_SIDES, PROMOTE_HELD,
 )
-ALL: tuple[Activity[object, object], ...] = (*_KUBE, *ROUTER)  # type: ignore[arg-type]
+_ALL_BUT_MODES: tuple[Activity[object, object], ...] = (*_KUBE, *ROUTER)  # type: ignore[arg-type]
+
+# Blue-green mode (activities/blue_green.py): aim the active and preview Services at one version.
+CHECK_BLUE_GREEN = Activity[BlueGreenServices, None]("check_blue_green", BlueGreenServices, None)
+SELECT_PODS = Activity("select_pods", SelectRequest, Selection)
+RESTORE_SERVICES = Activity[RestoreRequest, None]("restore_services", RestoreRequest, None)
+
+BLUE_GREEN: tuple[Activity[object, object], ...] = (
+    CHECK_BLUE_GREEN, SELECT_PODS, RESTORE_SERVICES,
+)  # type: ignore[assignment]
+ALL: tuple[Activity[object, object], ...] = (*_ALL_BUT_MODES, *BLUE_GREEN)

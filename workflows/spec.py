@@ -18,11 +18,13 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from workflows.analysis_spec import Analysis, AnalysisStep, check_step_refs
+from workflows.blue_green_spec import BlueGreen, blue_green_problems
 from workflows.fields import (
     NAME_PATTERN,
     Duration,
@@ -47,9 +49,10 @@ class PauseTimeoutAction(StrEnum):
 
 
 class DeliveryMode(StrEnum):
-    """How a new version meets traffic. Only canary exists yet; blue-green has its place here."""
+    """How a new version meets traffic: step by step (canary), or all at once by a switch (blue-green)."""
 
     CANARY = "canary"
+    BLUE_GREEN = "blueGreen"
 
 
 class Pause(_Strict):
@@ -142,7 +145,9 @@ def describe_step(step: AnyStep) -> str:
 class DeliveryRules(_Strict):
     """The part of a job that ``update-rules`` may change while a release runs."""
 
-    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    # Before ``steps``, so the steps' validator knows whether the job has any (blue-green has none).
+    blue_green: BlueGreen | None = Field(default=None, alias="blueGreen")
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS, validate_default=True)
     traffic: Traffic = Traffic()
     progress_deadline: Duration = Field(default=timedelta(minutes=10), alias="progressDeadline")
     on_pause_timeout: PauseTimeoutAction = Field(default=PauseTimeoutAction.CONTINUE, alias="onPauseTimeout")
@@ -173,6 +178,13 @@ class DeliveryRules(_Strict):
                         f"known steps: {', '.join(STEP_KINDS)}")
         return value
 
+    @field_validator("steps")
+    @classmethod
+    def _some_steps(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        if not value and info.data.get("blue_green") is None:
+            raise ValueError("List should have at least 1 item after validation: a canary release needs steps")
+        return value
+
     @field_validator("progress_deadline")
     @classmethod
     def _deadline(cls, value: timedelta) -> timedelta:
@@ -183,12 +195,23 @@ class DeliveryRules(_Strict):
     @model_validator(mode="after")
     def _analysis_refs(self) -> DeliveryRules:
         # Each message names its field (steps.N.analysis..., analysis.background...).
-        check_step_refs(self.analysis, self.steps)
+        if self.blue_green is None:  # blue-green has no steps; its own check names its analyses
+            check_step_refs(self.analysis, self.steps)
         return self
 
     @model_validator(mode="after")
     def _traffic_fits(self) -> DeliveryRules:
         problems = traffic_problems(self.traffic) + header_route_problems(self.steps, self.traffic)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _blue_green_fits(self) -> DeliveryRules:
+        if self.blue_green is None:
+            return self
+        problems = blue_green_problems(self.blue_green, steps=self.steps, traffic=self.traffic,
+                                       analysis=self.analysis, webhook_types=[hook.type for hook in self.webhooks])
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -235,6 +258,28 @@ class JobSpec(DeliveryRules):
     namespace: str = Field(default="default", pattern=NAME_PATTERN, max_length=63)
     workload: WorkloadRef
     mode: DeliveryMode = DeliveryMode.CANARY
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blue_green_given(cls, data: Any) -> Any:
+        # Before the fields: without it, a blue-green job with no steps would first be told it needs steps.
+        if isinstance(data, dict) and data.get("mode") == DeliveryMode.BLUE_GREEN and (
+                data.get("blueGreen", data.get("blue_green")) is None):
+            raise ValueError("blueGreen: required with mode: blueGreen (at least blueGreen.activeService)")
+        return data
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> JobSpec:
+        if self.mode is DeliveryMode.BLUE_GREEN and self.blue_green is None:
+            raise ValueError("blueGreen: required with mode: blueGreen (at least blueGreen.activeService)")
+        if self.mode is DeliveryMode.CANARY and self.blue_green is not None:
+            raise ValueError("blueGreen: only used with mode: blueGreen (the mode is canary)")
+        return self
+
+    @property
+    def blue_green_mode(self) -> bool:
+        """Whether releases switch Services (blue-green) rather than walk steps (canary)."""
+        return self.mode is DeliveryMode.BLUE_GREEN
 
     @property
     def rules(self) -> DeliveryRules:

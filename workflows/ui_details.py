@@ -38,6 +38,11 @@ def current_details(state: JobState) -> str:
         f"**Stable:** {_version(state.stable)}",
         f"**Canary:** {_version(state.canary)}",
     ]
+    bg = state.blue_green
+    if bg.stage is not None:
+        # mode: blueGreen, mid-release: which revision users reach, and which one waits in preview.
+        lines.append(f"**Blue-green:** {bg.stage.value}; active revision {bg.active_revision}, preview revision "
+                     f"{bg.preview_revision if bg.preview_revision is not None else '-'}")
     if state.last_error:
         lines.append(f"**Last error:** {state.last_error}")
     return "\n".join(lines)

@@ -125,3 +125,20 @@ def test_a_followed_release_that_is_terminated_is_named_with_its_reason() -> Non
     # Terminated with the release nowhere to be found: still a failure, never a wait to the timeout.
     lost = details(phase="terminated", last_error="error rate")
     assert judge(lost, Target(release=2), JobVersions(stable=None, canary=None, history=[])).status == 1  # type: ignore[union-attr]
+
+
+def test_convert_blue_green_keeps_argo_field_names(tmp_path: Path) -> None:
+    job, notes = convert("blue-green.yaml")
+    assert job["mode"] == "blueGreen" and "steps" not in job
+    assert job["blueGreen"] == {
+        "activeService": "web", "previewService": "web-preview", "autoPromotionEnabled": False,
+        "scaleDownDelaySeconds": 120, "prePromotionAnalysis": {
+            "templates": [{"templateName": "success-rate"}],
+            "args": [{"name": "service-name", "value": "web-preview"}]}}
+    assert [t["name"] for t in job["analysis"]["templates"]] == ["success-rate"]
+    assert any(note.startswith("strategy.blueGreen.autoPromotionSeconds: ignored by Argo") for note in notes)
+    assert "strategy.blueGreen.previewReplicaCount: no counterpart, dropped" in notes
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    linted = canaryctl("lint", "-f", "job.yaml", cwd=tmp_path, env=NOWHERE)
+    assert linted.returncode == 0, linted.stdout
+    assert linted.stdout == "job.yaml: ok: canary job shop/web, blue-green via Service web, Deployment web\n"

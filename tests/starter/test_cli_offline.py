@@ -137,7 +137,8 @@ def test_update_rules_bad_file_in_process(tmp_path: Path, capsys: pytest.Capture
     (tmp_path / "rules.yaml").write_text("steps: [{setWeight: 50}, {jump: 3}]\n")
     assert main(["update-rules", "web", "-f", str(tmp_path / "rules.yaml")]) == 2
     err = capsys.readouterr().err
-    assert err == "error: steps: step 2: unknown step 'jump'; known steps: setWeight, pause, setCanaryScale, analysis\n"
+    assert err == ("error: steps: step 2: unknown step 'jump'; known steps: setWeight, pause, setCanaryScale, "
+                   "analysis, setHeaderRoute\n")
 
 
 def test_stdin_job(tmp_path: Path) -> None:

@@ -133,3 +133,19 @@ def test_jobs_table_and_helpers() -> None:
     two = version(1, "x", images={"sidecar": "envoy:1", "app": "web:2"})
     assert images(two) == "app=web:2,sidecar=envoy:1"  # one table cell
     assert image_pairs(two.images) == "app=web:2, sidecar=envoy:1"
+
+
+def test_blue_green_details_say_what_each_service_serves() -> None:
+    plain = render_details(details(), NOW)
+    assert "Active:" not in plain and "Preview:" not in plain
+    previewing = render_details(details(mode="blueGreen", steps=[], current_step=None, blue_green={
+        "active_service": "web", "active_revision": 1, "preview_service": "web-preview", "preview_revision": 2,
+        "stage": "preview"}), NOW)
+    assert "Mode:       blueGreen" in previewing
+    assert "Active:     Service/web -> revision 1" in previewing
+    assert "Preview:    Service/web-preview -> revision 2" in previewing
+    switched = render_details(details(mode="blueGreen", steps=[], current_step=None, blue_green={
+        "active_service": "web", "active_revision": 2, "preview_service": None, "stage": "switched",
+        "scale_down_at": NOW + timedelta(seconds=30)}), NOW)
+    assert "Active:     Service/web -> revision 2 (green; the previous revision stays up 30s more)" in switched
+    assert "Preview:" not in switched

@@ -139,3 +139,11 @@ def test_json_output_carries_the_analysis_and_the_gate_reason() -> None:
     assert [(m["phase"], m["value"], m["message"]) for m in success["measurements"]] == [
         ("successful", 0.995, ""), ("inconclusive", None, "no requests in 1m")]
     assert background["kind"] == "background" and background["metrics"][0]["status"]["errors"] == 1
+
+
+def test_blue_green_analyses_are_named_for_when_they_run() -> None:
+    before = view(AnalysisKind.PRE_PROMOTION, None, [(metric("success-rate", count=3), measured((S, 0.995)))])
+    after = view(AnalysisKind.POST_PROMOTION, None, [(metric("success-rate", count=3), measured((F, 0.90)))])
+    lines = render_details(details(analyses=[before, after]), NOW).splitlines()
+    assert any(line.startswith("  pre-promotion  ") for line in lines)
+    assert any(line.startswith("  post-promotion  failed") for line in lines)

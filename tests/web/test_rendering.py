@@ -194,3 +194,13 @@ def test_router_names_from_the_rules_are_escaped() -> None:
         "virtualService": {"name": "web", "routes": ["<b>x</b>"]}}}},
                 routes=[{"route": "<b>x</b>", "stable": 100, "canary": 0}])
     assert "<b>x</b>" not in page and html.escape("<b>x</b>") in page
+
+
+def test_a_blue_green_job_shows_what_its_services_serve() -> None:
+    assert 'id="active-service"' not in live()
+    page = live(mode="blueGreen", steps=[], current_step=None, blue_green={
+        "active_service": "web", "active_revision": 1, "preview_service": "web-preview", "preview_revision": 2,
+        "stage": "preview"})
+    assert re.search(r'id="job-mode">blueGreen<', page)
+    assert re.search(r'id="active-service">web: revision 1</dd>', page)
+    assert re.search(r'id="preview-service">web-preview: revision 2</dd>', page)

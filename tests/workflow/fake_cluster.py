@@ -33,6 +33,7 @@ from activities.templates import images, template_hash, user_template
 from tests.workflow.fake_hooks import FakeHooks
 from tests.workflow.fake_metrics import FakeMetrics
 from tests.workflow.fake_router import FakeRouter
+from tests.workflow.fake_services import FakeServices
 from workflows.analysis_spec import MEASURE_METRIC_ACTIVITY, MeasureRequest
 from workflows.images import validate_image
 from workflows.models import (
@@ -154,6 +155,8 @@ class FakeCluster:
         self.metrics = FakeMetrics()
         self.hooks = FakeHooks()
         self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: None)
+        # Blue-green Services: this fake models release safety, not Services; every pod counts as Ready.
+        self.services = FakeServices(lambda side, hash_: 1, lambda: 1, lambda kind, value: None)
         self.create(self.initial_template(image), replicas, why="initial")
 
     @staticmethod
@@ -276,7 +279,7 @@ class FakeCluster:
         """Every ``@activity.defn`` method of this class, bound, and the router's: adding one is adding a method."""
         return [*(getattr(self, name) for name in dir(type(self))
                   if hasattr(getattr(type(self), name), "__temporal_activity_definition")),
-                *self.router.activities()]
+                *self.router.activities(), *self.services.activities()]
 
     @activity.defn(name=MEASURE_METRIC_ACTIVITY)
     async def measure_metric(self, req: MeasureRequest) -> Measurement:

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from tests.workflow.fake_hooks import FakeHooks
 from tests.workflow.fake_metrics import FakeMetrics
 from tests.workflow.fake_router import FakeRouter
+from tests.workflow.fake_services import FakeServices
 from workflows.models import (
     AttachRequest,
     CanaryTemplateRequest,
@@ -39,6 +40,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
+from workflows.service_selection import Side
 from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
 
 
@@ -70,6 +72,9 @@ class FakeKube:
         self.hooks = FakeHooks()  # what webhooks answer: scripted statuses, every body kept
         # The job's route (traffic.routing istio or gatewayAPI); its writes join ``writes``.
         self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: self.writes.append((kind, value)))
+        # A blue-green job's active and preview Services; their writes join ``writes`` too.
+        self.services = FakeServices(self._ready_pods, self._all_ready_pods,
+                                     lambda kind, value: self.writes.append((kind, value)))
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -92,6 +97,17 @@ class FakeKube:
         image = self.images(self.canary_template)["app"] if self.canary_template else None
         return 0 if image is None or image in self.broken_images else self.canary_replicas
 
+    def _ready_pods(self, side: Side, hash_: str) -> int:
+        """Ready pods of the version ``hash_`` in the Deployment ``side`` names."""
+        if side is Side.CANARY:
+            current = template_hash(self.canary_template) if self.canary_template else None
+            return self._ready_canary_pods() if current == hash_ else 0
+        return self.replicas if template_hash(self.stable_template) == hash_ else 0
+
+    def _all_ready_pods(self) -> int:
+        """Ready pods a Service with the workload's own selector picks: both Deployments'."""
+        return self.replicas + self._ready_canary_pods()
+
     def _require(self, request: WorkloadRequest) -> None:
         if not self.exists:
             raise ApplicationError(f"Deployment {request.namespace}/{request.name} not found",
@@ -105,7 +121,7 @@ class FakeKube:
                 self.pause_stable, self.write_template, self.set_image, self.watch_workload, self.label_workload,
                 self.detach_workload, self.hold_stable, self.prepare_stable, self.metrics.measure_metric,
                 self.hooks.call_webhook, self.shift_replicas, self.read_sides, self.promote_held,
-                *self.router.activities()]
+                *self.router.activities(), *self.services.activities()]
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, request: WorkloadRequest) -> WorkloadSnapshot:
@@ -132,12 +148,14 @@ class FakeKube:
     async def scale_canary(self, request: ScaleRequest) -> None:
         self.canary_replicas = request.replicas
         self.writes.append(("scale_canary", request.replicas))
+        self.services.note()
 
     @activity.defn(name="scale_stable")
     async def scale_stable(self, request: ScaleRequest) -> None:
         self._require(request)
         self.replicas = request.replicas
         self.writes.append(("scale_stable", request.replicas))
+        self.services.note()
 
     @activity.defn(name="wait_canary_ready")
     async def wait_canary_ready(self, request: ReadyRequest) -> None:
@@ -171,6 +189,7 @@ class FakeKube:
         else:
             self._run_on_stable_pods(self.template)
             self.writes.append(("hold_stable", replicas))
+        self.services.note()
         return HoldStableResult(displaced=displaced)
 
     @activity.defn(name="hold_stable")

@@ -59,7 +59,8 @@ def test_a_good_spec_reads_and_writes_back_the_same() -> None:
     ({"name": "Web_1"}, "name", "should match pattern"),
     ({"workload": {}}, "workload.name", "Field required"),
     ({"workload": {"name": "web", "kind": "StatefulSet"}}, "workload.kind", "'Deployment'"),
-    ({"mode": "blueGreen"}, "mode", "'canary'"),
+    ({"mode": "blueGreen"}, "", "blueGreen: required with mode: blueGreen"),
+    ({"mode": "rainbow"}, "mode", "'canary' or 'blueGreen'"),
     ({"onPauseTimeout": "explode"}, "onPauseTimeout", "'continue' or 'rollback'"),
     ({"replicas": 3}, "replicas", "Extra inputs"),
 ])
