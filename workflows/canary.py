@@ -149,7 +149,7 @@ PATCH_ONE_ACTIVITY_PER_STEP = "one-activity-per-step"
 USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
                          port.PREPARE_STABLE.name, port.SCALE_STABLE.name, port.PROMOTE_STABLE.name,
                          port.PAUSE_STABLE.name, port.WRITE_TEMPLATE.name, port.SET_IMAGE.name,
-                         port.PROMOTE_HELD.name, port.GROW_STABLE.name})
+                         port.PROMOTE_HELD.name})
 
 
 class Interrupt(IntEnum):

@@ -8,6 +8,7 @@ traffic than its Ready pods were sized for, on the way up, on the way back, and 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from workflows.spec import JobSpec, validation_message
 ISTIO: dict[str, Any] = {"routing": "istio", "stableService": "web-stable", "canaryService": "web-canary",
                          "istio": {"virtualService": {"name": "web", "routes": ["primary"]}}}
 DYNAMIC: dict[str, Any] = {**ISTIO, "dynamicStableScale": True}
+StartJob = Callable[..., Awaitable[Job]]
 STEPS: list[dict[str, Any]] = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 60}, {"pause": {}},
                                {"setWeight": 100}, {"pause": {}}]
 
@@ -47,7 +49,7 @@ async def _gate(job: Job, step: int) -> Any:
 
 
 async def _released(job: Job) -> None:
-    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.routes, "attached, route read")
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and bool(d.routes), "attached, route read")
     await job.edit_image("registry.local/web:2")
 
 
@@ -79,7 +81,7 @@ def test_stable_pods_for_a_weight_round_up_and_keep_one_while_stable_has_weight(
 # -- a release -----------------------------------------------------------------------------------
 
 
-async def test_stable_shrinks_after_the_canary_has_its_weight_and_details_say_so(start_job) -> None:
+async def test_stable_shrinks_after_the_canary_has_its_weight_and_details_say_so(start_job: StartJob) -> None:
     kube = FakeKube(replicas=4)
     job: Job = await start_job(kube, job_spec(traffic=DYNAMIC, steps=STEPS))
     await _released(job)
@@ -104,7 +106,7 @@ async def test_stable_shrinks_after_the_canary_has_its_weight_and_details_say_so
     assert_never_underserved(kube.router, 4)
 
 
-async def test_terminate_grows_stable_back_and_waits_for_it_before_the_weight_returns(start_job) -> None:
+async def test_terminate_grows_stable_back_and_waits_for_it_before_the_weight_returns(start_job: StartJob) -> None:
     kube = FakeKube(replicas=4)
     job: Job = await start_job(kube, job_spec(traffic=DYNAMIC, steps=STEPS))
     await _released(job)
@@ -127,7 +129,7 @@ async def test_terminate_grows_stable_back_and_waits_for_it_before_the_weight_re
     assert (done.actual_weight, done.canary_replicas, done.stable_replicas) == (0, 0, 4)
 
 
-async def test_a_lower_weight_grows_stable_first_then_moves_the_weight(start_job) -> None:
+async def test_a_lower_weight_grows_stable_first_then_moves_the_weight(start_job: StartJob) -> None:
     steps = [{"setWeight": 75}, {"pause": {}}, {"setWeight": 20}, {"pause": {}}]
     kube = FakeKube(replicas=4)
     job: Job = await start_job(kube, job_spec(traffic=DYNAMIC, steps=steps))
@@ -147,7 +149,7 @@ async def test_a_lower_weight_grows_stable_first_then_moves_the_weight(start_job
     assert_never_underserved(kube.router, 4)
 
 
-async def test_a_stable_side_that_cannot_grow_keeps_the_traffic_on_the_canary(start_job) -> None:
+async def test_a_stable_side_that_cannot_grow_keeps_the_traffic_on_the_canary(start_job: StartJob) -> None:
     kube = FakeKube(replicas=4)
     job: Job = await start_job(kube, job_spec(traffic=DYNAMIC, steps=STEPS, progressDeadline="5s"))
     await _released(job)
@@ -172,7 +174,7 @@ async def test_a_stable_side_that_cannot_grow_keeps_the_traffic_on_the_canary(st
 
 
 async def test_promotion_from_a_stable_side_at_zero_brings_the_new_version_up_before_the_route(
-        start_job) -> None:
+        start_job: StartJob) -> None:
     kube = FakeKube(replicas=4)
     job: Job = await start_job(kube, job_spec(traffic=DYNAMIC, steps=STEPS))
     await _released(job)
@@ -192,7 +194,7 @@ async def test_promotion_from_a_stable_side_at_zero_brings_the_new_version_up_be
     assert done.stable is not None and done.stable.images["app"] == "registry.local/web:2"
 
 
-async def test_without_the_flag_a_router_keeps_stable_at_full_size(start_job) -> None:
+async def test_without_the_flag_a_router_keeps_stable_at_full_size(start_job: StartJob) -> None:
     kube = FakeKube(replicas=4)
     job: Job = await start_job(kube, job_spec(traffic=ISTIO, steps=STEPS))
     await _released(job)
@@ -207,10 +209,10 @@ async def test_without_the_flag_a_router_keeps_stable_at_full_size(start_job) ->
     assert not any(kind == "stable_ready" for kind, _ in kube.writes)
 
 
-async def test_turning_the_flag_on_between_releases_keeps_the_route_and_its_services(start_job) -> None:
+async def test_turning_the_flag_on_between_releases_keeps_the_route_and_its_services(start_job: StartJob) -> None:
     kube = FakeKube(replicas=4)
     job: Job = await start_job(kube, job_spec(traffic=ISTIO, steps=STEPS[:4]))
-    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.routes, "attached")
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and bool(d.routes), "attached")
     await job.operate(names.UPDATE_RULES, UpdateRulesRequest(rules={"steps": STEPS[:4], "traffic": DYNAMIC}))
     await job.wait_for(lambda d: any("dynamicStableScale on" in e.message for e in d.events), "the flag taken")
     assert ("router_cleanup", None) not in kube.writes and kube.router.services
