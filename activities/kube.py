@@ -68,7 +68,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
-from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
+from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest, ShiftResult
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "canary-delivery"
@@ -193,7 +193,7 @@ class KubeActivities:
                 self.scale_canary, self.wait_canary_ready, self.scale_stable, self.hold_stable,
                 self.prepare_stable, self.promote_stable, self.pause_stable, self.wait_stable_rolled_out,
                 self.write_template, self.set_image, self.watch_workload,
-                self.shift_replicas, self.read_sides, self.promote_held]
+                self.shift_replicas, self.read_sides, self.promote_held, self.grow_stable]
 
     # -- raw API calls: server JSON in, server JSON out ---------------------------------------
 
@@ -422,6 +422,11 @@ class KubeActivities:
     def promote_held(self, req: HeldPromotionRequest) -> HoldStableResult:
         """The held promotion: Deployment emptied, new ReplicaSet grown and available, canary to zero."""
         return steps.promote_held(self, req)
+
+    @activity.defn(name=port.GROW_STABLE.name)
+    def grow_stable(self, req: GrowStableRequest) -> None:
+        """Stable scaled to ``replicas`` and that many of its pods available (``dynamicStableScale``)."""
+        steps.grow_stable(self, req)
 
     # -- waits: checked again on every change of the Deployment, until the activity's deadline ------
 

@@ -27,7 +27,7 @@ from workflows.models import (
     StableRevisionRequest,
     WorkloadRequest,
 )
-from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
+from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest, ShiftResult
 
 if TYPE_CHECKING:
     from activities.kube import KubeActivities
@@ -62,6 +62,23 @@ def shift_replicas(kube: KubeActivities, req: ShiftRequest) -> ShiftResult:
                 stage()
                 progress.mark(name)
         return ShiftResult(canary=req.canary, stable=req.stable)
+
+
+def grow_stable(kube: KubeActivities, req: GrowStableRequest) -> None:
+    """Scale the stable side to ``req.replicas``, then wait until that many of its pods are available.
+
+    What a router's job with ``dynamicStableScale`` does before weight moves back to stable: the
+    route may only send the stable Service what Ready pods can answer. The wait is the held
+    promotion's (judged by the stable version's ReplicaSet, whatever template the paused
+    Deployment holds), so its last "not yet" names the pod problem, and a retry that finds
+    the write done only waits.
+    """
+    with tracked() as progress:
+        if "scaled" not in progress.done:
+            kube._scale_stable(ScaleRequest(**_ref(req), replicas=req.replicas, known_hash=req.known_hash))
+            progress.mark("scaled")
+        kube.wait_stable_rolled_out(RolloutRequest(**_ref(req), replicas=req.replicas,
+                                                   template_hash=req.template_hash, held=True))
 
 
 def read_sides(kube: KubeActivities, req: WorkloadRequest) -> ShiftResult:

@@ -150,7 +150,9 @@ def _router_lines(details: JobDetails) -> list[str]:
     if details.routing == "replicaRatio":
         return []
     held = ", ".join(f"{printable(r.route)} {r.stable}/{r.canary}" for r in details.routes) or "not set up yet"
-    lines = [f"Router:     {details.routing} (stable/canary: {held})"]
+    lines = [f"Router:     {details.routing} (stable/canary: {held})",
+             # Beside each other, not shares of one count: stable shrinks only with dynamicStableScale.
+             f"Pods:       {details.stable_replicas} stable, {details.canary_replicas} canary"]
     # A/B routes of the running release: requests that match go to the canary at any weight.
     lines += [f"Header:     {printable(describe_header_route(route))}" for route in details.header_routes]
     return lines

@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         canary_replicas_for_weight,
         effective_weight,
         resume_index,
+        stable_replicas_for_weight,
     )
     from workflows.routing import RouterRequest, RouterWeights, ServicesRequest, SetWeightRequest
     from workflows.search import CANARY_JOB, CANARY_NAMESPACE, CANARY_PHASE, CANARY_WORKLOAD
@@ -91,7 +92,7 @@ with workflow.unsafe.imports_passed_through():
         describe_step,
         validation_message,
     )
-    from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
+    from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest, ShiftResult
     from workflows.traffic_spec import Traffic
     from workflows.ui_details import current_details
     from workflows.verdict import Measurement, MeasurementPhase, MetricPhase, Verdict
@@ -893,12 +894,58 @@ class CanaryJobWorkflow:
         growing = canary >= self.state.canary_replicas
         if growing and canary > 0:
             await self._grow_canary(canary, label)
+        stable = stable_replicas_for_weight(self.state.replicas, weight) if self._dynamic_stable() else None
+        if stable is not None and (stable > self.state.stable_replicas or weight < self.state.actual_weight):
+            # Weight comes back to stable (or it has too few pods): its pods serve first.
+            await self._grow_stable(max(stable, self.state.stable_replicas), label)
         await self._interruptible(self._route_weight(weight, f"{label}: route {weight}% to the canary"))
+        if stable is not None and stable < self.state.stable_replicas:
+            # Not interruptible: one quick write, so none lands after the rollback that may follow.
+            await self._call(port.SCALE_STABLE, ScaleRequest(**self._ref(), replicas=stable,
+                                                             known_hash=self.state.workload_hash),
+                             summary=f"{label}: scale stable to {stable}")
+            self.state.stable_replicas = stable
         if not growing:
             await self._scale(port.SCALE_CANARY, canary, f"{label}: scale canary to {canary}")
         self.state.canary_replicas = canary
         self.state.canary_target = None
         self._set_phase(Phase.PROGRESSING)
+
+    def _dynamic_stable(self) -> bool:
+        """Whether the router the release runs through sizes the stable side to its weight."""
+        return self.state.routed is not None and self.state.routed.dynamic_stable_scale
+
+    async def _grow_stable(self, replicas: int, label: str, *, interruptible: bool = True) -> None:
+        """``dynamicStableScale``: stable to ``replicas`` pods, waited for until that many are available.
+
+        Interruptible inside a step: cut short, the attempt is cancelled and waited for, then both
+        sides are read, as for a step's shift. The end of a release waits it out instead: the
+        route must not send stable its traffic back before its pods serve.
+        """
+        stable = self.state.stable
+        assert stable is not None
+        request = GrowStableRequest(**self._ref(), replicas=replicas, template_hash=stable.template_hash,
+                                    known_hash=self.state.workload_hash)
+        started = False
+
+        async def grow() -> None:
+            nonlocal started
+            started = True
+            await workflow.execute_activity(
+                port.GROW_STABLE.name, request, **self._wait_options(),
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{label}: stable to {replicas}, available")
+
+        if not interruptible:
+            await grow()
+        else:
+            try:
+                await self._interruptible(grow())
+            except Interrupted:
+                if started:
+                    await self._read_sides()
+                raise
+        self.state.stable_replicas = replicas
 
     async def _header_route_step(self, index: int, step: SetHeaderRouteStep) -> None:
         """``setHeaderRoute``: requests that match go to the canary, whatever the weight; no match removes it.
@@ -1536,6 +1583,9 @@ class CanaryJobWorkflow:
         request = self._ref()
         if self.job.traffic.router or self.state.routed is not None:
             await self._ensure_router()
+            if self._dynamic_stable() and self.state.stable is not None:
+                # The stable side was sized to its weight: all of it serves before it gets all the traffic.
+                await self._grow_stable(self.state.replicas, "roll back", interruptible=False)
             if self.state.routed is not None:
                 try:
                     await self._route_weight(0, "roll back: route 100% to stable")
@@ -1631,6 +1681,13 @@ class CanaryJobWorkflow:
         wanted = self.job.traffic if self.job.traffic.router else None
         previous = self.state.routed
         if wanted == previous:
+            return
+        if wanted is not None and wanted.same_route(previous):
+            # Only dynamicStableScale changed: the same route and Services serve on.
+            self.state.routed = wanted
+            sized = "is sized to its weight" if wanted.dynamic_stable_scale else "keeps its full size"
+            self._event("router", f"dynamicStableScale {'on' if wanted.dynamic_stable_scale else 'off'}: the "
+                        f"stable side {sized} from the next release")
             return
         if previous is not None:
             await self._call(port.CLEANUP_ROUTER, self._router_request(previous),

@@ -19,6 +19,18 @@ def canary_replicas_for_weight(total: int, weight: int) -> int:
     return min(total, max(1, math.ceil(total * weight / 100)))
 
 
+def stable_replicas_for_weight(total: int, weight: int) -> int:
+    """Stable pods for the ``100 - weight`` percent a router leaves it, under ``dynamicStableScale``.
+
+    Rounded up, and at least one while the stable side has any weight, for the same reason a
+    canary with weight gets a pod: a share of the requests with nobody to answer them. At 100 %
+    to the canary the stable side needs none.
+    """
+    if total <= 0 or weight >= 100:
+        return 0
+    return min(total, max(1, -(-total * (100 - max(0, weight)) // 100)))
+
+
 def canary_replicas_for_scale(total: int, scale: CanaryScale) -> int:
     """Canary pods a ``setCanaryScale`` step asks for."""
     if scale.replicas is not None:

@@ -34,7 +34,7 @@ from workflows.models import (
 )
 from workflows.routing import RouterRequest, RouterWeights, ServicesRequest, SetWeightRequest
 from workflows.service_selection import BlueGreenServices, RestoreRequest, Selection, SelectRequest
-from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
+from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest, ShiftResult
 from workflows.verdict import Measurement
 from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult
 
@@ -71,6 +71,8 @@ CALL_WEBHOOK = Activity(CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult)
 SHIFT_REPLICAS = Activity("shift_replicas", ShiftRequest, ShiftResult)
 READ_SIDES = Activity("read_sides", WorkloadRequest, ShiftResult)
 PROMOTE_HELD = Activity("promote_held", HeldPromotionRequest, HoldStableResult)
+# Only a router's job with dynamicStableScale: stable grown back, available, before weight returns.
+GROW_STABLE = Activity[GrowStableRequest, None]("grow_stable", GrowStableRequest, None)
 # Only runs that started before promotions held the Deployment paused call these two.
 PROMOTE_STABLE = Activity[PromoteRequest, None]("promote_stable", PromoteRequest, None)
 PAUSE_STABLE = Activity[WorkloadRequest, None]("pause_stable", WorkloadRequest, None)
@@ -90,7 +92,7 @@ _KUBE = (
     INSPECT_WORKLOAD, ATTACH_WORKLOAD, DETACH_WORKLOAD, PREPARE_CANARY, SCALE_CANARY, WAIT_CANARY_READY,
     SCALE_STABLE, HOLD_STABLE, PREPARE_STABLE, WAIT_STABLE_ROLLED_OUT, WRITE_TEMPLATE, SET_IMAGE,
     WATCH_WORKLOAD, LABEL_WORKLOAD, PROMOTE_STABLE, PAUSE_STABLE, MEASURE_METRIC, CALL_WEBHOOK,
-    SHIFT_REPLICAS, READ_SIDES, PROMOTE_HELD,
+    SHIFT_REPLICAS, READ_SIDES, PROMOTE_HELD, GROW_STABLE,
 )
 _ALL_BUT_MODES: tuple[Activity[object, object], ...] = (*_KUBE, *ROUTER)  # type: ignore[arg-type]
 

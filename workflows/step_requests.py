@@ -32,6 +32,20 @@ class ShiftRequest(WorkloadRequest):
     known_hash: str | None = None
 
 
+class GrowStableRequest(WorkloadRequest):
+    """The stable side to ``replicas`` pods and, before the activity returns, that many available.
+
+    A router's job with ``dynamicStableScale`` runs a stable side sized to its weight; before any
+    weight moves back to it, it grows and its pods must serve first. Only pods of the stable
+    version (``template_hash``) count: paused mid-release, the Deployment already holds the
+    canary's template, which must not pass for stable pods.
+    """
+
+    replicas: int = Field(ge=0)
+    template_hash: str
+    known_hash: str | None = None  # stamped with the write, as in ``ShiftRequest``
+
+
 class ShiftResult(BaseModel):
     """What each side is sized to now (the Deployments' ``spec.replicas``)."""
 

@@ -125,11 +125,23 @@ class Traffic(StrictModel):
     istio: IstioRouting | None = None
     gateway_api: GatewayApiRouting | None = Field(default=None, alias="gatewayAPI")
     nginx: NginxRouting | None = None
+    # Argo Rollouts' name and meaning: with a router, the stable side shrinks to the pods its
+    # share of the weight needs, and grows back (its pods Ready) before weight returns to it.
+    dynamic_stable_scale: bool = Field(default=False, alias="dynamicStableScale")
 
     @property
     def router(self) -> bool:
         """Whether a router (not the replica ratio) sets the weights."""
         return self.routing is not RoutingKind.REPLICA_RATIO
+
+    def same_route(self, other: Traffic | None) -> bool:
+        """Whether ``other`` routes through the same objects, differing at most in how stable is sized.
+
+        ``dynamicStableScale`` changes what the job does with the stable pods, not the route or
+        its Services: turning it on or off between releases must not tear the router down.
+        """
+        return other is not None and (self.model_copy(update={"dynamic_stable_scale": False})
+                                      == other.model_copy(update={"dynamic_stable_scale": False}))
 
     @property
     def subsets(self) -> DestinationRuleRef | None:
@@ -163,6 +175,9 @@ def traffic_problems(traffic: Traffic) -> list[str]:
             problems.append(f"traffic.{section}: only used with routing: {section} (routing is {traffic.routing})")
     if wanted is not None and not given[wanted]:
         problems.append(f"traffic.{wanted}: required with routing: {wanted}")
+    if traffic.dynamic_stable_scale and not traffic.router:
+        problems.append("traffic.dynamicStableScale: only used with a router (routing: istio, gatewayAPI or nginx); "
+                        "with the replica ratio the stable side always shrinks as the canary grows")
     return problems + _service_problems(traffic)
 
 

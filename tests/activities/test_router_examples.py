@@ -32,6 +32,7 @@ def _load(name: str) -> Any:
 
 @pytest.mark.parametrize(("job_file", "route_file", "router"), [
     ("istio-job.yaml", "istio-route.yaml", IstioRouter),
+    ("istio-dynamic-job.yaml", "istio-route.yaml", IstioRouter),
     ("gateway-api-job.yaml", "gateway-api-route.yaml", GatewayApiRouter),
 ])
 def test_a_router_example_is_a_job_whose_route_fits(job_file: str, route_file: str,

@@ -59,6 +59,10 @@ def test_details_text() -> None:
                                     weight=10, actual_weight=10), NOW)
     assert "Weight:     10%, 1 of 5 pods canary" in routed
     assert "Router:     istio (stable/canary: primary 90/10)" in routed
+    shrunk = render_details(details(routing="istio", routes=[{"route": "primary", "stable": 40, "canary": 60}],
+                                    weight=60, actual_weight=60, canary_replicas=3, stable_replicas=2), NOW)
+    assert "Pods:       2 stable, 3 canary" in shrunk.splitlines()  # dynamicStableScale: stable sized to 40 %
+    assert "Pods:" not in text
     assert "Header:" not in routed
     ab = render_details(details(routing="nginx", routes=[{"route": "web-canary", "stable": 100, "canary": 0}],
                                 header_routes=[{"name": "beta", "match": [

@@ -56,7 +56,7 @@ from workflows.models import (
     WorkloadSnapshot,
     WriteTemplateRequest,
 )
-from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
+from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest, ShiftResult
 from workflows.verdict import Measurement
 from workflows.webhook_spec import CALL_WEBHOOK_ACTIVITY, WebhookRequest, WebhookResult
 
@@ -154,7 +154,8 @@ class FakeCluster:
         self.calls: list[tuple[str, int]] = []  # (activity, attempt): what the workflow asked for
         self.metrics = FakeMetrics()
         self.hooks = FakeHooks()
-        self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: None)
+        self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: None,
+                                 lambda: self.deployment.ready_pods if self.deployment else 0)
         # Blue-green Services: this fake models release safety, not Services; every pod counts as Ready.
         self.services = FakeServices(lambda side, hash_: 1, lambda: 1, lambda kind, value: None)
         self.create(self.initial_template(image), replicas, why="initial")
@@ -462,6 +463,14 @@ class FakeCluster:
         if not req.grow:
             await self.scale_canary(canary)
         return ShiftResult(canary=req.canary, stable=req.stable)
+
+    @activity.defn(name="grow_stable")
+    async def grow_stable(self, req: GrowStableRequest) -> None:
+        self._log_call("grow_stable")
+        side = {"namespace": req.namespace, "name": req.name, "job": req.job}
+        await self.scale_stable(ScaleRequest(**side, replicas=req.replicas, known_hash=req.known_hash))
+        await self.wait_stable_rolled_out(RolloutRequest(**side, replicas=req.replicas,
+                                                         template_hash=req.template_hash, held=True))
 
     @activity.defn(name="read_sides")
     async def read_sides(self, req: WorkloadRequest) -> ShiftResult:

@@ -41,7 +41,7 @@ from workflows.models import (
     WriteTemplateRequest,
 )
 from workflows.service_selection import Side
-from workflows.step_requests import HeldPromotionRequest, ShiftRequest, ShiftResult
+from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest, ShiftResult
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -61,6 +61,10 @@ class FakeKube:
         self.paused = False
         self.owner: str | None = None
         self.stable_template = copy.deepcopy(self.template)  # what the running stable pods run
+        # Stable pods Ready now: a shrink takes pods away at once, new ones count only once a wait
+        # for the stable side has seen them (so a route written without that wait is caught).
+        self.ready_stable = replicas
+        self.stable_stuck = False  # new stable pods never become Ready (a wait for them fails)
         self.canary_template: dict[str, Any] | None = None
         self.canary_replicas = 0
         self.broken_images: set[str] = set()  # canaries with these images never become Ready
@@ -71,7 +75,8 @@ class FakeKube:
         self.metrics = FakeMetrics()  # what analysis measures: scripted values, real judgement
         self.hooks = FakeHooks()  # what webhooks answer: scripted statuses, every body kept
         # The job's route (traffic.routing istio or gatewayAPI); its writes join ``writes``.
-        self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: self.writes.append((kind, value)))
+        self.router = FakeRouter(self._ready_canary_pods, lambda kind, value: self.writes.append((kind, value)),
+                                 lambda: self.ready_stable)
         # A blue-green job's active and preview Services; their writes join ``writes`` too.
         self.services = FakeServices(self._ready_pods, self._all_ready_pods,
                                      lambda kind, value: self.writes.append((kind, value)))
@@ -121,7 +126,7 @@ class FakeKube:
                 self.pause_stable, self.write_template, self.set_image, self.watch_workload, self.label_workload,
                 self.detach_workload, self.hold_stable, self.prepare_stable, self.metrics.measure_metric,
                 self.hooks.call_webhook, self.shift_replicas, self.read_sides, self.promote_held,
-                *self.router.activities(), *self.services.activities()]
+                self.grow_stable, *self.router.activities(), *self.services.activities()]
 
     @activity.defn(name="inspect_workload")
     async def inspect_workload(self, request: WorkloadRequest) -> WorkloadSnapshot:
@@ -154,6 +159,7 @@ class FakeKube:
     async def scale_stable(self, request: ScaleRequest) -> None:
         self._require(request)
         self.replicas = request.replicas
+        self.ready_stable = min(self.ready_stable, request.replicas)
         self.writes.append(("scale_stable", request.replicas))
         self.services.note()
 
@@ -177,6 +183,10 @@ class FakeKube:
             raise ApplicationError("stable not rolled out", type="StableNotRolledOut")
         if self.images(self.stable_template)["app"] in self.unpromotable_images:
             raise ApplicationError("stable pods not ready: CrashLoopBackOff", type="StableNotRolledOut")
+        if self.stable_stuck and self.ready_stable < request.replicas:
+            raise ApplicationError(f"{self.ready_stable} of {request.replicas} stable pods available; pod web-x: "
+                                   "Pending (Insufficient cpu)", type="StableNotRolledOut")
+        self.ready_stable = max(self.ready_stable, min(request.replicas, self.replicas))
 
     def _hold(self, template: dict[str, Any], replicas: int) -> HoldStableResult:
         displaced = None
@@ -184,6 +194,7 @@ class FakeKube:
             displaced = self.snapshot()
             self.template = copy.deepcopy(template)
         self.replicas, self.paused = replicas, True
+        self.ready_stable = min(self.ready_stable, replicas)
         if replicas == 0:
             self.writes.append(("prepare_stable", self.images()["app"]))
         else:
@@ -260,6 +271,14 @@ class FakeKube:
             await self.scale_canary(canary)
         return ShiftResult(canary=request.canary, stable=request.stable)
 
+    @activity.defn(name="grow_stable")
+    async def grow_stable(self, request: GrowStableRequest) -> None:
+        side = {"namespace": request.namespace, "name": request.name, "job": request.job}
+        await self.scale_stable(ScaleRequest(**side, replicas=request.replicas, known_hash=request.known_hash))
+        await self.wait_stable_rolled_out(RolloutRequest(**side, replicas=request.replicas,
+                                                         template_hash=request.template_hash, held=True))
+        self.writes.append(("stable_ready", self.ready_stable))
+
     @activity.defn(name="read_sides")
     async def read_sides(self, request: WorkloadRequest) -> ShiftResult:
         self._require(request)
@@ -289,5 +308,6 @@ class FakeKube:
             self.template = copy.deepcopy(request.template)
         self._run_on_stable_pods(self.template)
         self.replicas, self.paused, self.owner = request.replicas, False, None
+        self.ready_stable = request.replicas
         self.canary_template, self.canary_replicas = None, 0
         self.writes.append(("detach", request.replicas))

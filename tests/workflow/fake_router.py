@@ -29,6 +29,7 @@ class WeightWrite:
     ready_canary_pods: int
     stable_selects: str | None  # the template hash the stable Service selected then
     header_routes: tuple[str, ...] = ()  # the header routes held from then on, by name
+    ready_stable_pods: int | None = None  # the stable pods Ready then (None: the fake does not say)
 
 
 class FakeRouter:
@@ -38,8 +39,10 @@ class FakeRouter:
     is the cluster fake's write log, so a test reads router and Deployment writes in one order.
     """
 
-    def __init__(self, ready_canary_pods: Callable[[], int], log: Callable[[str, object], None]) -> None:
+    def __init__(self, ready_canary_pods: Callable[[], int], log: Callable[[str, object], None],
+                 ready_stable_pods: Callable[[], int] | None = None) -> None:
         self._ready = ready_canary_pods
+        self._ready_stable = ready_stable_pods
         self._log = log
         self.weight = 0
         self.route = "primary"
@@ -59,6 +62,9 @@ class FakeRouter:
             field, message = self.problem
             raise ApplicationError(f"{field}: {message}", field, type=errors.ROUTER_CONFIG_INVALID,
                                    non_retryable=True)
+
+    def _stable_pods(self) -> int | None:
+        return self._ready_stable() if self._ready_stable is not None else None
 
     def weights(self) -> RouterWeights:
         return RouterWeights(routes=[RouteWeight(route=self.route, stable=100 - self.weight, canary=self.weight)],
@@ -84,7 +90,8 @@ class FakeRouter:
         self._fits()
         headers = tuple(route.name for route in req.header_routes)
         if req.canary_weight != self.weight or headers != self.header_routes:
-            self.timeline.append(WeightWrite(req.canary_weight, self._ready(), self.stable_selects, headers))
+            self.timeline.append(WeightWrite(req.canary_weight, self._ready(), self.stable_selects, headers,
+                                             self._stable_pods()))
         if headers != self.header_routes:
             self.header_routes = headers
             self._log("router_headers", headers)
@@ -102,6 +109,7 @@ class FakeRouter:
     async def cleanup_router(self, req: RouterRequest) -> None:
         if self.weight != 0 or self.header_routes:
             self.weight, self.header_routes = 0, ()
-            self.timeline.append(WeightWrite(0, self._ready(), self.stable_selects))
+            self.timeline.append(WeightWrite(0, self._ready(), self.stable_selects,
+                                             ready_stable_pods=self._stable_pods()))
         self.services, self.stable_selects = False, None
         self._log("router_cleanup", None)

@@ -184,6 +184,23 @@ async def _header_route(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.TERMINATED, "terminated")
 
 
+async def _dynamic_stable_scale(job: Job) -> None:
+    """The stable side sized to its weight: shrunk at 60 %, grown back and waited for before terminate's 0 %."""
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and bool(d.routes), "attached, route set up")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 1, "weight 10")
+    await job.operate(names.CONTINUE)
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.current_step == 3 and d.stable_replicas == 2,
+                       "weight 60, stable at 2")
+    await job.operate(names.TERMINATE, OperationRequest(reason="replay"))
+    await job.wait_for(lambda d: d.phase == Phase.TERMINATED and d.stable_replicas == 4, "terminated")
+    await job.edit_image("registry.local/web:3")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED and d.canary is not None and d.canary.revision == 3,
+                       "the next release at weight 10")
+    await job.operate(names.PROMOTE)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.canary is None, "promoted")
+
+
 _BETA = {"setHeaderRoute": {"name": "beta", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}}
 
 
@@ -226,7 +243,7 @@ _ANALYSIS = {
 
 
 # Scenarios first recorded by code that already ran each step as one activity (no ``v3-`` copy).
-SINCE_ONE_ACTIVITY_PER_STEP = {"blue-green"}
+SINCE_ONE_ACTIVITY_PER_STEP = {"blue-green", "dynamic-stable-scale"}
 
 SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]] = {
     "release-promoted": (_release_promoted, {}),
@@ -243,6 +260,9 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
         analysis={**_ANALYSIS, "background": {"templates": [{"templateName": "success-rate"}],
                                               "startingStep": 3}})}),
     "router": (_router, {"spec": job_spec(traffic=_ROUTER, steps=[{"setWeight": 10}, {"pause": {}}])}),
+    "dynamic-stable-scale": (_dynamic_stable_scale, {"spec": job_spec(
+        traffic={**_ROUTER, "dynamicStableScale": True},
+        steps=[{"setWeight": 10}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}])}),
     "header-route": (_header_route, {"spec": job_spec(traffic=_ROUTER, steps=[
         _BETA, {"pause": {}}, {"setWeight": 10}, {"setHeaderRoute": {"name": "beta"}}, {"pause": {}}])}),
     "blue-green": (_blue_green, {"spec": job_spec(steps=[], mode="blueGreen", blueGreen=_BLUE_GREEN)}),
