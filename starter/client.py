@@ -51,6 +51,7 @@ from workflows.ui_details import static_summary
 CONNECT_TIMEOUT = 10.0
 # A query is answered by a worker; without one the server holds the call until this runs out.
 QUERY_TIMEOUT = 10.0
+QUERY_FIRST_ATTEMPT = 3.0
 # Updates are answered once the workflow's handler finished; handlers only change state.
 UPDATE_TIMEOUT = 60.0
 # A new job takes over its Deployment in one activity: seconds, unless no worker runs.
@@ -97,7 +98,7 @@ async def connect(
     try:
         async with asyncio.timeout(timeout):
             return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
-    except TimeoutError:
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise Unavailable(f"cannot reach Temporal at {where}: no answer within {timeout:.0f} s") from None
     except (RuntimeError, RPCError, ValueError) as err:
         raise Unavailable(f"cannot reach Temporal at {where}: {_connect_reason(err)}") from None
@@ -398,9 +399,21 @@ async def list_jobs(client: Client, namespace: str | None = None, phase: str | N
 async def _query(client: Client, found: _Workflow, namespace: str, name: str, query: str,
                  result_type: type[T]) -> T:
     try:
-        return await _guard(client, found.handle.query(
-            query, result_type=result_type, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-        ), JobNotFound(f"no canary job {_job(namespace, name)}"), _job(namespace, name))
+        # A query that arrives with a burst of updates can go unanswered (seen with 20 concurrent
+        # continues on one job): it is asked once more after QUERY_FIRST_ATTEMPT, and the second
+        # attempt has the rest of the budget (a worker replaying a long history answers by then).
+        first = min(QUERY_FIRST_ATTEMPT, QUERY_TIMEOUT / 2)
+        for attempt, attempt_timeout in enumerate((first, QUERY_TIMEOUT - first)):
+            try:
+                answer: T = await found.handle.query(query, result_type=result_type,
+                                                     rpc_timeout=timedelta(seconds=attempt_timeout))
+                return answer
+            except RPCError as err:
+                if err.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED) \
+                        or attempt > 0:
+                    raise _rpc_error(client, err, JobNotFound(f"no canary job {_job(namespace, name)}"),
+                                     _job(namespace, name)) from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
     except WorkflowQueryFailedError as err:
         raise CanaryError(
             f"canary job {_job(namespace, name)}: query {query} failed: {err.message}") from None
@@ -477,25 +490,41 @@ def gate(job: JobDetails) -> dict[str, int | None]:
             "step": job.current_step + 1 if job.current_step is not None else None}
 
 
+RETRIED_UPDATE_ERRORS = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+def _fresh_id() -> str:
+    import uuid  # on use: most commands never send an update
+
+    return uuid.uuid4().hex
+
+
 async def _update(client: Client, found: _Workflow, namespace: str, name: str, operation: str,
                   request: OperationRequest, timeout: float) -> OperationResult:
     ended = JobEnded(f"canary job {_job(namespace, name)} has ended; apply it again to restart it")
     if not found.running:
         raise ended
+    # One update id for every attempt: asking again attaches to the update Temporal already
+    # holds (or, if it lost it, runs it once more; the job ignores a repeated request id).
+    update_id = f"{operation}:{request.request_id or _fresh_id()}"
     try:
         async with asyncio.timeout(timeout):
             delay = 0.05
             while True:
                 try:
                     result: OperationResult = await found.handle.execute_update(
-                        operation, request, result_type=OperationResult)
+                        operation, request, id=update_id, result_type=OperationResult)
                     return result
                 except RPCError as err:
-                    if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    # Temporal admits 10 updates in flight per workflow: a burst waits its turn. An
+                    # update admitted in a burst can also go unanswered (the call is cancelled after
+                    # ~10 s, seen with 20 concurrent continues): ask again, within our own timeout.
+                    if err.status not in RETRIED_UPDATE_ERRORS:
                         raise _rpc_error(client, err, ended, _job(namespace, name)) from None
-                    # Temporal admits 10 updates in flight per workflow: a burst waits its turn.
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, 1.0)
+                # (Not WorkflowUpdateRPCTimeoutOrCancelledError: that is also how our own timeout's
+                # cancellation comes out of the SDK, and must end the loop.)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
     except WorkflowUpdateFailedError as err:
         raise _update_failure(err) from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
