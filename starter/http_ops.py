@@ -122,9 +122,12 @@ def _error(endpoint_: Endpoint, err: ServerError, missing: CanaryError | None, j
 
 
 def find(endpoint_: Endpoint, namespace: str, name: str,
-         ids: Callable[[str, str], Sequence[str]] = job_ids) -> tuple[str, dict[str, Any]]:
-    """The job's workflow id and description, chosen as :func:`starter.client._find` chooses."""
-    candidates = ids(namespace, name)
+         ids: Callable[[str, str], Sequence[str]] | None = None) -> tuple[str, dict[str, Any]]:
+    """The job's workflow id and description, chosen as :func:`starter.client._find` chooses.
+
+    ``ids``: where to look, :func:`job_ids` unless told.
+    """
+    candidates = (ids or job_ids)(namespace, name)
     if not all(addressable(workflow_id) for workflow_id in candidates):
         raise Unsupported("the job's workflow ids contain '/', which the HTTP API cannot name")
     ended: tuple[str, dict[str, Any]] | None = None
@@ -163,7 +166,7 @@ def gate(details: Mapping[str, Any]) -> dict[str, int | None]:
 
 
 def operate(endpoint_: Endpoint, namespace: str, name: str, operation: str, request: Mapping[str, Any], *,
-            timeout: float, ids: Callable[[str, str], Sequence[str]] = job_ids) -> dict[str, Any]:
+            timeout: float, ids: Callable[[str, str], Sequence[str]] | None = None) -> dict[str, Any]:
     """Run one operation as an update; the workflow's answer (``message``, ``phase``) as plain data."""
     if operation not in names.OPERATIONS:
         raise InvalidInput(f"unknown operation {operation!r}; one of: {', '.join(names.OPERATIONS)}",
