@@ -66,6 +66,7 @@ def print_state(state: DevState) -> None:
         f"State dir:   {state.state_dir}",
         "",
         f"export TEMPORAL_ADDRESS={state.temporal_address}",
+        *([f"export TEMPORAL_HTTP_ADDRESS={state.temporal_http_address}"] if state.temporal_http_address else []),
         f"export KUBECONFIG={state.kubeconfig}",
         *([f"export CANARY_PROMETHEUS_ADDRESS={state.prometheus_address}"] if state.prometheus_address else []),
     ]

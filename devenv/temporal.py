@@ -92,6 +92,7 @@ class TemporalDevServer(ChildServer):
         *,
         port: int | None = None,
         ui_port: int | None = None,
+        http_port: int | None = None,
         db_filename: Path | None = None,
         run_dir: Path | None = None,
         namespace: str = DEFAULT_NAMESPACE,
@@ -101,6 +102,8 @@ class TemporalDevServer(ChildServer):
     ) -> None:
         self.port = port or free_port()
         self.ui_port = ui_port or free_port()
+        # The frontend's HTTP API: ``canaryctl --http-address`` operates without the Temporal SDK.
+        self.http_port = http_port or free_port()
         self.db_filename = db_filename
         super().__init__(run_dir, "canary-temporal-")
         self.namespace = namespace
@@ -117,13 +120,14 @@ class TemporalDevServer(ChildServer):
         spawned the server ends, not only the process.
         """
         cli = temporal_cli()
-        for port in (self.port, self.ui_port):
+        for port in (self.port, self.ui_port, self.http_port):
             if port_in_use(port):
                 raise TemporalError(f"port {port} on 127.0.0.1 is already in use (another Temporal server?)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(cli), "server", "start-dev",
             "--ip", "127.0.0.1", "--port", str(self.port), "--ui-port", str(self.ui_port),
+            "--http-port", str(self.http_port),
             "--namespace", self.namespace,
             *search_attribute_flags(self.search_attributes),
             "--log-level", "warn",
@@ -138,6 +142,11 @@ class TemporalDevServer(ChildServer):
     def address(self) -> str:
         """The frontend's gRPC address, as ``Client.connect`` and ``--address`` take it."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        """The frontend's HTTP API, as ``canaryctl --http-address`` and ``$TEMPORAL_HTTP_ADDRESS`` take it."""
+        return f"127.0.0.1:{self.http_port}"
 
     @property
     def ui_url(self) -> str:

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starter import connection
 from starter.actors import actor_problem
@@ -47,6 +47,7 @@ IDLE_PHASES = {Phase.HEALTHY, Phase.FAILED, Phase.TERMINATED, Phase.DELETED}
 # that parsing the command line does not load the Temporal SDK).
 ANSWER_TIMEOUT = 60.0
 DEFAULT_WAIT = "10m"
+T = TypeVar("T")
 
 
 class SpecError(CanaryError):
@@ -426,7 +427,80 @@ async def _wait(args: argparse.Namespace, client: Client, namespace: str, name: 
     return verdict.status
 
 
-async def _operate(args: argparse.Namespace, operation: str, request: OperationRequest) -> int:
+# Request fields the models bound (workflows.models): checked here so that the HTTP path needs no
+# pydantic; anything outside them is validated by the model, which says what is wrong exactly as before.
+_MAX_LENGTHS = {"requestId": 128, "actor": 256, "reason": 1024, "image": 512}
+_POSITIVE = ("release", "step", "revision")
+# The request model of each operation, by name (workflows.models), loaded only on the SDK path.
+_MODELS = {names.UPDATE_VERSION: "UpdateVersionRequest", names.ROLLBACK: "RollbackRequest",
+           names.UPDATE_RULES: "UpdateRulesRequest"}
+
+
+def _plainly_valid(body: Mapping[str, Any]) -> bool:
+    """Whether the request model would take ``body`` as it is (a sure yes, or "ask the model")."""
+    for key, value in body.items():
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return False
+            if len(value) > _MAX_LENGTHS.get(key, len(value)) or (key == "image" and not value):
+                return False
+        elif key in _POSITIVE and value is not None and (type(value) is not int or value < 1):
+            return False
+    return "image" not in body or isinstance(body["image"], str)
+
+
+def _operate(args: argparse.Namespace, operation: str, body: dict[str, Any]) -> int | Awaitable[int]:
+    """Run the operation over Temporal's HTTP API when one is named and can; else through the SDK.
+
+    The HTTP path answers without loading the Temporal SDK or pydantic (start-up is most of
+    what a pipeline's call costs). It steps aside, before it changed anything, whenever it
+    could not do exactly what the SDK path does; ``--wait`` follows the release through the SDK.
+    """
+    address = _http_address(args)
+    if address is not None and not getattr(args, "wait", False) and _plainly_valid(body):
+        from starter import http_ops
+        from starter.temporal_http import Unsupported
+
+        try:
+            endpoint = http_ops.endpoint(address, connection.overrides_from_args(args))
+            result = _sent_gate(args, body, lambda: http_ops.operate(
+                endpoint, _ns(args), args.job, operation, body, timeout=args.answer_timeout))
+        except Unsupported as err:
+            http_ops.debug(str(err))
+        else:
+            _out(f"{_ns(args)}/{args.job}: {result['message']} (phase {result['phase']})")
+            return 0
+    return _operate_sdk(args, operation, body)
+
+
+def _http_address(args: argparse.Namespace) -> str | None:
+    from starter.temporal_http import configured_address
+
+    return configured_address(getattr(args, "http_address", None))
+
+
+def _sent_gate(args: argparse.Namespace, body: Mapping[str, Any], call: Callable[[], T]) -> T:
+    """``call()``; a refusal of the release/step the user named says which, and where to look."""
+    try:
+        return call()
+    except Conflict as err:
+        if body.get("release") is None and body.get("step") is None:
+            raise
+        raise _gate_refused(args, err, body.get("release"), body.get("step")) from None
+
+
+def _gate_refused(args: argparse.Namespace, err: Conflict, release: int | None, step: int | None) -> Conflict:
+    """The job refused the release/step the user named: say which, and where to look."""
+    return Conflict(f"{err.message} (sent release {release or '-'}, step {step or '-'}; "
+                    f"`canaryctl get {args.job} -n {_ns(args)}` shows the current ones)")
+
+
+async def _operate_sdk(args: argparse.Namespace, operation: str, body: dict[str, Any]) -> int:
+    from workflows import models
+
+    request: OperationRequest = getattr(models, _MODELS.get(operation, "OperationRequest")).model_validate(body)
     if not getattr(args, "wait", False):
         return await _operate_once(args, operation, request)
     try:
@@ -449,9 +523,7 @@ async def _operate_once(args: argparse.Namespace, operation: str, request: Opera
     except Conflict as err:
         if request.release is None and request.step is None:
             raise
-        # The job refused the release/step the user named: say which, and where to look.
-        raise Conflict(f"{err.message} (sent release {request.release or '-'}, step {request.step or '-'}; "
-                       f"`canaryctl get {args.job} -n {_ns(args)}` shows the current ones)") from None
+        raise _gate_refused(args, err, request.release, request.step) from None
     _out(f"{_ns(args)}/{args.job}: {result.message} (phase {result.phase.value})")
     if target is None:
         return 0
@@ -469,36 +541,23 @@ async def _wait_target(client: Client, namespace: str, name: str, operation: str
     return Target(release=before.canary.revision if before.canary else None)
 
 
-async def _cmd_set_image(args: argparse.Namespace) -> int:
-    from workflows.models import UpdateVersionRequest
-
-    request = UpdateVersionRequest.model_validate(
-        {**_request(args), "image": args.image, "container": args.container})
-    return await _operate(args, names.UPDATE_VERSION, request)
+def _cmd_set_image(args: argparse.Namespace) -> int | Awaitable[int]:
+    return _operate(args, names.UPDATE_VERSION, {**_request(args), "image": args.image, "container": args.container})
 
 
-async def _cmd_update_rules(args: argparse.Namespace) -> int:
-    from workflows.models import UpdateRulesRequest
-
+def _cmd_update_rules(args: argparse.Namespace) -> int | Awaitable[int]:
     rules = load_rules(args.filename)
-    request = UpdateRulesRequest.model_validate(
-        {**_request(args), "rules": rules.model_dump(mode="json", by_alias=True)})
-    return await _operate(args, names.UPDATE_RULES, request)
+    return _operate(args, names.UPDATE_RULES, {**_request(args), "rules": rules.model_dump(mode="json", by_alias=True)})
 
 
-async def _cmd_rollback(args: argparse.Namespace) -> int:
-    from workflows.models import RollbackRequest
-
-    request = RollbackRequest.model_validate(
-        {**_request(args), "revision": args.to_revision, "skipSteps": args.skip_steps})
-    return await _operate(args, names.ROLLBACK, request)
+def _cmd_rollback(args: argparse.Namespace) -> int | Awaitable[int]:
+    return _operate(args, names.ROLLBACK,
+                    {**_request(args), "revision": args.to_revision, "skipSteps": args.skip_steps})
 
 
-def _simple(operation: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
-    async def command(args: argparse.Namespace) -> int:
-        from workflows.models import OperationRequest
-
-        return await _operate(args, operation, OperationRequest.model_validate(_request(args)))
+def _simple(operation: str) -> Callable[[argparse.Namespace], int | Awaitable[int]]:
+    def command(args: argparse.Namespace) -> int | Awaitable[int]:
+        return _operate(args, operation, _request(args))
 
     return command
 
@@ -538,6 +597,9 @@ def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None
     parser.add_argument("-n", "--namespace", default=default(None),
                         help="Kubernetes namespace of the job (default: default; list: all)")
     connection.add_arguments(parser, suppress=suppress)
+    parser.add_argument("--http-address", dest="http_address", default=default(None), metavar="HOST:PORT",
+                        help="Temporal's HTTP API (frontend httpPort): operations without --wait go there, "
+                             "much faster to start (default: $TEMPORAL_HTTP_ADDRESS; none: gRPC only)")
 
 
 def _output_option(p: argparse.ArgumentParser) -> None:

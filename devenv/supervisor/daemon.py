@@ -408,6 +408,7 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             started=datetime.now(UTC),
             temporal_address=self.server.address,
+            temporal_http_address=self.server.http_address,
             temporal_namespace=DEFAULT_NAMESPACE,
             ui_url=self.server.ui_url,
             db_filename=str(self.state_dir / TEMPORAL_DB),

@@ -85,6 +85,8 @@ class DevState(BaseModel):
     # Prometheus (also in ``processes``) and the simulated mesh it scrapes (threads of the supervisor).
     prometheus_address: str | None = None
     mesh_metrics_url: str | None = None
+    # Temporal's HTTP API (None: a state written before it was recorded).
+    temporal_http_address: str | None = None
 
     def owner_marker(self, name: str) -> str:
         """A string in the process's command line that proves a PID is still ours."""

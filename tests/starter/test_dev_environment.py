@@ -151,6 +151,7 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
         assert all(alive(pid) for pid in pids)
         assert f"export KUBECONFIG={state['kubeconfig']}" in up.stdout.splitlines()
         assert f"export TEMPORAL_ADDRESS=127.0.0.1:{port}" in up.stdout.splitlines()
+        assert f"export TEMPORAL_HTTP_ADDRESS={state['temporal_http_address']}" in up.stdout.splitlines()
         assert f"Web UI:      http://127.0.0.1:{ui_port}" in up.stdout
         assert f"API + page:  http://127.0.0.1:{api_port}" in up.stdout
         prometheus = state["prometheus_address"]

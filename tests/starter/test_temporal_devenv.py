@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from pathlib import Path
 
@@ -34,13 +35,16 @@ async def test_dev_server_start_attributes_ui_and_stop() -> None:
         assert (await custom_attributes(client)).items() >= EXPECTED.items()
         with urllib.request.urlopen(server.ui_url, timeout=5) as response:
             assert response.status == 200
+        # The HTTP API that `canaryctl --http-address` uses serves the namespace.
+        with urllib.request.urlopen(f"http://{server.http_address}/api/v1/namespaces/default", timeout=5) as response:
+            assert json.load(response)["namespaceInfo"]["name"] == "default"
         pid = server.pid
         assert pid is not None
         run_dir = server.run_dir
     finally:
         server.stop()
     assert not Path(f"/proc/{pid}").exists()
-    assert not port_in_use(server.port) and not port_in_use(server.ui_port)
+    assert not any(port_in_use(port) for port in (server.port, server.ui_port, server.http_port))
     assert not run_dir.exists()
 
 
