@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import names
 from workflows.models import WorkloadChange
-from workflows.spec import legacy_workflow_id, workflow_id
+from workflows.spec import older_workflow_ids, workflow_id
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +122,12 @@ class JobNotifier:
 
     async def _signal(self, key: Key, change: WorkloadChange) -> None:
         namespace, job = key
-        try:
-            await self._temporal.get_workflow_handle(workflow_id(namespace, job)).signal(
-                names.WORKLOAD_CHANGED, change)
-        except RPCError as error:
-            if error.status != RPCStatusCode.NOT_FOUND:
-                raise
-            # Jobs created before workflow ids named the namespace and job with slashes.
-            await self._temporal.get_workflow_handle(legacy_workflow_id(namespace, job)).signal(
-                names.WORKLOAD_CHANGED, change)
+        # The job runs under today's id, or (created by an older client) under an older one.
+        ids = (workflow_id(namespace, job), *older_workflow_ids(namespace, job))
+        for index, id_ in enumerate(ids):
+            try:
+                await self._temporal.get_workflow_handle(id_).signal(names.WORKLOAD_CHANGED, change)
+                return
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND or index == len(ids) - 1:
+                    raise

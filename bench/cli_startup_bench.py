@@ -47,13 +47,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the stand-in job lives in tests/
 RESULTS = ROOT / "bench" / "results" / "cli_startup.json"
 JOB = "name: web\nnamespace: shop\nworkload: {name: web}\nsteps: [{setWeight: 25}, {pause: {}}]\n"
 REFUSED = "127.0.0.1:1"
-# canaryctl, told that jobs run under the slash-free legacy id only (what the HTTP API can name).
-SLASH_FREE = ("import sys\nfrom starter import http_ops, cli\n"
-              "http_ops.job_ids = lambda namespace, name: (f'canary-{namespace}-{name}',)\n"
-              "sys.exit(cli.main(sys.argv[1:]))")
 
 
 def measure(command: list[str], runs: int, cache: Path, *, statuses: tuple[int, ...] = (0, 1)
@@ -92,8 +89,8 @@ def cases(job: Path, options: argparse.Namespace, http: Any = None) -> dict[str,
     if http is not None:
         operation = ["terminate", "web", "-n", "shop", "--address", http.address, "--http-address", http.http_address]
         table["floor: import json, http.client, ssl"] = [*python, "-c", "import json, http.client, ssl"]
-        table["canaryctl terminate via HTTP API (dev server)"] = [*python, "-c", SLASH_FREE, *operation]
-        table["same, today's ids (falls back to the SDK)"] = [*canaryctl, *operation]
+        table["canaryctl terminate via HTTP API (dev server)"] = [*canaryctl, *operation]
+        table["same, without --http-address (the SDK)"] = [*canaryctl, *operation[:-2]]
     if options.address:
         table[f"canaryctl continue {options.job} (Temporal at {options.address})"] = [
             *canaryctl, "continue", options.job, "-n", options.namespace, "--address", options.address]
@@ -102,7 +99,7 @@ def cases(job: Path, options: argparse.Namespace, http: Any = None) -> dict[str,
 
 @contextlib.contextmanager
 def _dev_server() -> Iterator[Any]:
-    """A dev server with its HTTP API, and job ``shop/web`` under its slash-free legacy id.
+    """A dev server with its HTTP API, and job ``shop/web`` under today's id.
 
     The job is the stand-in of ``tests/starter/test_client.py`` (the job's protocol without a
     cluster), run by a worker in a thread of this process: every timed ``terminate`` is a
@@ -119,6 +116,7 @@ def _dev_server() -> Iterator[Any]:
     from tests.starter.test_client import StandInJob, job
     from workflows import names
     from workflows.models import CanaryJobInput
+    from workflows.spec import workflow_id
 
     ready, stop = threading.Event(), threading.Event()
 
@@ -126,8 +124,8 @@ def _dev_server() -> Iterator[Any]:
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         async with Worker(client, task_queue=names.TASK_QUEUE, workflows=[StandInJob],
                           workflow_runner=UnsandboxedWorkflowRunner()):
-            await client.start_workflow(names.WORKFLOW_TYPE, CanaryJobInput(job=job("web")), id="canary-shop-web",
-                                        task_queue=names.TASK_QUEUE)
+            await client.start_workflow(names.WORKFLOW_TYPE, CanaryJobInput(job=job("web")),
+                                        id=workflow_id("shop", "web"), task_queue=names.TASK_QUEUE)
             ready.set()
             while not stop.is_set():
                 await asyncio.sleep(0.1)

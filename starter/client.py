@@ -45,7 +45,7 @@ from workflows.models import (
     Phase,
     UpdateRulesRequest,
 )
-from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
+from workflows.spec import JobSpec, older_workflow_ids, workflow_id
 from workflows.ui_details import static_summary
 
 CONNECT_TIMEOUT = 10.0
@@ -184,7 +184,7 @@ async def _find(client: Client, namespace: str, name: str) -> _Workflow | None:
     addressable.
     """
     ended: _Workflow | None = None
-    for workflow_id_ in (workflow_id(namespace, name), legacy_workflow_id(namespace, name)):
+    for workflow_id_ in (workflow_id(namespace, name), *older_workflow_ids(namespace, name)):
         handle = client.get_workflow_handle(workflow_id_)
         try:
             description = await _guard(client, handle.describe(), _NOT_THERE, _job(namespace, name))

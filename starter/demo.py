@@ -32,7 +32,7 @@ from starter import lifecycle
 from starter.render import pause_left
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase, RollbackRequest
-from workflows.spec import JobSpec, legacy_workflow_id, workflow_id
+from workflows.spec import JobSpec, older_workflow_ids, workflow_id
 
 NAMESPACE = "demo"
 APP = "shop-web"
@@ -151,7 +151,7 @@ async def play(temporal: Any, api: k8s.ApiClient) -> None:
     apps = k8s.AppsV1Api(api)
     # A job left over from an earlier demo run (by this version or an older one) must not
     # outlive its namespace.
-    for leftover in (workflow_id(NAMESPACE, APP), legacy_workflow_id(NAMESPACE, APP)):
+    for leftover in (workflow_id(NAMESPACE, APP), *older_workflow_ids(NAMESPACE, APP)):
         try:
             await temporal.get_workflow_handle(leftover).terminate("demo starts over")
         except Exception:

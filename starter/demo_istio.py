@@ -32,7 +32,7 @@ from starter.demo import APP, ERROR_RATE_ANNOTATION, DevState, deploy_sample_app
 from starter.render import pause_left
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase
-from workflows.spec import JobSpec, workflow_id
+from workflows.spec import JobSpec, older_workflow_ids, workflow_id
 
 NAMESPACE = "demo-istio"
 STABLE, CANARY = f"{APP}-stable", f"{APP}-canary"
@@ -137,10 +137,11 @@ def set_image(api: k8s.ApiClient, image: str, annotations: dict[str, str] | None
 
 async def play(temporal: Any, api: k8s.ApiClient, prometheus: str | None) -> None:
     """The operator's moves: attach through the router, a release to promotion, a bad one rolled back."""
-    try:
-        await temporal.get_workflow_handle(workflow_id(NAMESPACE, APP)).terminate("demo starts over")
-    except Exception:
-        pass
+    for leftover in (workflow_id(NAMESPACE, APP), *older_workflow_ids(NAMESPACE, APP)):
+        try:
+            await temporal.get_workflow_handle(leftover).terminate("demo starts over")
+        except Exception:
+            pass
     deploy_sample_app(api, NAMESPACE)
     create_virtual_service(api)
 

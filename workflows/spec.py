@@ -292,16 +292,28 @@ class JobSpec(DeliveryRules):
 
 
 def workflow_id(namespace: str, name: str) -> str:
-    """Readable, deterministic workflow id: one workflow per job.
+    """Readable, deterministic workflow id: one workflow per job, ``canary.<namespace>.<job>``.
 
-    Both parts are DNS labels, which never contain ``/``, so no two jobs share an id (the
-    old ``canary-<namespace>-<job>`` gave ``a-b``/``c`` and ``a``/``b-c`` the same one).
+    Both parts are DNS labels, which never contain ``.``, so no two jobs share an id (the
+    first scheme, ``canary-<namespace>-<job>``, gave ``a-b``/``c`` and ``a``/``b-c`` the same
+    one). Not ``/``, the second scheme: Temporal's HTTP API cannot name an id with a slash, and
+    canaryctl's fast path (``starter/http_ops.py``) speaks that API.
     """
+    return f"canary.{namespace}.{name}"
+
+
+def older_workflow_ids(namespace: str, name: str) -> tuple[str, str]:
+    """The ids jobs created by older clients run under until they end; clients still find them."""
+    return slash_workflow_id(namespace, name), legacy_workflow_id(namespace, name)
+
+
+def slash_workflow_id(namespace: str, name: str) -> str:
+    """``canary/<namespace>/<job>``: jobs created before the HTTP path run under it."""
     return f"canary/{namespace}/{name}"
 
 
 def legacy_workflow_id(namespace: str, name: str) -> str:
-    """The id jobs created before ``canary/<namespace>/<job>`` run under; clients still find them."""
+    """``canary-<namespace>-<job>``: the first scheme's id."""
     return f"canary-{namespace}-{name}"
 
 

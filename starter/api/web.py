@@ -39,6 +39,7 @@ from starter.render import PHASE_NOTES, age, duration, image_pairs, step_story
 from workflows import names
 from workflows.fields import NAME_PATTERN
 from workflows.models import JobDetails, JobVersions, OperationRequest, Phase, StepStatus, Version
+from workflows.spec import workflow_id
 from workflows.verdict import format_value
 
 HERE = FilePath(__file__).resolve().parent
@@ -254,6 +255,7 @@ async def job_page(request: Request, namespace: Namespace, name: JobName) -> Res
         # The job exists but its workflow does not answer: say so, what to do, and what still works.
         return templates.TemplateResponse(request, "unanswered.html", _context(
             request, principal, namespace=namespace, name=name, error=err.message,
+            workflow_id=workflow_id(namespace, name),
             signalled={operation: role_refusal(principal, operation) for operation in SIGNALLED}),
             status_code=classify(err).status)
     return _job_html(request, principal, "job.html", job, versions)

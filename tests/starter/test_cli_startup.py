@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from devenv.temporal import TemporalDevServer, temporal_cli
+from workflows.spec import slash_workflow_id, workflow_id
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN_JOB = "name: web\nnamespace: shop\nworkload: {name: web}\nsteps: [{setWeight: 25}, {pause: {}}]\n"
@@ -32,14 +33,6 @@ except SystemExit as exit_:
     status = exit_.code
 print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 """
-
-
-# The same, for a job the HTTP API can name: the CLI told that its jobs run under the slash-free
-# legacy id only (today's ``canary/<ns>/<job>`` cannot travel in the HTTP API's paths).
-SLASH_FREE_PROBE = """
-from starter import http_ops
-http_ops.job_ids = lambda namespace, name: (f"canary-{namespace}-{name}",)
-""" + PROBE
 
 
 def loaded(*args: str, cwd: Path, probe: str = PROBE, stderr: list[str] | None = None) -> tuple[int, set[str]]:
@@ -90,11 +83,15 @@ def test_an_operation_loads_the_client_but_nothing_of_the_worker(tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def temporal() -> Iterator[TemporalDevServer]:
-    """A dev server with its HTTP API, and a job's workflow under a slash-free id that no worker runs."""
+    """A dev server with its HTTP API, and two jobs' workflows that no worker runs.
+
+    ``shop/web`` runs under today's id; ``shop/old`` under the slash id older clients gave.
+    """
     with TemporalDevServer(search_attributes=()) as server:
-        subprocess.run([str(temporal_cli()), "workflow", "start", "--address", server.address, "--type",
-                        "CanaryJobWorkflow", "--task-queue", "nobody-polls-this", "--workflow-id", "canary-shop-web"],
-                       check=True, capture_output=True, timeout=30)
+        for id_ in (workflow_id("shop", "web"), slash_workflow_id("shop", "old")):
+            subprocess.run([str(temporal_cli()), "workflow", "start", "--address", server.address, "--type",
+                            "CanaryJobWorkflow", "--task-queue", "nobody-polls-this", "--workflow-id", id_],
+                           check=True, capture_output=True, timeout=30)
         yield server
 
 
@@ -102,19 +99,17 @@ def test_an_operation_over_the_http_api_loads_neither_sdk_nor_models(temporal: T
                                                                       tmp_path: Path) -> None:
     stderr: list[str] = []
     status, modules = loaded("terminate", "web", "-n", "shop", "--timeout", "1", "--address", "127.0.0.1:1",
-                             "--http-address", temporal.http_address, cwd=tmp_path, probe=SLASH_FREE_PROBE,
-                             stderr=stderr)
+                             "--http-address", temporal.http_address, cwd=tmp_path, stderr=stderr)
     # Found over HTTP (the gRPC address is closed), updated, and no worker answered within the second.
     assert (status, stderr) == (1, ["error: canary job shop/web: terminate not answered within 1 s; is the canary "
                                     "worker running? (it may still be applied when a worker picks it up)\n"])
     assert [name for name in ("temporalio", "pydantic", "yaml", "celpy", *WORKER_SIDE) if has(modules, name)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="job workflow ids are canary/<ns>/<job>: Temporal's HTTP API cannot name an "
-                                       "id with '/', so the CLI takes the SDK path (workflows.spec.workflow_id)")
-def test_an_operation_on_a_job_under_todays_ids_uses_the_http_api(temporal: TemporalDevServer,
-                                                                   tmp_path: Path) -> None:
-    status, modules = loaded("terminate", "ghost", "-n", "shop", "--address", temporal.address,
-                             "--http-address", temporal.http_address, cwd=tmp_path)
-    assert status == 1  # no such job
-    assert not has(modules, "temporalio")
+def test_a_job_under_an_older_slash_id_is_left_to_the_sdk(temporal: TemporalDevServer, tmp_path: Path) -> None:
+    """The HTTP API cannot name ``canary/<ns>/<job>``: the CLI asks through the SDK instead."""
+    stderr: list[str] = []
+    status, modules = loaded("terminate", "old", "-n", "shop", "--timeout", "1", "--address", temporal.address,
+                             "--http-address", temporal.http_address, cwd=tmp_path, stderr=stderr)
+    assert status == 1 and "terminate not answered within 1 s" in stderr[0]
+    assert has(modules, "temporalio.client")

@@ -45,7 +45,7 @@ from workflows.models import (
     UpdateVersionRequest,
     Version,
 )
-from workflows.spec import JobSpec, describe_step, legacy_workflow_id, workflow_id
+from workflows.spec import JobSpec, describe_step, legacy_workflow_id, slash_workflow_id, workflow_id
 
 T = TypeVar("T")
 CANARYCTL = Path(sys.executable).with_name("canaryctl")
@@ -184,8 +184,9 @@ async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0) -
         await asyncio.sleep(0.2)
 
 
-async def operations(client: Client, spec: JobSpec, legacy: bool = False) -> list[dict[str, Any]]:
-    make_id = legacy_workflow_id if legacy else workflow_id
+async def operations(client: Client, spec: JobSpec, legacy: bool = False,
+                     id_for: Callable[[str, str], str] = legacy_workflow_id) -> list[dict[str, Any]]:
+    make_id = id_for if legacy else workflow_id
     handle = client.get_workflow_handle(make_id(spec.namespace, spec.name))
     result: list[dict[str, Any]] = await handle.query("operations")
     return result
@@ -209,7 +210,7 @@ async def test_apply_creates_then_configures(env: WorkflowEnvironment) -> None:
     client, spec = env.client, job()
     created = await api.apply_job(client, spec)
     assert created == api.Applied(created=True, message=f"canary job shop/{spec.name} created")
-    description = await client.get_workflow_handle(f"canary/shop/{spec.name}").describe()
+    description = await client.get_workflow_handle(workflow_id("shop", spec.name)).describe()
     assert description.task_queue == names.TASK_QUEUE
     assert description.typed_search_attributes.get(search.CANARY_JOB) == spec.name
     assert description.typed_search_attributes.get(search.CANARY_NAMESPACE) == "shop"
@@ -238,7 +239,7 @@ async def test_apply_restarts_an_ended_job(env: WorkflowEnvironment) -> None:
     spec = job()
     await api.apply_job(env.client, spec)
     await api.operate(env.client, "shop", spec.name, names.DELETE, OperationRequest())
-    await asyncio.wait_for(env.client.get_workflow_handle(f"canary/shop/{spec.name}").result(), 30)
+    await asyncio.wait_for(env.client.get_workflow_handle(workflow_id("shop", spec.name)).result(), 30)
     assert (await api.apply_job(env.client, spec)).created
 
 
@@ -268,7 +269,7 @@ async def test_queries_operations_and_errors(env: WorkflowEnvironment) -> None:
         await api.operate(client, "shop", spec.name, "explode", OperationRequest())
 
     await api.operate(client, "shop", spec.name, names.DELETE, OperationRequest())
-    await asyncio.wait_for(client.get_workflow_handle(f"canary/shop/{spec.name}").result(), 30)
+    await asyncio.wait_for(client.get_workflow_handle(workflow_id("shop", spec.name)).result(), 30)
     with pytest.raises(JobEnded, match=f"^canary job shop/{spec.name} has ended"):
         await api.operate(client, "shop", spec.name, names.PROMOTE, OperationRequest())
 
@@ -311,10 +312,11 @@ async def test_no_worker_means_a_clear_timeout(
         await handle.terminate()
 
 
-async def start_legacy(client: Client, spec: JobSpec) -> None:
-    """A job as a client before ``canary/<namespace>/<job>`` started it."""
+async def start_legacy(client: Client, spec: JobSpec,
+                       id_for: Callable[[str, str], str] = legacy_workflow_id) -> None:
+    """A job as an older client started it (``canary-<namespace>-<job>``, or ``canary/<namespace>/<job>``)."""
     await client.start_workflow(
-        names.WORKFLOW_TYPE, CanaryJobInput(job=spec), id=legacy_workflow_id(spec.namespace, spec.name),
+        names.WORKFLOW_TYPE, CanaryJobInput(job=spec), id=id_for(spec.namespace, spec.name),
         task_queue=names.TASK_QUEUE, search_attributes=TypedSearchAttributes([
             SearchAttributePair(search.CANARY_JOB, spec.name),
             SearchAttributePair(search.CANARY_NAMESPACE, spec.namespace),
@@ -330,9 +332,11 @@ async def exists(client: Client, workflow: str) -> bool:
     return True
 
 
-async def test_a_job_started_under_the_legacy_id_stays_addressable(env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize("id_for", [legacy_workflow_id, slash_workflow_id], ids=["dashes", "slashes"])
+async def test_a_job_started_under_an_older_id_stays_addressable(env: WorkflowEnvironment,
+                                                                 id_for: Callable[[str, str], str]) -> None:
     client, spec = env.client, job()
-    await start_legacy(client, spec)
+    await start_legacy(client, spec, id_for)
 
     assert (await api.details(client, "shop", spec.name)).name == spec.name
     assert (await api.versions(client, "shop", spec.name)).stable is not None
@@ -341,13 +345,13 @@ async def test_a_job_started_under_the_legacy_id_stays_addressable(env: Workflow
     assert applied.created is False and "configured" in applied.message
     # Never a second workflow for a job that runs under its old id.
     assert not await exists(client, workflow_id("shop", spec.name))
-    assert [op["operation"] for op in await operations(client, spec, legacy=True)] == [
+    assert [op["operation"] for op in await operations(client, spec, legacy=True, id_for=id_for)] == [
         names.UPDATE_VERSION, names.UPDATE_RULES]
     with pytest.raises(CanaryError, match="delivers Deployment web, not api"):
         await api.apply_job(client, job(spec.name, workload="api"))
 
     await api.operate(client, "shop", spec.name, names.DELETE, OperationRequest())
-    await asyncio.wait_for(client.get_workflow_handle(legacy_workflow_id("shop", spec.name)).result(), 30)
+    await asyncio.wait_for(client.get_workflow_handle(id_for("shop", spec.name)).result(), 30)
     with pytest.raises(JobEnded):
         await api.operate(client, "shop", spec.name, names.PROMOTE, OperationRequest())
     # Applied again once its old workflow has ended, the job moves to the new id for good.

@@ -122,7 +122,7 @@ def test_versions_table() -> None:
 
 def test_jobs_table_and_helpers() -> None:
     jobs = [JobSummary(namespace="shop", name="web", workload="web", phase="paused", status="running",
-                       started=NOW - timedelta(minutes=5), workflow_id="canary/shop/web")]
+                       started=NOW - timedelta(minutes=5), workflow_id="canary.shop.web")]
     assert render_jobs(jobs, NOW).splitlines() == [
         "NAMESPACE  NAME  WORKLOAD  PHASE   STATUS   AGE",
         "shop       web   web       paused  running  5m",

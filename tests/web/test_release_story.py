@@ -248,7 +248,7 @@ async def test_a_job_that_does_not_answer_says_why_and_still_takes_terminate(
     await expect(page.locator("#trouble-error")).to_contain_text(f"canary job {fake_job.namespace}/web")
     await expect(page.locator("#trouble-steps")).to_contain_text("canary-delivery")
     await expect(page.locator("#trouble-steps")).to_contain_text(
-        f"temporal workflow describe -w canary/{fake_job.namespace}/web")
+        f"temporal workflow describe -w canary.{fake_job.namespace}.web")
     await shot(page, "job-not-answering.png")
 
     await page.click("#signal-terminate")

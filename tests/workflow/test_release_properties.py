@@ -311,7 +311,7 @@ class ReleaseMachine(RuleBasedStateMachine):
             spec = job_spec(steps=steps, progressDeadline="20s")
             self.handle = await self.env.client.start_workflow(
                 CanaryJobWorkflow.run, CanaryJobInput(job=spec, watch=False),
-                id=f"canary/shop/web-{uuid.uuid4().hex[:8]}", task_queue=self.queue)
+                id=f"canary.shop.web-{uuid.uuid4().hex[:8]}", task_queue=self.queue)
             if first is not None:
                 await self._settle()
                 self.fake.edit_image(first)
