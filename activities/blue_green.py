@@ -29,6 +29,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities import errors
 from activities.errors import kube_errors, not_found
 from activities.kube import canary_name
+from activities.reads import read_or_none
 from activities.routers.base import config_error
 from activities.templates import JOB_KEY, PREFIX, template_hash
 from workflows import port
@@ -139,24 +140,10 @@ class BlueGreenActivities:
         return data
 
     def _service(self, namespace: str, name: str) -> Obj | None:
-        with kube_errors(f"read Service {namespace}/{name}"):
-            try:
-                return self._json(self._core.read_namespaced_service(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-            except ApiException as error:
-                if not_found(error):
-                    return None
-                raise
+        return read_or_none(self._core.read_namespaced_service, "Service", namespace, name)
 
     def _deployment(self, namespace: str, name: str) -> Obj | None:
-        with kube_errors(f"read Deployment {namespace}/{name}"):
-            try:
-                return self._json(self._apps.read_namespaced_deployment(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-            except ApiException as error:
-                if not_found(error):
-                    return None
-                raise
+        return read_or_none(self._apps.read_namespaced_deployment, "Deployment", namespace, name)
 
     def _patch(self, namespace: str, name: str, ops: list[Obj]) -> Obj:
         with kube_errors(f"patch Service {namespace}/{name}"):

@@ -35,6 +35,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities import errors, steps
 from activities.errors import kube_errors, not_found
 from activities.progress import heartbeat
+from activities.reads import read_or_none
 from activities.templates import (
     CANARY_TRACK,
     HASH_ANNOTATION,
@@ -204,14 +205,7 @@ class KubeActivities:
 
     def _read(self, namespace: str, name: str) -> Obj | None:
         """GET a Deployment; None when it does not exist."""
-        with kube_errors(f"read Deployment {namespace}/{name}"):
-            try:
-                return self._json(self._apps.read_namespaced_deployment(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-            except ApiException as error:
-                if not_found(error):
-                    return None
-                raise
+        return read_or_none(self._apps.read_namespaced_deployment, "Deployment", namespace, name)
 
     def _workload(self, req: WorkloadRequest) -> Obj:
         """GET the user's Deployment, or fail for good: there is nothing to deliver to."""

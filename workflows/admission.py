@@ -79,8 +79,10 @@ def _check_rules(request: UpdateRulesRequest, state: JobState, traffic: Traffic 
         raise InvalidOperationInput(f"rules.{first}".rstrip("."), validation_message(error)) from None
     if blue_green is not None and (rules.blue_green is not None) != blue_green:
         # The mode is the job's, set when it is applied: new rules keep to it.
-        why = ("the job's mode is blueGreen: its rules need a blueGreen section" if blue_green else
-               "the job's mode is canary: blueGreen is not used")
+        why = ("the job delivers in blueGreen mode, so its rules need a blueGreen section (a running job "
+               "keeps its mode: delete the job and apply it again to change it)" if blue_green else
+               "the job delivers in canary mode; a blueGreen section is for mode: blueGreen, and a running job "
+               "keeps its mode: delete the job and apply it again to change it")
         raise InvalidOperationInput("rules.blueGreen", why)
     new = (rules.blue_green.active_service, rules.blue_green.preview_service) if rules.blue_green else None
     if services is not None and new is not None and new != services and state.canary is not None:

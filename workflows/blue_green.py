@@ -40,14 +40,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.blue_green_spec import BlueGreen
     from workflows.canary import (
         BEFORE_PROMOTION_INTERRUPTS,
-        PROMOTION_INTERRUPTS,
         CanaryJobWorkflow,
         ContinueAsNew,
         Interrupt,
         Interrupted,
         ReleaseFailed,
         _failure_message,
-        _failure_type,
     )
     from workflows.models import (
         BlueGreenStage,
@@ -56,7 +54,6 @@ with workflow.unsafe.imports_passed_through():
         JobState,
         Phase,
         RollbackRequest,
-        RolloutRequest,
         ScaleRequest,
         Version,
     )
@@ -319,20 +316,9 @@ class BlueGreenRelease:
         """The user's Deployment takes the new version over, the held way, while green serves."""
         wf = self.wf
         wf._set_phase(Phase.PROMOTING)
-        replicas, label = self.state.replicas, f"promote revision {canary.revision}"
-        try:
-            await wf._hold_stable(canary, 0)
-            await wf._hold_stable(canary, replicas)
-            await wf._interruptible(workflow.execute_activity(
-                port.WAIT_STABLE_ROLLED_OUT.name,
-                RolloutRequest(**wf._ref(), replicas=replicas, template_hash=canary.template_hash, held=True),
-                **wf._wait_options(), summary=f"{label}: wait for the Deployment's pods",
-            ), only=PROMOTION_INTERRUPTS)
-        except ActivityError as error:
-            if _failure_type(error) == "WorkloadNotFound":
-                raise
-            await wf._restore_stable(f"promotion failed: {_failure_message(error)}")
-            return
+        label = f"promote revision {canary.revision}"
+        if not await wf._promote_stepwise(canary, label):
+            return  # failed, and the stable version is back in the Deployment
         # Both Deployments run the new version now: the user's selector picks them all.
         await wf._call(port.RESTORE_SERVICES, RestoreRequest(**dict(_services(wf))),
                        summary=f"{label}: give Service {self.spec.active_service} its own selector back")

@@ -28,6 +28,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import errors
 from activities.errors import kube_errors, not_found
+from activities.reads import read_or_none
 from activities.routers.base import FIELD_MANAGER, REQUEST_TIMEOUT, Obj, config_error
 from activities.routers.istio import Subsets
 from activities.templates import CANARY_TRACK, JOB_KEY, TRACK_LABEL, template_hash
@@ -104,14 +105,7 @@ class RouterServices:
                 req.workload, req.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
 
     def _read(self, namespace: str, name: str) -> Obj | None:
-        with kube_errors(f"read Service {namespace}/{name}"):
-            try:
-                return self._json(self._core.read_namespaced_service(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-            except ApiException as error:
-                if not_found(error):
-                    return None
-                raise
+        return read_or_none(self._core.read_namespaced_service, "Service", namespace, name)
 
     def _pod_template_hash(self, req: ServicesRequest, deployment: Obj) -> str:
         """The ``pod-template-hash`` of the Deployment's ReplicaSet running the stable version."""

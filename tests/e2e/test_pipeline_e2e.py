@@ -105,7 +105,9 @@ async def test_converted_argo_rollouts_are_accepted_by_apply(shop: Shop, tmp_pat
         assert (await cli(shop, "lint", "-f", str(job))).returncode == 0
         applied = await cli(shop, "apply", "-f", str(job), timeout=120)
         assert applied.returncode == 0, (manifest.name, applied.stderr)
-    await shop.wait(lambda d: d.phase == Phase.HEALTHY, "the job attached")
+        await shop.wait(lambda d: d.phase == Phase.HEALTHY, "the job attached")
+        # A running job keeps its mode (one manifest is blue-green): each Rollout is a job of its own.
+        assert (await cli(shop, "delete", "web")).returncode == 0
 
 
 async def test_kubectl_canary_runs_the_cli(shop: Shop) -> None:
