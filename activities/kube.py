@@ -196,6 +196,33 @@ class KubeActivities:
                 self.write_template, self.set_image, self.watch_workload,
                 self.shift_replicas, self.read_sides, self.promote_held, self.grow_stable]
 
+    def wait_service_endpoints(self, namespace: str, service: str, ready: int) -> None:
+        """Block (heartbeating) until Service ``service`` has ``ready`` Ready endpoints.
+
+        Pods count as available in their ReplicaSet's status before the endpoints controller
+        lists them; a router sends traffic to endpoints. A Service that does not exist has none,
+        and its absence is the router's to report: nothing is waited for then. The activity's
+        own timeout (the progress deadline) bounds the wait.
+        """
+        discovery = client.DiscoveryV1Api(self._apps.api_client)
+        while True:
+            with kube_errors(f"read the endpoints of Service {namespace}/{service}"):
+                if self._core_service_missing(namespace, service):
+                    return
+                slices = discovery.list_namespaced_endpoint_slice(
+                    namespace, label_selector=f"kubernetes.io/service-name={service}",
+                    _request_timeout=REQUEST_TIMEOUT).items
+            found = len({address for piece in slices for endpoint in piece.endpoints or []
+                         if endpoint.conditions is not None and endpoint.conditions.ready
+                         for address in endpoint.addresses or []})
+            if found >= ready:
+                return
+            heartbeat(f"Service {service}: {found} of {ready} endpoints Ready")
+            time.sleep(self._heartbeat_every / 2)
+
+    def _core_service_missing(self, namespace: str, service: str) -> bool:
+        return read_or_none(self._core.read_namespaced_service, "Service", namespace, service) is None
+
     # -- raw API calls: server JSON in, server JSON out ---------------------------------------
 
     @staticmethod

@@ -79,6 +79,8 @@ def grow_stable(kube: KubeActivities, req: GrowStableRequest) -> None:
             progress.mark("scaled")
         kube.wait_stable_rolled_out(RolloutRequest(**_ref(req), replicas=req.replicas,
                                                    template_hash=req.template_hash, held=True))
+    if req.service is not None:
+        kube.wait_service_endpoints(req.namespace, req.service, req.replicas)
 
 
 def read_sides(kube: KubeActivities, req: WorkloadRequest) -> ShiftResult:

@@ -924,8 +924,10 @@ class CanaryJobWorkflow:
         """
         stable = self.state.stable
         assert stable is not None
+        routed = self.state.routed
         request = GrowStableRequest(**self._ref(), replicas=replicas, template_hash=stable.template_hash,
-                                    known_hash=self.state.workload_hash)
+                                    known_hash=self.state.workload_hash,
+                                    service=routed.stable_service if routed is not None else None)
         started = False
 
         async def grow() -> None:

@@ -44,6 +44,9 @@ class GrowStableRequest(WorkloadRequest):
     replicas: int = Field(ge=0)
     template_hash: str
     known_hash: str | None = None  # stamped with the write, as in ``ShiftRequest``
+    # The router's stable Service: its Ready endpoints (what a mesh or an ingress sends to) must
+    # count ``replicas`` too; the endpoints controller lags the ReplicaSet's status under load.
+    service: str | None = None
 
 
 class ShiftResult(BaseModel):
