@@ -59,9 +59,11 @@ sys.path.insert(0, str(ROOT))
 from canary_bench import percentile  # noqa: E402
 from deployment_mirror import DeploymentMirror  # noqa: E402
 from proc_stats import Snapshot, status_field  # noqa: E402
+from temporal_rpcs import APISERVER, count_requests, difference, read_counts  # noqa: E402
 
 from devenv.cluster import LocalCluster  # noqa: E402
 from devenv.components import ComponentSettings  # noqa: E402
+from devenv.processes import free_port  # noqa: E402
 from devenv.temporal import TemporalDevServer  # noqa: E402
 from devenv.temporal_postgres import TemporalPostgresServer  # noqa: E402
 from starter import client as canary  # noqa: E402
@@ -191,6 +193,7 @@ class FleetBench:
         self.cluster, self.temporal = cluster, temporal
         self.worker_pid, self.temporal_pid, self.worker_log = worker_pid, temporal_pid, worker_log
         self.temporal_db_pid = temporal_db_pid
+        self.temporal_metrics: str | None = None  # the dev server's /metrics URL, when it has one
         self.concurrency = concurrency
         configuration = k8s.Configuration()
         k8s_config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
@@ -202,6 +205,12 @@ class FleetBench:
         self.jobs: list[str] = []
         self.image: dict[str, str] = {}
         self.releases: dict[str, int] = {}
+
+    def _apiserver_counts(self) -> Counter[str]:
+        """The API server's request and watch-event counters (its ``/metrics``, read as the admin)."""
+        response = self.api.call_api("GET", f"{self.api.configuration.host}/metrics", _request_timeout=10)
+        response.read()
+        return count_requests(response.data.decode(), APISERVER)
 
     def measured(self) -> dict[str, int]:
         """The processes whose CPU the figures report: ours, then the cluster's for context."""
@@ -448,6 +457,8 @@ class FleetBench:
               f"(steps {' -> '.join(str(s['setWeight']) for s in STEPS)}, {REPLICAS} replicas)", flush=True)
         log = LogLines(self.worker_log)
         loop = asyncio.get_running_loop()
+        rpcs_before = read_counts(self.temporal_metrics) if self.temporal_metrics else None
+        api_before = self._apiserver_counts()
         with PeakSampler(self.worker_pid) as peak:
             usage = Usage(self.measured())
             edits_began = datetime.now(UTC)
@@ -456,6 +467,9 @@ class FleetBench:
             done = await asyncio.to_thread(self.mirror.wait_all, names, self._promoted, timeout,
                                            progress_printer("promoted", count))
             wall, cpu = usage.cpu()
+        rpcs = (difference(rpcs_before, read_counts(self.temporal_metrics), top=25)
+                if self.temporal_metrics and rpcs_before is not None else None)
+        api_calls = difference(api_before, self._apiserver_counts(), top=30)
         finished = sorted(t - usage.started for t in done.values())
         outcomes, promoted_at = await self._outcomes(names)
         # The same wall time as the jobs recorded it (their promotion times, the server's clock).
@@ -475,6 +489,8 @@ class FleetBench:
             "worker_rss_peak_mib": round(peak.rss_mib, 1), "worker_threads_peak": peak.threads,
             "worker_log_lines": log.count(),
             "history_one_release": history,
+            **({"temporal_requests": rpcs} if rpcs else {}),
+            "apiserver_requests": api_calls,
         }
         not_promoted = {k: v for k, v in outcomes.items() if k != "promoted"}
         print(f"({tag}) {count} releases: {figures['promoted']} promoted"
@@ -487,6 +503,9 @@ class FleetBench:
         print("    cluster CPU-s: " + ", ".join(f"{name} {s:.1f}" for name, s in figures["cluster_cpu_s"].items()),
               flush=True)
         self.print_history(f"({tag}) one of the releases", history)
+        if rpcs:
+            print("    Temporal requests: " + ", ".join(f"{op} {n}" for op, n in rpcs.items()), flush=True)
+        print("    API server requests: " + ", ".join(f"{op} {n}" for op, n in api_calls.items()), flush=True)
         return figures
 
     def close(self) -> None:
@@ -537,8 +556,10 @@ async def main() -> None:
     run: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_head(),
            "components": settings.as_dict(), "temporal": args.temporal}
     results: dict[str, Any] = {}
-    server_kind = TemporalPostgresServer if args.temporal == "postgres" else TemporalDevServer
-    with LocalCluster(nodes=nodes, components=settings) as cluster, server_kind() as server:
+    metrics_port = free_port()
+    server = (TemporalPostgresServer() if args.temporal == "postgres"
+              else TemporalDevServer(extra_args=["--metrics-port", str(metrics_port)]))
+    with LocalCluster(nodes=nodes, components=settings) as cluster, server:
         assert server.pid is not None
         db_pid = server.db_pid if isinstance(server, TemporalPostgresServer) else None
         temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
@@ -548,6 +569,8 @@ async def main() -> None:
             worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=log,
                                       stderr=subprocess.STDOUT)
             bench = FleetBench(cluster, temporal, worker.pid, server.pid, worker_log, args.concurrency, db_pid)
+            if isinstance(server, TemporalDevServer):
+                bench.temporal_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             try:
                 fleet = await bench.attach(args.jobs, args.timeout)
                 run["worker_rss_after_attach_mib"] = round(status_field(worker.pid, "VmRSS") / 1024, 1)
