@@ -485,6 +485,11 @@ class KubeActivities:
                 self._next_change(namespace, name, version,
                                   min(self._heartbeat_every * 4, deadline - time.monotonic()))
 
+    def _cached_workload(self, req: WorkloadRequest) -> Obj:
+        """The informer's copy of the user's Deployment (possibly a little old); else a GET."""
+        cached = self._cache.get(req.namespace, req.name) if self._cache is not None else None
+        return cached if cached is not None else self._workload(req)
+
     def _read_cached(self, namespace: str, name: str) -> Obj | None:
         """The informer's copy; the API server's answer when it has none (not yet labelled, say)."""
         assert self._cache is not None
@@ -632,13 +637,22 @@ class KubeActivities:
 
     def _hold(self, req: WorkloadRequest, template: Obj, hash_: str,
               replicas: int) -> tuple[WorkloadSnapshot | None, Obj]:
-        """Patch template, replicas and paused in one write guarded by resourceVersion."""
-        for attempt in range(CONFLICT_ATTEMPTS):
-            deployment = self._workload(req)
+        """Patch template, replicas and paused in one write guarded by resourceVersion.
+
+        The first try starts from the informer's copy: the guard turns a stale copy into a
+        conflict, and the next tries read the API server. "Already so" is only believed from
+        the API server, since a stale copy could say it of a Deployment changed since.
+        """
+        fresh = self._cache is None
+        for attempt in range(CONFLICT_ATTEMPTS + 1):
+            deployment = self._workload(req) if fresh else self._cached_workload(req)
             self._check_owner(deployment, req.job, what="Deployment")
             current = snapshot(deployment)
             spec = deployment["spec"]
             if current.template_hash == hash_ and spec.get("replicas") == replicas and spec.get("paused"):
+                if not fresh:
+                    fresh = True
+                    continue
                 return None, deployment
             ops: list[Obj] = [{"op": "test", "path": "/metadata/resourceVersion",
                                "value": deployment["metadata"]["resourceVersion"]}]
@@ -654,8 +668,9 @@ class KubeActivities:
             except ApplicationError as error:
                 # A failed "test" is the API server's 422; a moved resourceVersion, a 409.
                 if error.type not in (errors.KUBERNETES_CONFLICT, errors.KUBERNETES_INVALID) or (
-                        attempt == CONFLICT_ATTEMPTS - 1):
+                        attempt == CONFLICT_ATTEMPTS):
                     raise
+                fresh = True
         raise AssertionError("unreachable")
 
     def _replica_sets(self, req: WorkloadRequest, deployment: Obj) -> list[Obj]:
@@ -687,18 +702,29 @@ class KubeActivities:
         """
         generation = int(written["metadata"].get("generation", 0))
         deadline = time.monotonic() + STABLE_SETTLE_SECONDS
+        cache = self._cache if self._cache is not None and self._cache.synced.is_set() else None
+        deployment = written
         while True:
-            deployment = self._workload(req)
-            observed = int((deployment.get("status") or {}).get("observedGeneration", 0)) >= generation
-            rss = self._replica_sets(req, deployment)
-            if observed and done(deployment, rss):
-                return deployment, rss
+            # The controller records observedGeneration after it has scaled or created the
+            # ReplicaSets for that generation: only then are they worth a list.
+            if int((deployment.get("status") or {}).get("observedGeneration", 0)) >= generation:
+                rss = self._replica_sets(req, deployment)
+                if done(deployment, rss):
+                    return deployment, rss
             if time.monotonic() > deadline:
                 raise ApplicationError(
                     f"{req.namespace}/{req.name}: the Deployment controller has not acted on the change "
                     f"within {STABLE_SETTLE_SECONDS:.0f}s", type=errors.STABLE_NOT_ROLLED_OUT, category=BENIGN)
             heartbeat()
-            time.sleep(0.1)
+            if cache is None or cache.get(req.namespace, req.name) is None:
+                time.sleep(0.1)
+                deployment = self._workload(req)
+                continue
+            # Woken by the informer when its copy changes (its status, mostly); at the latest
+            # after a short while, since the ReplicaSets' state is not in the copy.
+            cache.wait_change(req.namespace, req.name, _resource_version(deployment),
+                              min(0.5, max(0.0, deadline - time.monotonic())))
+            deployment = self._cached_workload(req)
 
     @activity.defn(name=port.WAIT_STABLE_ROLLED_OUT.name)
     def wait_stable_rolled_out(self, req: RolloutRequest) -> None:

@@ -145,6 +145,7 @@ PATCH_QUIET_PHASE = "upsert-phase-on-change"
 PATCH_COUNT_EACH_SIDE = "count-each-side-of-a-shift"
 PATCH_UNDO_CUT_SHIFT = "undo-a-shift-new-rules-cut"
 PATCH_ONE_ACTIVITY_PER_STEP = "one-activity-per-step"
+PATCH_PROMOTE_FULL_CANARY = "promote-a-canary-the-last-step-filled"
 # The activities that write the user's Deployment: an observation that arrives while one runs
 # waits for its result (and its generation), which tells whether the observation predates it.
 USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
@@ -700,6 +701,8 @@ class CanaryJobWorkflow:
         elif (resume and self.state.confirming) or await self._run_steps(start):
             await self._finish_background()
             await self._confirm_promotion()
+            await self._promote_canary(filled=self._steps_filled_canary())
+            return
         await self._promote_canary()
 
     async def _run_steps(self, index: int) -> bool:
@@ -1340,7 +1343,19 @@ class CanaryJobWorkflow:
         return (self._interrupt() is None and self._measuring == 0 and self._history_long()
                 and workflow.patched(PATCH_RELEASE_CONTINUE_AS_NEW))
 
-    async def _promote_canary(self) -> None:
+    def _steps_filled_canary(self) -> bool:
+        """The steps ended on a replica shift to 100%: the canary runs every replica, their pods Ready.
+
+        That shift waited for the pods and left stable at zero, so the promotion need not grow
+        and wait for the canary again. After a pause or an analysis, or with a router, it does.
+        """
+        steps = self.job.steps
+        return (self.state.routed is None and bool(steps) and isinstance(steps[-1], SetWeightStep)
+                and steps[-1].set_weight == 100 and self.state.canary_target is None
+                and self.state.canary_replicas == self.state.replicas)
+
+    async def _promote_canary(self, *, filled: bool = False) -> None:
+        """Make the canary's version stable; ``filled``: the last step left the canary carrying everything."""
         canary = self.state.canary
         assert canary is not None
         self._set_phase(Phase.PROMOTING)
@@ -1351,7 +1366,8 @@ class CanaryJobWorkflow:
         replicas, label = self.state.replicas, f"promote revision {canary.revision}"
         at_once = workflow.patched(PATCH_ONE_ACTIVITY_PER_STEP)
         # 1. The canary carries all the traffic while the Deployment changes version.
-        await self._canary_takes_all(label, at_once=at_once)
+        if not (at_once and filled and workflow.patched(PATCH_PROMOTE_FULL_CANARY)):
+            await self._canary_takes_all(label, at_once=at_once)
         self.state.canary_replicas = replicas
         if at_once:
             if not await self._promote_held(canary, label):

@@ -7,11 +7,15 @@ on the real local cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from kubernetes.client import ApiClient
 from temporalio.exceptions import ApplicationError
 
 from activities import errors
+from activities.informer import DeploymentInformer
+from activities.kube import KubeActivities
 from tests.activities.test_kube import Web, failure, run
 from tests.kube_helpers import eventually
 from workflows.models import (
@@ -25,9 +29,25 @@ from workflows.models import (
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-def web(kube_api: ApiClient, namespace: str) -> Web:
-    return Web(kube_api, namespace)
+@pytest.fixture(params=["api-server", "informer"])
+def web(request: pytest.FixtureRequest, kube_api: ApiClient, namespace: str) -> Iterator[Web]:
+    """Each test twice: reading the API server, and reading the worker's informer as a worker does.
+
+    The informer's copies lag the API server: the writes must still land on the right
+    object (a stale copy is a conflict, then a fresh read), and the waits still end.
+    """
+    web = Web(kube_api, namespace)
+    if request.param == "api-server":
+        yield web
+        return
+    informer = DeploymentInformer(kube_api, lambda *_: None, namespaces=[namespace])
+    informer.start()
+    try:
+        assert informer.synced.wait(10), "the informer listed the namespace"
+        web.acts = KubeActivities(kube_api, cache=informer)
+        yield web
+    finally:
+        informer.stop()
 
 
 def _images_of_ready_pods(web: Web) -> list[str]:

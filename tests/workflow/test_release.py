@@ -61,6 +61,29 @@ async def test_edit_runs_every_step_then_promotes(start_job) -> None:
     assert versions.history[0].finished is not None
 
 
+async def test_a_last_step_at_100_percent_hands_its_ready_canary_straight_to_promotion(start_job) -> None:
+    job: Job = await start_job(spec=job_spec(steps=[{"setWeight": 50}, {"setWeight": 100}]))
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    done = await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.stable is not None
+                              and d.stable.revision == 2, "promotion")
+    assert done.canary is None and job.kube.canary_replicas == 0 and job.kube.replicas == 4
+    # The 100% step grew the canary to all 4 replicas and waited for them; the promotion goes
+    # straight to moving the Deployment, without growing (and waiting for) the canary again.
+    assert job.kube.writes.count(("scale_canary", 4)) == 1
+
+
+async def test_a_pause_after_the_100_percent_step_still_checks_the_canary_before_promotion(start_job) -> None:
+    job: Job = await start_job(spec=job_spec(steps=[{"setWeight": 100}, {"pause": {}}]))
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.PAUSED, "the pause after 100%")
+    await job.operate(names.CONTINUE)
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.stable is not None
+                       and d.stable.revision == 2, "promotion")
+    assert job.kube.writes.count(("scale_canary", 4)) == 2
+
+
 async def test_canary_that_never_becomes_ready_is_rolled_back(start_job) -> None:
     job: Job = await start_job(spec=job_spec(progressDeadline="4s"))
     job.kube.broken_images.add("registry.local/web:broken")

@@ -49,6 +49,14 @@ async def _release_promoted(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "promoted")
 
 
+async def _straight_to_100(job: Job) -> None:
+    """The fleet benchmark's shape: 25, 50, 100 %, no pause; the promotion starts from a full canary."""
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
+    await job.edit_image("registry.local/web:2")
+    await job.wait_for(lambda d: d.phase == Phase.HEALTHY and d.stable is not None and d.stable.revision == 2,
+                       "promoted")
+
+
 async def _operations(job: Job) -> None:
     await job.wait_for(lambda d: d.phase == Phase.HEALTHY, "attached")
     await job.operate(names.UPDATE_VERSION, UpdateVersionRequest(image="registry.local/web:2", container="app"))
@@ -243,7 +251,7 @@ _ANALYSIS = {
 
 
 # Scenarios first recorded by code that already ran each step as one activity (no ``v3-`` copy).
-SINCE_ONE_ACTIVITY_PER_STEP = {"blue-green", "dynamic-stable-scale"}
+SINCE_ONE_ACTIVITY_PER_STEP = {"blue-green", "dynamic-stable-scale", "straight-to-100"}
 
 SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]] = {
     "release-promoted": (_release_promoted, {}),
@@ -267,6 +275,8 @@ SCENARIOS: dict[str, tuple[Callable[[Job], Awaitable[None]], dict[str, object]]]
         _BETA, {"pause": {}}, {"setWeight": 10}, {"setHeaderRoute": {"name": "beta"}}, {"pause": {}}])}),
     "blue-green": (_blue_green, {"spec": job_spec(steps=[], mode="blueGreen", blueGreen=_BLUE_GREEN)}),
     # max_history_events: the wait for confirm-promotion hands over to a fresh run.
+    "straight-to-100": (_straight_to_100, {"spec": job_spec(steps=[{"setWeight": 25}, {"setWeight": 50},
+                                                                  {"setWeight": 100}])}),
     "webhooks": (_webhooks, {"spec": job_spec(steps=[{"setWeight": 25}, {"setWeight": 50}], webhooks=_WEBHOOKS),
                              "max_history_events": 175}),
 }
@@ -306,3 +316,5 @@ def test_histories_are_saved() -> None:
     assert saved >= {f"v2-{name}" for name in ("release-promoted", "operations", "workload-missing", "analysis")}
     # Scenarios that existed before one activity per step have their older recording too.
     assert saved >= {f"v3-{name}" for name in SCENARIOS if name not in SINCE_ONE_ACTIVITY_PER_STEP}
+    # Recorded before a promotion could start from the canary the last step filled.
+    assert "v4-straight-to-100" in saved
