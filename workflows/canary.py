@@ -1182,9 +1182,20 @@ class CanaryJobWorkflow:
         else:
             run = AnalysisRun.start(self.job.analysis, step.analysis, AnalysisKind.STEP, index, workflow.now())
             self.state.step_analyses.append(run)
+        await self._analysis_verdict(run, label)
+
+    async def _analysis_verdict(self, run: AnalysisRun, label: str, *, only: frozenset[Interrupt] | None = None,
+                                decision_only: frozenset[Interrupt] | None = None) -> None:
+        """Measure ``run`` until its verdict (a step's, or blue-green's pre- or post-promotion analysis).
+
+        Failed raises :class:`ReleaseFailed`; inconclusive waits for a human at a gate (open to the
+        interrupts ``decision_only``). A hand-over to a fresh run leaves ``run`` going, so the next
+        run resumes it with its measurements; any other way out stops it. ``only``: the interrupts
+        that cut the measuring short.
+        """
         handed_over = False
         try:
-            verdict = await self._interruptible(self._run_analysis(run, hand_over=True))
+            verdict = await self._interruptible(self._run_analysis(run, hand_over=True), only=only)
         except ContinueAsNew:
             handed_over = True
             raise
@@ -1195,7 +1206,7 @@ class CanaryJobWorkflow:
         if verdict.phase is MetricPhase.FAILED:
             raise ReleaseFailed(f"{label} failed: {verdict.reason}")
         if verdict.phase is not MetricPhase.SUCCESSFUL:
-            await self._wait_for_decision(f"{label} inconclusive: {verdict.reason}")
+            await self._wait_for_decision(f"{label} inconclusive: {verdict.reason}", only=decision_only)
 
     def _start_background(self, index: int) -> None:
         """Start (or, after continue-as-new, resume) the background analysis once its starting step is reached."""
