@@ -15,7 +15,6 @@ deleted with the job; a user's preview Service is narrowed and restored like the
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -29,9 +28,9 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities import errors
 from activities.errors import kube_errors, not_found
 from activities.kube import canary_name
-from activities.reads import read_or_none
+from activities.reads import HASH_LABEL, read_or_none, version_replica_set
 from activities.routers.base import config_error
-from activities.templates import JOB_KEY, PREFIX, template_hash
+from activities.templates import JOB_KEY, PREFIX
 from workflows import port
 from workflows.service_selection import BlueGreenServices, RestoreRequest, Selection, SelectRequest, Side
 
@@ -40,7 +39,6 @@ FIELD_MANAGER = "canary-delivery"
 REQUEST_TIMEOUT = 10.0
 CONFLICT_ATTEMPTS = 5
 JSON_PATCH = "application/json-patch+json"
-HASH_LABEL = "pod-template-hash"
 # The user's own selector of a Service the job has narrowed, as JSON.
 SELECTOR_ANNOTATION = PREFIX + "selector"
 _PORT_KEYS = ("name", "port", "targetPort", "protocol", "appProtocol")
@@ -196,23 +194,15 @@ class BlueGreenActivities:
                 raise ApplicationError(f"Deployment {req.namespace}/{name} not found",
                                        type=errors.WORKLOAD_NOT_FOUND, non_retryable=True)
             raise _not_yet(f"canary Deployment {req.namespace}/{name} does not exist yet")
-        uid = deployment["metadata"]["uid"]
-        with kube_errors(f"list ReplicaSets in {req.namespace}"):
-            items = self._json(self._apps.list_namespaced_replica_set(
-                req.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))["items"]
-        for rs in items:
-            if not any(ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or []):
-                continue
-            template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
-            pod_hash = ((template.get("metadata") or {}).get("labels") or {}).pop(HASH_LABEL, None)
-            if not pod_hash or template_hash(template) != req.template_hash:
-                continue
-            available = int((rs.get("status") or {}).get("availableReplicas") or 0)
-            if available < req.ready:
-                raise _not_yet(f"{available} of {req.ready} pods of revision {req.template_hash} in "
-                               f"Deployment {name} available; Service {req.service} is switched once they are")
-            return str(pod_hash)
-        raise _not_yet(f"Deployment {req.namespace}/{name} has no ReplicaSet for revision {req.template_hash} yet")
+        found = version_replica_set(self._apps, req.namespace, deployment, req.template_hash)
+        if found is None:
+            raise _not_yet(f"Deployment {req.namespace}/{name} has no ReplicaSet for revision {req.template_hash} yet")
+        rs, pod_hash = found
+        available = int((rs.get("status") or {}).get("availableReplicas") or 0)
+        if available < req.ready:
+            raise _not_yet(f"{available} of {req.ready} pods of revision {req.template_hash} in "
+                           f"Deployment {name} available; Service {req.service} is switched once they are")
+        return pod_hash
 
     def _create_preview(self, req: SelectRequest, pod_hash: str) -> Selection:
         """A preview Service like the active one (ports, the user's selector) narrowed to the new version."""

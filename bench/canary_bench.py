@@ -18,35 +18,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_env import (  # first: it puts the repository on sys.path; fleet_bench takes percentile from here
+    ROOT,
+    chosen,
+    create_workload,
+    environment,
+    percentile,
+    set_image,
+    wait_phase,
+    write_figures,
+)
 from kubernetes import client as k8s
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from devenv.cluster import LocalCluster  # noqa: E402
-from devenv.temporal import TemporalDevServer  # noqa: E402
-from starter import client as canary  # noqa: E402
-from workflows import names  # noqa: E402
-from workflows.models import OperationRequest, Phase  # noqa: E402
-from workflows.spec import JobSpec  # noqa: E402
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
+from devenv.cluster import LocalCluster
+from starter import client as canary
+from workflows import names
+from workflows.models import OperationRequest, Phase
+from workflows.spec import JobSpec
 
 RESULTS = ROOT / "bench" / "results" / "canary.json"
 FIGURES: dict[str, dict[str, float]] = {}  # what this run measured, written to RESULTS at the end
@@ -72,17 +66,10 @@ class Bench:
         return name
 
     def workload(self, namespace: str, name: str, replicas: int) -> None:
-        labels = {"app": name}
-        self.apps.create_namespaced_deployment(namespace, {
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "app", "image": f"registry.local/{name}:0"}]}}},
-        })
+        create_workload(self.apps, namespace, name, replicas)
 
     def set_image(self, namespace: str, name: str, image: str) -> None:
-        self.apps.patch_namespaced_deployment(name, namespace, {"spec": {"template": {"spec": {
-            "containers": [{"name": "app", "image": image}]}}}})
+        set_image(self.apps, namespace, name, image)
 
     def canary_replicas(self, namespace: str, name: str) -> int:
         try:
@@ -93,11 +80,7 @@ class Bench:
             raise
 
     async def wait_phase(self, namespace: str, name: str, phases: set[Phase], timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while (await canary.details(self.temporal, namespace, name)).phase not in phases:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{namespace}/{name} did not reach {phases}")
-            await asyncio.sleep(0.05)
+        await wait_phase(self.temporal, namespace, name, phases, timeout)
 
     def wait_canary(self, namespace: str, name: str, predicate: Any, timeout: float = 60) -> float:
         """Poll the API server tightly; return the monotonic time the predicate first held."""
@@ -204,40 +187,22 @@ BENCHES = ("detection", "operation", "fleet")
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # Checked below, not with choices=: argparse checks an empty "*" list against them as one value.
     parser.add_argument("which", nargs="*", help="detection, operation and/or fleet (default: all three)")
     parser.add_argument("--releases", type=int, default=20)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=50)
     args = parser.parse_args()
-    args.which = args.which or list(BENCHES)
-    unknown = [name for name in args.which if name not in BENCHES]
-    if unknown:
-        parser.error(f"unknown bench {unknown[0]!r}; choose from {', '.join(BENCHES)}")
+    args.which = chosen(parser, args.which, BENCHES)
 
-    with LocalCluster(nodes=3) as cluster, TemporalDevServer() as server:
-        temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
-        env = {**os.environ, "TEMPORAL_ADDRESS": server.address, "KUBECONFIG": str(cluster.kubeconfig)}
-        log = open(cluster.run_dir / "worker.log", "wb")
-        worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        try:
-            bench = Bench(cluster, temporal, server.address)
-            if "detection" in args.which:
-                await bench.detection(args.releases)
-            if "operation" in args.which:
-                await bench.operation(args.samples)
-            if "fleet" in args.which:
-                await bench.fleet(args.jobs, worker.pid)
-        finally:
-            worker.terminate()
-            worker.wait(30)
-            log.close()
-    # Earlier figures of kinds not run this time are kept.
-    known = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({**known, **FIGURES}, indent=2) + "\n")
-    print(f"figures written to {RESULTS.relative_to(ROOT)}")
+    async with environment() as env:
+        bench = Bench(env.cluster, env.temporal, env.address)
+        if "detection" in args.which:
+            await bench.detection(args.releases)
+        if "operation" in args.which:
+            await bench.operation(args.samples)
+        if "fleet" in args.which:
+            await bench.fleet(args.jobs, env.worker.pid)
+    write_figures(RESULTS, FIGURES)
 
 
 if __name__ == "__main__":

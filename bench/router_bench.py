@@ -22,41 +22,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+# bench_env first: it puts the repository on sys.path.
+from bench_env import ROOT, chosen, create_workload, environment, percentile, set_image, wait_phase, write_figures
 from kubernetes import client as k8s
 from kubernetes import watch
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from devenv.cluster import LocalCluster  # noqa: E402
-from devenv.temporal import TemporalDevServer  # noqa: E402
-from starter import client as canary  # noqa: E402
-from workflows import names  # noqa: E402
-from workflows.models import OperationRequest, Phase  # noqa: E402
-from workflows.spec import JobSpec  # noqa: E402
+from devenv.cluster import LocalCluster
+from starter import client as canary
+from workflows import names
+from workflows.models import OperationRequest, Phase
+from workflows.spec import JobSpec
 
 RESULTS = ROOT / "bench" / "results" / "router.json"
 FIGURES: dict[str, Any] = {}
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
 TARGET_MS = 200
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def report(name: str, samples: list[float], load_before: list[float]) -> None:
@@ -131,11 +118,7 @@ class Bench:
         """A Deployment and its Service, and the user's VirtualService at 100 % stable."""
         self.core.create_namespace({"metadata": {"name": namespace}})
         labels = {"app": "web"}
-        self.apps.create_namespaced_deployment(namespace, {
-            "metadata": {"name": "web", "labels": labels},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "app", "image": "registry.local/web:0"}]}}}})
+        create_workload(self.apps, namespace, "web", replicas)
         self.core.create_namespaced_service(namespace, {"metadata": {"name": "web"}, "spec": {
             "selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}})
         self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
@@ -145,11 +128,7 @@ class Bench:
                 {"destination": {"host": "web-canary"}, "weight": 0}]}]}})
 
     async def details_phase(self, namespace: str, phases: set[Phase], timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while (await canary.details(self.temporal, namespace, "web")).phase not in phases:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{namespace}/web did not reach {phases}")
-            await asyncio.sleep(0.05)
+        await wait_phase(self.temporal, namespace, "web", phases, timeout)
 
     async def run(self, name: str, namespace: str, replicas: int, first: list[dict[str, Any]],
                   weights: list[int]) -> None:
@@ -167,8 +146,7 @@ class Bench:
         await self.details_phase(namespace, {Phase.HEALTHY})
         watcher = WeightWatch(self.api, namespace, "web")
         try:
-            self.apps.patch_namespaced_deployment("web", namespace, {"spec": {"template": {"spec": {
-                "containers": [{"name": "app", "image": "registry.local/web:1"}]}}}})
+            set_image(self.apps, namespace, "web", "registry.local/web:1")
             await asyncio.to_thread(watcher.first, weights[0], 0.0)
             await self.details_phase(namespace, {Phase.PAUSED})
             samples = []
@@ -192,35 +170,19 @@ async def main() -> None:
     parser.add_argument("which", nargs="*", help="fixed and/or sized (default: both)")
     parser.add_argument("--trials", type=int, default=24, help="continues measured in `fixed` (sized: 23)")
     args = parser.parse_args()
-    args.which = args.which or list(BENCHES)
-    unknown = [name for name in args.which if name not in BENCHES]
-    if unknown:
-        parser.error(f"unknown bench {unknown[0]!r}; choose from {', '.join(BENCHES)}")
+    args.which = chosen(parser, args.which, BENCHES)
 
     load_before = os.getloadavg()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)} on {os.cpu_count()} cores", flush=True)
-    with LocalCluster(nodes=3) as cluster, TemporalDevServer() as server:
-        temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
-        env = {**os.environ, "TEMPORAL_ADDRESS": server.address, "KUBECONFIG": str(cluster.kubeconfig)}
-        log = open(cluster.run_dir / "worker.log", "wb")
-        worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        try:
-            bench = Bench(cluster, temporal)
-            if "fixed" in args.which:
-                await bench.run("continue -> VirtualService weight (canary scale fixed)", "bench-router-fixed", 4,
-                                [{"setCanaryScale": {"replicas": 2}}], list(range(1, args.trials + 2)))
-            if "sized" in args.which:
-                await bench.run("continue -> VirtualService weight (canary sized by weight, 10 replicas)",
-                                "bench-router-sized", 10, [], list(range(4, 100, 4)))
-        finally:
-            worker.terminate()
-            worker.wait(30)
-            log.close()
-    known = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({**known, **FIGURES}, indent=2) + "\n")
-    print(f"figures written to {RESULTS.relative_to(ROOT)}")
+    async with environment() as env:
+        bench = Bench(env.cluster, env.temporal)
+        if "fixed" in args.which:
+            await bench.run("continue -> VirtualService weight (canary scale fixed)", "bench-router-fixed", 4,
+                            [{"setCanaryScale": {"replicas": 2}}], list(range(1, args.trials + 2)))
+        if "sized" in args.which:
+            await bench.run("continue -> VirtualService weight (canary sized by weight, 10 replicas)",
+                            "bench-router-sized", 10, [], list(range(4, 100, 4)))
+    write_figures(RESULTS, FIGURES)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,20 @@ from workflows.spec import JobSpec, older_workflow_ids, workflow_id
 
 NAMESPACE = "demo"
 APP = "shop-web"
-# The canary's success rate, from the mesh's request metrics, judged twice at 50 % of the traffic.
-ANALYSIS = {"templates": [{"name": "success-rate", "metrics": [{
-    "name": "success-rate", "interval": "5s", "count": 2, "initialDelay": "10s",
-    "successCondition": "result >= 0.98",
-    "provider": {"builtin": {"check": "request-success-rate", "workload": APP, "namespace": NAMESPACE,
-                             "window": "10s"}},
-}]}]}
+
+
+def success_rate_analysis(namespace: str) -> dict[str, Any]:
+    """The canary's success rate, from the mesh's request metrics, judged twice (both demos' analysis)."""
+    return {"templates": [{"name": "success-rate", "metrics": [{
+        "name": "success-rate", "interval": "5s", "count": 2, "initialDelay": "10s",
+        "successCondition": "result >= 0.98",
+        "provider": {"builtin": {"check": "request-success-rate", "workload": APP, "namespace": namespace,
+                                 "window": "10s"}},
+    }]}]}
+
+
+# The analysis step judges it at 50 % of the traffic.
+ANALYSIS = success_rate_analysis(NAMESPACE)
 JOB = JobSpec.model_validate({
     "name": APP, "namespace": NAMESPACE, "workload": {"name": APP},
     "steps": [{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50},
@@ -59,6 +66,38 @@ ACTOR = "demo"
 def say(text: str) -> None:
     """Print a line at once: the demo is watched live."""
     print(text, flush=True)
+
+
+def run_demo(play: Callable[[Any, k8s.ApiClient, DevState], Awaitable[None]],
+             where_to_look: Callable[[DevState], None]) -> None:
+    """A demo's entry point: the dev environment up, ``play`` against it, then ``where_to_look``.
+
+    Both demos start the same way from the repository's root, so ``.venv/bin`` paths they print hold.
+    """
+    os.chdir(Path(__file__).resolve().parents[1])
+    state = dev_up()
+    lifecycle.run(run(state, play, where_to_look))
+
+
+async def run(state: DevState, play: Callable[[Any, k8s.ApiClient, DevState], Awaitable[None]],
+              where_to_look: Callable[[DevState], None]) -> None:
+    """Play the operator's part against the running dev environment."""
+    temporal = await canary.connect(state.temporal_address, state.temporal_namespace)
+    with k8s_config.new_client_from_config(config_file=state.kubeconfig) as api:
+        await play(temporal, api, state)
+    where_to_look(state)
+
+
+async def start_over(temporal: Any, namespace: str) -> None:
+    """End a job left over from an earlier demo run (by this version or an older one).
+
+    It must not outlive its namespace, which the demo makes anew.
+    """
+    for leftover in (workflow_id(namespace, APP), *older_workflow_ids(namespace, APP)):
+        try:
+            await temporal.get_workflow_handle(leftover).terminate("demo starts over")
+        except Exception:
+            pass
 
 
 def dev_up() -> DevState:
@@ -108,14 +147,19 @@ def wait(check: Callable[[], Any], what: str, timeout: float = 60) -> None:
         time.sleep(0.3)
 
 
-def describe(details: JobDetails) -> str:
-    """One progress line: phase, weight, the step running, the canary version."""
+def step_and_time_left(details: JobDetails) -> tuple[str, str]:
+    """The parts of a progress line about the step: the one running, and a pause's time left."""
     step = ""
     if details.current_step is not None and details.steps:
         current = details.steps[details.current_step]
         step = f" step {details.current_step + 1}/{len(details.steps)} {current.description} ({current.status.value})"
     left = pause_left(details, datetime.now(UTC))
-    remaining = f", {int(left.total_seconds())}s left" if left is not None else ""
+    return step, f", {int(left.total_seconds())}s left" if left is not None else ""
+
+
+def describe(details: JobDetails) -> str:
+    """One progress line: phase, weight, the step running, the canary version."""
+    step, remaining = step_and_time_left(details)
     canary_image = f" canary={details.canary.images} rev {details.canary.revision}" if details.canary else ""
     return (f"    {details.phase.value:<12} weight {details.weight:>3}% "
             f"({details.canary_replicas} canary pods){step}{remaining}{canary_image}")
@@ -138,24 +182,10 @@ async def follow(temporal: Any, until: Callable[[JobDetails], bool], timeout: fl
         await asyncio.sleep(0.5)
 
 
-async def run(state: dev.DevState) -> None:
-    """Play the operator's part against the running dev environment."""
-    temporal = await canary.connect(state.temporal_address, state.temporal_namespace)
-    with k8s_config.new_client_from_config(config_file=state.kubeconfig) as api:
-        await play(temporal, api)
-    print_where_to_look(state)
-
-
-async def play(temporal: Any, api: k8s.ApiClient) -> None:
+async def play(temporal: Any, api: k8s.ApiClient, state: DevState) -> None:
     """The operator's moves, from a fresh sample app to a rollback."""
     apps = k8s.AppsV1Api(api)
-    # A job left over from an earlier demo run (by this version or an older one) must not
-    # outlive its namespace.
-    for leftover in (workflow_id(NAMESPACE, APP), *older_workflow_ids(NAMESPACE, APP)):
-        try:
-            await temporal.get_workflow_handle(leftover).terminate("demo starts over")
-        except Exception:
-            pass
+    await start_over(temporal, NAMESPACE)
     deploy_sample_app(api)
 
     say(f"==> canaryctl apply: attaching canary job {NAMESPACE}/{APP}")
@@ -200,12 +230,17 @@ async def play(temporal: Any, api: k8s.ApiClient) -> None:
             f"{version.trigger.value:<15} {version.images}")
 
 
-def print_where_to_look(state: dev.DevState) -> None:
-    """Where the job can be seen now that the demo is over."""
+def say_where_to_look(state: DevState, namespace: str) -> None:
+    """The start of both demos' closing lines: the job's workflow in the Temporal UI."""
     say("")
     say("Where to look now:")
-    ui_id = urllib.parse.quote(workflow_id(NAMESPACE, APP), safe="")
+    ui_id = urllib.parse.quote(workflow_id(namespace, APP), safe="")
     say(f"  Temporal UI:    {state.ui_url}/namespaces/{state.temporal_namespace}/workflows/{ui_id}")
+
+
+def print_where_to_look(state: DevState) -> None:
+    """Where the job can be seen now that the demo is over."""
+    say_where_to_look(state, NAMESPACE)
     if state.api_url:
         say(f"  web page:       {state.api_url}/ui/namespaces/{NAMESPACE}/jobs/{APP}  (sign in with the admin token in "
             f"{state.api_tokens_file})")
@@ -218,9 +253,7 @@ def print_where_to_look(state: dev.DevState) -> None:
 
 def main() -> None:
     """Entry point of ``make demo`` / ``python -m starter.demo``."""
-    os.chdir(Path(__file__).resolve().parents[1])
-    state = dev_up()
-    lifecycle.run(run(state))
+    run_demo(play, print_where_to_look)
 
 
 if __name__ == "__main__":

@@ -9,41 +9,40 @@ with one pod beside four. At each step the demo prints the weights the VirtualSe
 (from Prometheus, at the manual gate), then shows a version answering 20 % errors judged on
 its 10 % and the route put back to 100 % stable.
 
-The dev environment is reached through :mod:`starter.demo` (its ``DevState`` and ``dev_up``),
-the one starter module allowed to import the dev tooling.
+The dev environment is reached through :mod:`starter.demo` (its ``DevState`` and ``run_demo``),
+the one starter module allowed to import the dev tooling; the set-up both demos share lives there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import urllib.parse
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from starter import client as canary
-from starter import lifecycle
-from starter.demo import APP, ERROR_RATE_ANNOTATION, DevState, deploy_sample_app, dev_up, say
-from starter.render import pause_left
+from starter.demo import (
+    APP,
+    ERROR_RATE_ANNOTATION,
+    DevState,
+    deploy_sample_app,
+    run_demo,
+    say,
+    say_where_to_look,
+    start_over,
+    step_and_time_left,
+    success_rate_analysis,
+)
 from workflows import names
 from workflows.models import JobDetails, OperationRequest, Phase
-from workflows.spec import JobSpec, older_workflow_ids, workflow_id
+from workflows.spec import JobSpec
 
 NAMESPACE = "demo-istio"
 STABLE, CANARY = f"{APP}-stable", f"{APP}-canary"
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
 ACTOR = "demo"
-ANALYSIS = {"templates": [{"name": "success-rate", "metrics": [{
-    "name": "success-rate", "interval": "5s", "count": 2, "initialDelay": "10s",
-    "successCondition": "result >= 0.98",
-    "provider": {"builtin": {"check": "request-success-rate", "workload": APP, "namespace": NAMESPACE,
-                             "window": "10s"}},
-}]}]}
+ANALYSIS = success_rate_analysis(NAMESPACE)
 JOB = JobSpec.model_validate({
     "name": APP, "namespace": NAMESPACE, "workload": {"name": APP},
     "steps": [{"setWeight": 10}, {"analysis": {"templates": [{"templateName": "success-rate"}]}},
@@ -99,12 +98,7 @@ def canary_share(prometheus: str | None) -> str:
 
 def describe(details: JobDetails, api: k8s.ApiClient) -> tuple[str, str]:
     """(what changed, the full line): phase, step, the VirtualService's weights, the pods."""
-    step = ""
-    if details.current_step is not None and details.steps:
-        current = details.steps[details.current_step]
-        step = f" step {details.current_step + 1}/{len(details.steps)} {current.description} ({current.status.value})"
-    left = pause_left(details, datetime.now(UTC))
-    remaining = f", {int(left.total_seconds())}s left" if left is not None else ""
+    step, remaining = step_and_time_left(details)
     key = f"    {details.phase.value:<10}{step} | VirtualService {held_weights(api)}"
     return key, f"{key} ({details.canary_replicas} canary pods beside {details.replicas} stable){remaining}"
 
@@ -135,13 +129,10 @@ def set_image(api: k8s.ApiClient, image: str, annotations: dict[str, str] | None
     k8s.AppsV1Api(api).patch_namespaced_deployment(APP, NAMESPACE, {"spec": {"template": template}})
 
 
-async def play(temporal: Any, api: k8s.ApiClient, prometheus: str | None) -> None:
+async def play(temporal: Any, api: k8s.ApiClient, state: DevState) -> None:
     """The operator's moves: attach through the router, a release to promotion, a bad one rolled back."""
-    for leftover in (workflow_id(NAMESPACE, APP), *older_workflow_ids(NAMESPACE, APP)):
-        try:
-            await temporal.get_workflow_handle(leftover).terminate("demo starts over")
-        except Exception:
-            pass
+    prometheus = state.prometheus_address
+    await start_over(temporal, NAMESPACE)
     deploy_sample_app(api, NAMESPACE)
     create_virtual_service(api)
 
@@ -175,10 +166,7 @@ async def play(temporal: Any, api: k8s.ApiClient, prometheus: str | None) -> Non
 
 def print_where_to_look(state: DevState) -> None:
     """Where the routed job can be seen now that the demo is over."""
-    say("")
-    say("Where to look now:")
-    ui_id = urllib.parse.quote(workflow_id(NAMESPACE, APP), safe="")
-    say(f"  Temporal UI:    {state.ui_url}/namespaces/{state.temporal_namespace}/workflows/{ui_id}")
+    say_where_to_look(state, NAMESPACE)
     if state.api_url:
         say(f"  web page:       {state.api_url}/ui/namespaces/{NAMESPACE}/jobs/{APP}  (router and route weights)")
     say(f"  job details:    .venv/bin/canaryctl get {APP} -n {NAMESPACE}")
@@ -186,19 +174,9 @@ def print_where_to_look(state: DevState) -> None:
     say("  stop it all:    .venv/bin/canaryctl dev down")
 
 
-async def run(state: DevState) -> None:
-    """Play the operator's part against the running dev environment."""
-    temporal = await canary.connect(state.temporal_address, state.temporal_namespace)
-    with k8s_config.new_client_from_config(config_file=state.kubeconfig) as api:
-        await play(temporal, api, state.prometheus_address)
-    print_where_to_look(state)
-
-
 def main() -> None:
     """Entry point of ``make demo-istio`` / ``python -m starter.demo_istio``."""
-    os.chdir(Path(__file__).resolve().parents[1])
-    state = dev_up()
-    lifecycle.run(run(state))
+    run_demo(play, print_where_to_look)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         ContinueAsNew,
         Interrupt,
         Interrupted,
-        ReleaseFailed,
         _failure_message,
     )
     from workflows.models import (
@@ -58,7 +57,6 @@ with workflow.unsafe.imports_passed_through():
         Version,
     )
     from workflows.service_selection import BlueGreenServices, RestoreRequest, SelectRequest, Side
-    from workflows.verdict import MetricPhase
 
 # Before the switch, promote skips the gate (the green must be Ready first, whatever comes).
 GATE_INTERRUPTS = BEFORE_PROMOTION_INTERRUPTS | {Interrupt.PROMOTE}
@@ -173,17 +171,14 @@ class BlueGreenRelease:
         ref = self.spec.pre_promotion_analysis
         if ref is None or self.bg.pre_promotion_passed:
             return
-        phase, reason = await self._analysis(ref, AnalysisKind.PRE_PROMOTION, GATE_INTERRUPTS)
-        if phase is MetricPhase.FAILED:
-            raise ReleaseFailed(f"pre-promotion analysis failed: {reason}")
-        if phase is not MetricPhase.SUCCESSFUL:
-            await self.wf._wait_for_decision(f"pre-promotion analysis inconclusive: {reason}",
-                                             only=BEFORE_PROMOTION_INTERRUPTS)
+        await self._analysis(ref, AnalysisKind.PRE_PROMOTION, GATE_INTERRUPTS)
         self.bg.pre_promotion_passed = True
 
-    async def _analysis(self, ref: AnalysisRef, kind: AnalysisKind,
-                        only: frozenset[Interrupt]) -> tuple[MetricPhase, str]:
-        """Run (or, after continue-as-new, resume) one analysis to its verdict."""
+    async def _analysis(self, ref: AnalysisRef, kind: AnalysisKind, only: frozenset[Interrupt]) -> None:
+        """Run (or, after continue-as-new, resume) one analysis to its verdict, as a step's analysis is.
+
+        Failed raises :class:`ReleaseFailed`; inconclusive waits for a human's ``continue`` first.
+        """
         wf = self.wf
         label = "pre-promotion analysis" if kind is AnalysisKind.PRE_PROMOTION else "post-promotion analysis"
         wf._rules_changed = False  # new rules are read as they come; nothing to resume, no hand-over to block
@@ -194,17 +189,7 @@ class BlueGreenRelease:
             run = AnalysisRun.start(wf.job.analysis, ref, kind, None, workflow.now())
             self.state.step_analyses.append(run)
             wf._event("analysis-started", f"{label}: {', '.join(m.metric.name for m in run.metrics)}")
-        handed_over = False
-        try:
-            verdict = await wf._interruptible(wf._run_analysis(run, hand_over=True), only=only)
-        except ContinueAsNew:
-            handed_over = True
-            raise
-        finally:
-            if not handed_over:
-                run.stopped = True
-        wf._event(f"analysis-{verdict.phase.value}", f"{label}: {verdict.reason}")
-        return verdict.phase, verdict.reason
+        await wf._analysis_verdict(run, label, only=only, decision_only=BEFORE_PROMOTION_INTERRUPTS)
 
     async def _wait_in_preview(self, canary: Version) -> None:
         """``autoPromotionEnabled: false``: until continue; ``autoPromotionSeconds``: that long at most."""
@@ -276,12 +261,7 @@ class BlueGreenRelease:
         try:
             ref = self.spec.post_promotion_analysis
             if ref is not None:
-                phase, reason = await self._analysis(ref, AnalysisKind.POST_PROMOTION, KEEP_INTERRUPTS)
-                if phase is MetricPhase.FAILED:
-                    raise ReleaseFailed(f"post-promotion analysis failed: {reason}")
-                if phase is not MetricPhase.SUCCESSFUL:
-                    await wf._wait_for_decision(f"post-promotion analysis inconclusive: {reason}",
-                                                only=BEFORE_PROMOTION_INTERRUPTS)
+                await self._analysis(ref, AnalysisKind.POST_PROMOTION, KEEP_INTERRUPTS)
             left = (self.bg.scale_down_at or workflow.now()) - workflow.now()
             if left > timedelta(0):
                 await wf._interruptible(workflow.sleep(left, summary=f"keep the previous revision up until "

@@ -92,7 +92,7 @@ with workflow.unsafe.imports_passed_through():
         describe_step,
         validation_message,
     )
-    from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest, ShiftResult
+    from workflows.step_requests import GrowStableRequest, HeldPromotionRequest, ShiftRequest
     from workflows.traffic_spec import Traffic
     from workflows.ui_details import current_details
     from workflows.verdict import Measurement, MeasurementPhase, MetricPhase, Verdict
@@ -827,18 +827,30 @@ class CanaryJobWorkflow:
         request = ShiftRequest(**self._ref(), canary=canary, stable=stable, grow=canary >= self.state.canary_replicas,
                                template_hash=self.state.canary.template_hash if self.state.canary else "",
                                known_hash=self.state.workload_hash)
+        await self._sides_step(port.SHIFT_REPLICAS, request, summary=summary, only=only)
+
+    async def _sides_step(self, activity: port.Activity[Req, Res], request: Req, *, summary: str,
+                          interruptible: bool = True, only: frozenset[Interrupt] | None = None) -> Res:
+        """Run a step's activity that resizes a side and waits for its pods, as one watching attempt.
+
+        It may be between two writes when an interrupt (of the kinds ``only``) cuts it short, so
+        it is cancelled and waited for, and then both sides are read: the job goes on from what
+        the cluster runs. Not ``interruptible``, it is simply waited out.
+        """
         started = False
 
-        async def shift() -> ShiftResult:
+        async def run() -> Res:
             nonlocal started
             started = True
-            result: ShiftResult = await workflow.execute_activity(
-                port.SHIFT_REPLICAS.name, request, result_type=ShiftResult, **self._wait_options(),
+            result: Res = await workflow.execute_activity(
+                activity.name, request, result_type=activity.result, **self._wait_options(),
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED, summary=summary)
             return result
 
+        if not interruptible:
+            return await run()
         try:
-            await self._interruptible(shift(), only=only)
+            return await self._interruptible(run(), only=only)
         except Interrupted:
             if started:
                 await self._read_sides()
@@ -931,25 +943,8 @@ class CanaryJobWorkflow:
         request = GrowStableRequest(**self._ref(), replicas=replicas, template_hash=stable.template_hash,
                                     known_hash=self.state.workload_hash,
                                     service=routed.stable_service if routed is not None else None)
-        started = False
-
-        async def grow() -> None:
-            nonlocal started
-            started = True
-            await workflow.execute_activity(
-                port.GROW_STABLE.name, request, **self._wait_options(),
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{label}: stable to {replicas}, available")
-
-        if not interruptible:
-            await grow()
-        else:
-            try:
-                await self._interruptible(grow())
-            except Interrupted:
-                if started:
-                    await self._read_sides()
-                raise
+        await self._sides_step(port.GROW_STABLE, request, summary=f"{label}: stable to {replicas}, available",
+                               interruptible=interruptible)
         self.state.stable_replicas = replicas
 
     async def _header_route_step(self, index: int, step: SetHeaderRouteStep) -> None:
@@ -1190,9 +1185,20 @@ class CanaryJobWorkflow:
         else:
             run = AnalysisRun.start(self.job.analysis, step.analysis, AnalysisKind.STEP, index, workflow.now())
             self.state.step_analyses.append(run)
+        await self._analysis_verdict(run, label)
+
+    async def _analysis_verdict(self, run: AnalysisRun, label: str, *, only: frozenset[Interrupt] | None = None,
+                                decision_only: frozenset[Interrupt] | None = None) -> None:
+        """Measure ``run`` until its verdict (a step's, or blue-green's pre- or post-promotion analysis).
+
+        Failed raises :class:`ReleaseFailed`; inconclusive waits for a human at a gate (open to the
+        interrupts ``decision_only``). A hand-over to a fresh run leaves ``run`` going, so the next
+        run resumes it with its measurements; any other way out stops it. ``only``: the interrupts
+        that cut the measuring short.
+        """
         handed_over = False
         try:
-            verdict = await self._interruptible(self._run_analysis(run, hand_over=True))
+            verdict = await self._interruptible(self._run_analysis(run, hand_over=True), only=only)
         except ContinueAsNew:
             handed_over = True
             raise
@@ -1203,7 +1209,7 @@ class CanaryJobWorkflow:
         if verdict.phase is MetricPhase.FAILED:
             raise ReleaseFailed(f"{label} failed: {verdict.reason}")
         if verdict.phase is not MetricPhase.SUCCESSFUL:
-            await self._wait_for_decision(f"{label} inconclusive: {verdict.reason}")
+            await self._wait_for_decision(f"{label} inconclusive: {verdict.reason}", only=decision_only)
 
     def _start_background(self, index: int) -> None:
         """Start (or, after continue-as-new, resume) the background analysis once its starting step is reached."""

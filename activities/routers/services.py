@@ -17,7 +17,6 @@ the Deployment removes them) and go away when the job is deleted.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -28,13 +27,12 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import errors
 from activities.errors import kube_errors, not_found
-from activities.reads import read_or_none
+from activities.reads import HASH_LABEL, read_or_none, version_replica_set
 from activities.routers.base import FIELD_MANAGER, REQUEST_TIMEOUT, Obj, config_error
 from activities.routers.istio import Subsets
-from activities.templates import CANARY_TRACK, JOB_KEY, TRACK_LABEL, template_hash
+from activities.templates import CANARY_TRACK, JOB_KEY, TRACK_LABEL
 from workflows.routing import RouterRequest, ServicesRequest
 
-HASH_LABEL = "pod-template-hash"
 _PORT_KEYS = ("name", "port", "targetPort", "protocol", "appProtocol")
 
 
@@ -109,17 +107,9 @@ class RouterServices:
 
     def _pod_template_hash(self, req: ServicesRequest, deployment: Obj) -> str:
         """The ``pod-template-hash`` of the Deployment's ReplicaSet running the stable version."""
-        uid = deployment["metadata"]["uid"]
-        with kube_errors(f"list ReplicaSets in {req.namespace}"):
-            items = self._json(self._apps.list_namespaced_replica_set(
-                req.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))["items"]
-        for rs in items:
-            if not any(ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or []):
-                continue
-            template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
-            pod_hash = ((template.get("metadata") or {}).get("labels") or {}).pop(HASH_LABEL, None)
-            if pod_hash and template_hash(template) == req.stable_template_hash:
-                return str(pod_hash)
+        found = version_replica_set(self._apps, req.namespace, deployment, req.stable_template_hash)
+        if found is not None:
+            return found[1]
         # The Deployment controller makes it within moments of a template write: try again.
         raise ApplicationError(
             f"Deployment {req.namespace}/{req.workload} has no ReplicaSet for revision {req.stable_template_hash} "
