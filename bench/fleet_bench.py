@@ -56,7 +56,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from canary_bench import percentile  # noqa: E402
+from bench_env import percentile  # noqa: E402
 from deployment_mirror import DeploymentMirror  # noqa: E402
 from proc_stats import Snapshot, status_field  # noqa: E402
 from temporal_rpcs import APISERVER, count_requests, difference, read_counts  # noqa: E402

@@ -11,14 +11,16 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections import Counter
+from collections.abc import Mapping
 
 _SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
 _LABEL = re.compile(r'([a-z_]+)="([^"]*)"')
 # metric -> (prefix, the labels that name a request)
-TEMPORAL = {"service_requests": ("service", ("operation",)),
-            "persistence_requests": ("persistence", ("operation",))}
-APISERVER = {"apiserver_request_total": ("api", ("verb", "resource", "subresource")),
-             "apiserver_watch_events_total": ("watch-events", ("kind",))}
+Counters = dict[str, tuple[str, tuple[str, ...]]]
+TEMPORAL: Counters = {"service_requests": ("service", ("operation",)),
+                      "persistence_requests": ("persistence", ("operation",))}
+APISERVER: Counters = {"apiserver_request_total": ("api", ("verb", "resource", "subresource")),
+                       "apiserver_watch_events_total": ("watch-events", ("kind",))}
 
 
 def read_counts(url: str) -> Counter[str]:
@@ -27,7 +29,7 @@ def read_counts(url: str) -> Counter[str]:
         return count_requests(response.read().decode(), TEMPORAL)
 
 
-def count_requests(text: str, metrics: dict[str, tuple[str, tuple[str, ...]]]) -> Counter[str]:
+def count_requests(text: str, metrics: Mapping[str, tuple[str, tuple[str, ...]]]) -> Counter[str]:
     """``prefix:label/label`` -> the counter's value, summed over the other labels."""
     counts: Counter[str] = Counter()
     for line in text.splitlines():
