@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.progress import tracked
 from workflows.models import (
+    CanaryTemplateRequest,
     HoldStableRequest,
     HoldStableResult,
     ReadyRequest,
@@ -40,10 +41,16 @@ def _ref(req: WorkloadRequest) -> dict[str, str]:
 def shift_replicas(kube: KubeActivities, req: ShiftRequest) -> ShiftResult:
     """Grow the canary, wait until its pods are Ready, shrink stable; or shrink stable, then the canary.
 
+    The release's first step also gives the canary Deployment its template first (``req.prepare``).
     The order is what keeps capacity: new pods Ready before old ones go. ``req.stable`` None
     leaves the stable side as it is (a router's step, the promotion's first stage).
     """
     with tracked() as progress:
+
+        def prepare() -> None:
+            if req.prepare is not None:
+                kube.prepare_canary(CanaryTemplateRequest(**_ref(req), template=req.prepare,
+                                                          template_hash=req.template_hash))
 
         def canary() -> None:
             kube.scale_canary(ScaleRequest(**_ref(req), replicas=req.canary))
@@ -55,8 +62,8 @@ def shift_replicas(kube: KubeActivities, req: ShiftRequest) -> ShiftResult:
             if req.stable is not None:
                 kube._scale_stable(ScaleRequest(**_ref(req), replicas=req.stable, known_hash=req.known_hash))
 
-        stages = (("canary", canary), ("ready", ready), ("stable", stable)) if req.grow else (
-            ("stable", stable), ("canary", canary))
+        stages = (("prepare", prepare), ("canary", canary), ("ready", ready), ("stable", stable)) if req.grow else (
+            ("prepare", prepare), ("stable", stable), ("canary", canary))
         for name, stage in stages:
             if name not in progress.done:
                 stage()

@@ -146,6 +146,7 @@ PATCH_COUNT_EACH_SIDE = "count-each-side-of-a-shift"
 PATCH_UNDO_CUT_SHIFT = "undo-a-shift-new-rules-cut"
 PATCH_ONE_ACTIVITY_PER_STEP = "one-activity-per-step"
 PATCH_PROMOTE_FULL_CANARY = "promote-a-canary-the-last-step-filled"
+PATCH_PREPARE_WITH_FIRST_STEP = "prepare-the-canary-in-the-first-step"
 # The activities that write the user's Deployment: an observation that arrives while one runs
 # waits for its result (and its generation), which tells whether the observation predates it.
 USER_WRITES = frozenset({port.ATTACH_WORKLOAD.name, port.LABEL_WORKLOAD.name, port.HOLD_STABLE.name,
@@ -220,6 +221,8 @@ class CanaryJobWorkflow:
         self._decision: str | None = None  # a human must continue before the current step (re)starts
         self._measuring = 0  # measurements in flight: a hand-over waits for them, so none is lost
         self._shift_from: tuple[int, int] | None = None  # (canary, stable) where a running shift began
+        # The canary's template, when the release's first shift is to set it (until one shift completes).
+        self._unprepared: CanaryTemplateRequest | None = None
         self._hooked_step: int | None = None  # the step whose rollout webhooks said yes (not again)
         self._rule_checks: set[asyncio.Task[None]] = set()  # signalled rules naming a router, being checked
 
@@ -676,6 +679,7 @@ class CanaryJobWorkflow:
                 self.state.pause_reason = None
                 self.state.canary_target = None
                 self._shift_from = None  # a shift cut by the release's end is not the next release's to undo
+                self._unprepared = None
         telemetry.release_finished(self.job.namespace, self.job.name, canary)
         await self._post_rollout(canary)
 
@@ -689,12 +693,12 @@ class CanaryJobWorkflow:
         if not resume:
             if self.job.traffic.router or self.state.routed is not None:
                 await self._interruptible(self._ensure_router())
-            await self._interruptible(self._call(
-                port.PREPARE_CANARY,
-                CanaryTemplateRequest(**self._ref(), template=canary.template or {},
-                                      template_hash=canary.template_hash),
-                summary=f"prepare canary revision {canary.revision}",
-            ))
+            prepare = CanaryTemplateRequest(**self._ref(), template=canary.template or {},
+                                            template_hash=canary.template_hash)
+            if self._first_step_prepares(skip_steps) and workflow.patched(PATCH_PREPARE_WITH_FIRST_STEP):
+                self._unprepared = prepare
+            else:
+                await self._prepare_canary(prepare)
         await self._pre_rollout(start, resume=resume, skip_steps=skip_steps)
         if skip_steps:
             self.state.skip_steps(workflow.now(), 0, None, "skipped: rollback without steps")
@@ -704,6 +708,26 @@ class CanaryJobWorkflow:
             await self._promote_canary(filled=self._steps_filled_canary())
             return
         await self._promote_canary()
+
+    def _first_step_prepares(self, skip_steps: bool) -> bool:
+        """Whether the canary's template can be set by the first step's own activity.
+
+        Only when nothing before that step looks at the canary: the first step is a replica
+        ``setWeight``, and no pre-rollout or rollout webhook and no background analysis from
+        step one run first. It saves the release an activity and a workflow task.
+        """
+        steps = self.job.steps
+        background = self.job.analysis.background if self.job.analysis is not None else None
+        return (not skip_steps and bool(steps) and isinstance(steps[0], SetWeightStep)
+                and self.state.routed is None and not self.job.traffic.router
+                and not self._hooks(WebhookType.PRE_ROLLOUT) and not self._hooks(WebhookType.ROLLOUT)
+                and (background is None or background.starting_step > 0))
+
+    async def _prepare_canary(self, request: CanaryTemplateRequest) -> None:
+        """The canary Deployment runs the release's template, at zero pods."""
+        revision = self.state.canary.revision if self.state.canary else "?"
+        await self._interruptible(self._call(port.PREPARE_CANARY, request,
+                                             summary=f"prepare canary revision {revision}"))
 
     async def _run_steps(self, index: int) -> bool:
         """Run the steps from ``index`` on; False when an operator's promote skipped the rest."""
@@ -757,6 +781,10 @@ class CanaryJobWorkflow:
         self.state.background, self._decision = None, None
         index = resume_index(self.job.steps, self.state.weight)
         self.state.adopt_rules(workflow.now(), self.job.steps, index)
+        if self._unprepared is not None:
+            # The new steps may look at the canary before any shift: it gets its template now.
+            await self._prepare_canary(self._unprepared)
+            self._unprepared = None
         cut, self._shift_from = self._shift_from, None
         if cut is not None and workflow.patched(PATCH_UNDO_CUT_SHIFT):
             await self._undo_cut_shift(*cut)
@@ -824,10 +852,13 @@ class CanaryJobWorkflow:
         Cut short by an interrupt, it is cancelled and waited for (it may be between two writes),
         then both sides are read: the job goes on from what the cluster runs.
         """
+        unprepared = self._unprepared
         request = ShiftRequest(**self._ref(), canary=canary, stable=stable, grow=canary >= self.state.canary_replicas,
                                template_hash=self.state.canary.template_hash if self.state.canary else "",
-                               known_hash=self.state.workload_hash)
+                               known_hash=self.state.workload_hash,
+                               prepare=unprepared.template if unprepared is not None else None)
         await self._sides_step(port.SHIFT_REPLICAS, request, summary=summary, only=only)
+        self._unprepared = None  # cut short, the next shift sets the template again (a no-op if done)
 
     async def _sides_step(self, activity: port.Activity[Req, Res], request: Req, *, summary: str,
                           interruptible: bool = True, only: frozenset[Interrupt] | None = None) -> Res:

@@ -30,6 +30,9 @@ class ShiftRequest(WorkloadRequest):
     # The template hash the job believes the user's Deployment holds, stamped with the stable
     # write so the shared watch does not report the job's own change back to it.
     known_hash: str | None = None
+    # The release's first step: the canary Deployment is given this template (``prepare_canary``,
+    # at zero pods) in the same attempt, before it grows. A retry finds it done.
+    prepare: PodTemplate | None = None
 
 
 class GrowStableRequest(WorkloadRequest):

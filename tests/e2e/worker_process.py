@@ -78,7 +78,7 @@ class WorkerProcess:
 
 
 async def scheduled_writes(handle: WorkflowHandle[CanaryJobWorkflow, str]) -> Counter[str]:
-    """How often each activity was scheduled, keyed ``name:replicas`` (a shift: ``name:canary/stable``).
+    """How often each activity was scheduled, keyed ``name:replicas`` (a shift: ``name:canary/stable[+prepare]``).
 
     Retries of one attempt do not schedule again, so a count above one means the workflow
     itself decided to do that write twice (a step replayed after a crash, say).
@@ -91,6 +91,8 @@ async def scheduled_writes(handle: WorkflowHandle[CanaryJobWorkflow, str]) -> Co
             size = payload.get("replicas", "")
             if "canary" in payload:  # shift_replicas: both sides, "-" for one it leaves alone
                 size = f"{payload['canary']}/{'-' if payload.get('stable') is None else payload['stable']}"
+                if payload.get("prepare") is not None:
+                    size += "+prepare"  # the release's first step also set the canary's template
             scheduled[f"{attributes.activity_type.name}:{size}"] += 1
     return scheduled
 

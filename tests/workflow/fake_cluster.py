@@ -455,6 +455,9 @@ class FakeCluster:
         self._log_call("shift_replicas")
         side = {"namespace": req.namespace, "name": req.name, "job": req.job}
         canary = ScaleRequest(**side, replicas=req.canary)
+        if req.prepare is not None:
+            await self.prepare_canary(CanaryTemplateRequest(**side, template=req.prepare,
+                                                            template_hash=req.template_hash))
         if req.grow:
             await self.scale_canary(canary)
             await self.wait_canary_ready(ReadyRequest(**side, replicas=req.canary, template_hash=req.template_hash))

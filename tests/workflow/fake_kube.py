@@ -261,6 +261,9 @@ class FakeKube:
     async def shift_replicas(self, request: ShiftRequest) -> ShiftResult:
         side = {"namespace": request.namespace, "name": request.name, "job": request.job}
         canary = ScaleRequest(**side, replicas=request.canary)
+        if request.prepare is not None:
+            await self.prepare_canary(CanaryTemplateRequest(**side, template=request.prepare,
+                                                            template_hash=request.template_hash))
         if request.grow:
             await self.scale_canary(canary)
             await self.wait_canary_ready(ReadyRequest(**side, replicas=request.canary,

@@ -316,5 +316,8 @@ def test_histories_are_saved() -> None:
     assert saved >= {f"v2-{name}" for name in ("release-promoted", "operations", "workload-missing", "analysis")}
     # Scenarios that existed before one activity per step have their older recording too.
     assert saved >= {f"v3-{name}" for name in SCENARIOS if name not in SINCE_ONE_ACTIVITY_PER_STEP}
-    # Recorded before a promotion could start from the canary the last step filled.
-    assert "v4-straight-to-100" in saved
+    # Recorded before the first step prepared the canary itself, and before a promotion could
+    # start from the canary a last 100 % step filled.
+    assert saved >= {f"v4-{name}" for name in (
+        "release-promoted", "operations", "failed-canary", "failed-promotion", "workload-missing", "shared-watch",
+        "rules-cut-a-shift", "gates-and-hand-over", "analysis", "straight-to-100")}
