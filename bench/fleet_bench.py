@@ -20,6 +20,10 @@ releases        ``--releases`` of the attached jobs released at once: all must e
                 (stuck and failed ones counted), wall time, CPU-seconds of worker and Temporal.
 releases-small  the same with ``--releases-small``.
 
+``--rounds N`` runs each release phase N times on the same jobs: the first release of a job's
+run also records, once, a marker and a search-attribute upsert per code version it passes
+(``workflow.patched``); rounds after the first show what every later release costs.
+
 Both release phases and the first detection also count the Temporal history events of one
 job's release (per step, by type, workflow tasks). Whether a release has finished is judged
 from the cluster (one watch, see ``deployment_mirror``), not by querying jobs, so the
@@ -529,6 +533,9 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--releases", type=int, default=200)
     parser.add_argument("--releases-small", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="release phases run this many times back to back: the first release of a job's run "
+                             "also records its version markers once (workflow.patched), later ones do not")
     parser.add_argument("--window", type=float, default=60, help="idle measuring window, seconds")
     parser.add_argument("--settle", type=float, default=10, help="quiet time before the idle window, seconds")
     parser.add_argument("--detections", type=int, default=10)
@@ -578,10 +585,14 @@ async def main() -> None:
                     figures = await bench.idle(args.window, args.detections, args.settle)
                     results[f"{prefix}idle ({args.jobs} jobs)"] = {**run, **fleet, **figures}
                 for phase, count in (("releases", args.releases), ("releases-small", args.releases_small)):
-                    if phase in args.which:
+                    if phase not in args.which:
+                        continue
+                    for round_ in range(1, args.rounds + 1):
                         await asyncio.sleep(args.settle)
-                        figures = await bench.release("b" if phase == "releases" else "c", count, args.timeout)
-                        results[f"{prefix}releases ({count} of {args.jobs} jobs)"] = {**run, **figures}
+                        tag = ("b" if phase == "releases" else "c") + (str(round_) if args.rounds > 1 else "")
+                        figures = await bench.release(tag, count, args.timeout)
+                        again = f", round {round_}" if round_ > 1 else ""
+                        results[f"{prefix}releases ({count} of {args.jobs} jobs{again})"] = {**run, **figures}
             finally:
                 bench.close()
                 worker.terminate()
