@@ -37,6 +37,8 @@ class RouterView:
     objects: list[str] = field(default_factory=list)  # "VirtualService shop/web (routes: primary)", ...
     services: str | None = None  # "web-stable (stable), web-canary (canary)"
     weights: list[HeldWeight] = field(default_factory=list)
+    # With ``dynamicStableScale``: how the stable side is sized, and its pods and the canary's now.
+    stable_scale: str | None = None
 
     @property
     def routed(self) -> bool:
@@ -82,4 +84,10 @@ def router_view(job: JobDetails) -> RouterView:
     stable, canary = traffic.get("stableService"), traffic.get("canaryService")
     services = f"{stable} (stable), {canary} (canary)" if stable and canary else None
     weights = [HeldWeight(r.route, r.stable, r.canary) for r in job.routes]
-    return RouterView(routing, kind, _objects(routing, job.namespace, traffic), services, weights)
+    stable_scale = None
+    if traffic.get("dynamicStableScale") is True:
+        # Without it stable keeps every replica through the release; with it, an operator who sees
+        # fewer stable pods than the Deployment's replicas must know that is by design.
+        stable_scale = (f"sized to its weight (dynamicStableScale): {job.stable_replicas} stable, "
+                        f"{job.canary_replicas} canary pods now; grown back and Ready before weight returns to it")
+    return RouterView(routing, kind, _objects(routing, job.namespace, traffic), services, weights, stable_scale)

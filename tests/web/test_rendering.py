@@ -189,6 +189,16 @@ def test_a_router_not_set_up_yet_says_so_and_a_replica_ratio_job_shows_no_route(
     assert 'id="route-weights"' not in plain and 'id="job-router-services"' not in plain
 
 
+def test_a_stable_side_sized_to_its_weight_says_so_with_both_sides_pods() -> None:
+    rules = {"traffic": {**ISTIO_RULES["traffic"], "dynamicStableScale": True}}
+    page = live(routing="istio", rules=rules, weight=75, actual_weight=75, replicas=4, canary_replicas=3,
+                stable_replicas=1, routes=[{"route": "primary", "stable": 25, "canary": 75}])
+    line = re.search(r'<dd id="job-stable-scale">(.*?)</dd>', page, re.S)
+    assert line is not None and "dynamicStableScale" in line.group(1)
+    assert "1 stable, 3 canary pods now" in line.group(1)
+    assert 'id="job-stable-scale"' not in live(routing="istio", rules=ISTIO_RULES)
+
+
 def test_router_names_from_the_rules_are_escaped() -> None:
     page = live(routing="istio", rules={"traffic": {"routing": "istio", "istio": {
         "virtualService": {"name": "web", "routes": ["<b>x</b>"]}}}},
