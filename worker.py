@@ -87,12 +87,15 @@ def kubernetes_client(kubeconfig: str | None = None, *, pool_size: int = DEFAULT
 # also a write on the Temporal server: at 1 s they were half its writes during a fleet's
 # releases (bench/fleet_bench.py counts them); 2 s halves that and keeps interrupts prompt.
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
+# Above this the SDK sends them every 0.8 x the waits' heartbeat timeout (5 s) anyway.
+MAX_HEARTBEAT_SECONDS = 4.0
 
 
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
                  shutdown_grace: float = 0.0, cache: DeploymentCache | None = None,
-                 cached_workflows: int = DEFAULT_CACHED_WORKFLOWS) -> Worker:
+                 cached_workflows: int = DEFAULT_CACHED_WORKFLOWS,
+                 heartbeat_every: timedelta = HEARTBEAT_THROTTLE) -> Worker:
     """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers, Services), metrics, webhooks.
 
     ``cache``: the worker's informer, whose copies of the Deployments the waits read.
@@ -116,7 +119,7 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
         # A step runs as one activity, and the workflow waits for it to stop when an operator
         # terminates, promotes or changes the rules: the cancellation arrives with a heartbeat's
         # answer, so heartbeats go out every HEARTBEAT_THROTTLE, not every 0.8 x heartbeat timeout.
-        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        max_heartbeat_throttle_interval=heartbeat_every,
     )
 
 
@@ -124,7 +127,8 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
 async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                 activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
                 watch_namespaces: Sequence[str] | None = None, shutdown_grace: float = 0.0,
-                cached_workflows: int = DEFAULT_CACHED_WORKFLOWS) -> AsyncIterator[Worker]:
+                cached_workflows: int = DEFAULT_CACHED_WORKFLOWS,
+                heartbeat_every: timedelta = HEARTBEAT_THROTTLE) -> AsyncIterator[Worker]:
     """Run the worker and its shared watch on the Deployments jobs hold, until the block ends.
 
     The watch starts once the worker polls, so the first list's reports find a worker to run
@@ -134,7 +138,7 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
     informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
     worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
                           prometheus_address=prometheus_address, shutdown_grace=shutdown_grace, cache=informer,
-                          cached_workflows=cached_workflows)
+                          cached_workflows=cached_workflows, heartbeat_every=heartbeat_every)
     executor = worker.config()["activity_executor"]
     try:
         async with worker:
@@ -163,6 +167,7 @@ class ServeOptions:
     watch_namespaces: tuple[str, ...] | None = None
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     cached_workflows: int = DEFAULT_CACHED_WORKFLOWS
+    heartbeat_every: timedelta = HEARTBEAT_THROTTLE
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -184,7 +189,8 @@ async def run(overrides: ConnectionOverrides, options: ServeOptions) -> None:
     with api:
         async with serve(temporal, api, task_queue=options.task_queue, prometheus_address=options.prometheus_address,
                          watch_namespaces=options.watch_namespaces, shutdown_grace=options.shutdown_grace,
-                         cached_workflows=options.cached_workflows) as worker:
+                         cached_workflows=options.cached_workflows,
+                         heartbeat_every=options.heartbeat_every) as worker:
             health = None
             if options.health_address:
                 health = HealthServer(WorkerChecks(temporal, api, worker), *_host_port(options.health_address))
@@ -216,9 +222,18 @@ def main() -> None:
                         default=float(os.environ.get("CANARY_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)),
                         help="seconds running activities get to finish after SIGTERM (default: %(default)s)")
     parser.add_argument("--cached-workflows", type=int,
-                        default=int(os.environ.get("CANARY_CACHED_WORKFLOWS", DEFAULT_CACHED_WORKFLOWS)),
+                        default=os.environ.get("CANARY_CACHED_WORKFLOWS", str(DEFAULT_CACHED_WORKFLOWS)),
                         help="job workflows kept in memory between tasks, about 0.4 MiB each (default: %(default)s)")
+    parser.add_argument("--heartbeat-seconds", type=float,
+                        # A string default goes through ``type`` too: a bad variable is a usage error.
+                        default=os.environ.get("CANARY_HEARTBEAT_SECONDS", str(HEARTBEAT_THROTTLE.total_seconds())),
+                        help="how often a running step heartbeats: the longest an interrupt (terminate, promote, "
+                             "new rules) waits for it, and one Temporal write each; more than 0, at most "
+                             f"{MAX_HEARTBEAT_SECONDS:g} (default: %(default)s)")
     args = parser.parse_args()
+    if not 0 < args.heartbeat_seconds <= MAX_HEARTBEAT_SECONDS:
+        parser.error(f"--heartbeat-seconds (or CANARY_HEARTBEAT_SECONDS) must be more than 0 and at most "
+                     f"{MAX_HEARTBEAT_SECONDS:g}, not {args.heartbeat_seconds:g}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         overrides = overrides_from_args(args)
@@ -229,7 +244,8 @@ def main() -> None:
         task_queue=args.task_queue, kubeconfig=args.kubeconfig, prometheus_address=args.prometheus_address,
         metrics_address=args.metrics_address, health_address=args.health_address,
         watch_namespaces=tuple(args.watch_namespaces) if args.watch_namespaces else None,
-        shutdown_grace=args.shutdown_grace, cached_workflows=args.cached_workflows)
+        shutdown_grace=args.shutdown_grace, cached_workflows=args.cached_workflows,
+        heartbeat_every=timedelta(seconds=args.heartbeat_seconds))
     # lifecycle.run: the SDK's Rust threads leave the interpreter before it finalizes (exit 134 otherwise).
     lifecycle.run(run(overrides, options))
 

@@ -416,16 +416,31 @@ class KubeActivities:
 
     @activity.defn(name=port.SCALE_CANARY.name)
     def scale_canary(self, req: ScaleRequest) -> None:
-        """Set the canary Deployment's replicas (a missing canary is fine only at 0)."""
+        """Set the canary Deployment's replicas (a missing canary is fine only at 0).
+
+        The write tests the job's label in the same request: a Deployment of that name that
+        another owner runs (the release failed on it) is never scaled, not even to zero.
+        """
         name = canary_name(req.name)
+        ops = [{"op": "test", "path": "/metadata/labels/" + JOB_KEY.replace("~", "~0").replace("/", "~1"),
+                "value": req.job},
+               {"op": "add", "path": "/spec/replicas", "value": req.replicas}]
         with kube_errors(f"scale Deployment {req.namespace}/{name}"):
             try:
                 self._apps.patch_namespaced_deployment(
-                    name, req.namespace, {"spec": {"replicas": req.replicas}}, field_manager=FIELD_MANAGER,
-                    _content_type=MERGE, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                    name, req.namespace, ops, field_manager=FIELD_MANAGER,
+                    _content_type=JSON_PATCH, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
             except ApiException as error:
-                if not (not_found(error) and req.replicas == 0):
-                    raise
+                if not_found(error) and req.replicas == 0:
+                    return
+                found = self._read_canary(req) if error.status == 422 else None
+                if found is not None and _meta(found, "labels").get(JOB_KEY) != req.job:
+                    if req.replicas == 0:
+                        return  # not the job's: there is nothing of the job's to scale down
+                    raise ApplicationError(
+                        f"Deployment {req.namespace}/{name} exists and is not managed by canary job {req.job!r}",
+                        type=errors.OWNED_BY_OTHER_JOB, non_retryable=True) from None
+                raise
 
     # -- a whole step, or the held promotion, in one attempt (activities/steps.py) -------------
 

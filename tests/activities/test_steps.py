@@ -10,7 +10,7 @@ from activities import errors
 from activities.templates import template_hash
 from tests.activities.test_kube import Web, failure, run
 from tests.kube_helpers import deployment, eventually
-from workflows.models import WorkloadSnapshot
+from workflows.models import ScaleRequest, WorkloadSnapshot
 from workflows.step_requests import ShiftRequest
 
 pytestmark = pytest.mark.cluster
@@ -73,3 +73,14 @@ def test_a_first_step_refuses_a_canary_deployment_that_another_owner_runs(web: W
     # Nothing moved: the stable side keeps every pod, the other Deployment its image.
     assert web.read().spec.replicas == 3
     assert web.read("web-canary").spec.template.spec.containers[0].image == "registry.local/other:1"
+
+
+def test_scaling_the_canary_never_touches_a_deployment_another_owner_runs(web: Web) -> None:
+    web.attach()
+    web.apps.create_namespaced_deployment(web.ns, deployment("web-canary", image="registry.local/other:1"))
+    # Scaling down (a failed release coming to rest) leaves it alone; scaling up is refused.
+    run(web.acts.scale_canary, web.req(ScaleRequest, replicas=0))
+    assert web.read("web-canary").spec.replicas == 3
+    error = failure(web.acts.scale_canary, web.req(ScaleRequest, replicas=2))
+    assert error.type == errors.OWNED_BY_OTHER_JOB and error.non_retryable and "web-canary" in error.message
+    assert web.read("web-canary").spec.replicas == 3

@@ -46,7 +46,7 @@ CUSTOM_VALUES = {
     "temporal": {"address": "deliveries.a1b2c.tmprl.cloud:7233", "namespace": "deliveries.a1b2c",
                  "apiKey": {"existingSecret": "temporal-cloud", "existingSecretKey": "key"},
                  "tls": {"enabled": True, "existingSecret": "temporal-mtls", "caCert": True}},
-    "worker": {"replicas": 3, "prometheusAddress": "http://prometheus.monitoring:9090"},
+    "worker": {"replicas": 3, "prometheusAddress": "http://prometheus.monitoring:9090", "heartbeatSeconds": 3.5},
     "api": {"tokens": {"values": [{"name": "alice", "role": "admin", "token": "a" * 32}]}},
     "rbac": {"trafficRouting": False},
     "metrics": {"serviceMonitor": {"enabled": True}},
@@ -190,6 +190,7 @@ def test_custom_values_reach_the_pods(helm: Path, tmp_path: Path) -> None:
     assert env["TEMPORAL_TLS_SERVER_CA_CERT_PATH"] == "/etc/temporal/tls/ca.crt"
     assert env["TEMPORAL_TLS_CLIENT_CERT_PATH"] == "/etc/temporal/tls/tls.crt"
     assert env["CANARY_PROMETHEUS_ADDRESS"] == "http://prometheus.monitoring:9090"
+    assert env["CANARY_HEARTBEAT_SECONDS"] == "3.5"
     assert {"name": "temporal-tls", "mountPath": "/etc/temporal/tls", "readOnly": True} in c["volumeMounts"]
     assert by_kind(objects, "Deployment")[-1]["spec"]["replicas"] == 3 or any(
         d["spec"]["replicas"] == 3 for d in by_kind(objects, "Deployment"))
@@ -210,10 +211,12 @@ def test_namespaced_mode_renders_roles_only_in_the_granted_namespaces(helm: Path
 
 def test_the_schema_refuses_values_that_cannot_work(helm: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"temporal": {"address": "no-port"}, "worker": {"replicas": 0}}))
+    bad.write_text(yaml.safe_dump({"temporal": {"address": "no-port"},
+                                   "worker": {"replicas": 0, "heartbeatSeconds": 0}}))
     result = _helm(helm, "template", "cd", str(CHART), "--values", str(bad))
     assert result.returncode != 0
     assert "/temporal/address" in result.stderr and "/worker/replicas" in result.stderr
+    assert "/worker/heartbeatSeconds" in result.stderr
 
 
 # -- installed into the cluster ------------------------------------------------------------

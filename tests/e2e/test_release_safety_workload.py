@@ -11,6 +11,7 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from devenv.cluster import READY_DELAY_ANNOTATION
 from starter import client as canary
 from starter.errors import CanaryError, Conflict
 from tests.e2e.conftest import Shop, until
@@ -128,3 +129,35 @@ async def test_jobs_whose_ids_used_to_collide_run_side_by_side(temporal: Client,
             except Exception:
                 pass
             core.delete_namespace(namespace)
+
+
+async def test_a_foreign_canary_deployment_fails_the_release_at_its_first_step_and_touches_nothing(
+        shop: Shop) -> None:
+    await shop.attach(steps=[{"setWeight": 25}, {"setWeight": 100}])
+    # Someone else's Deployment under the canary's name (not made by this job).
+    shop.apps.create_namespaced_deployment(shop.namespace, deployment("web-canary", image="registry.local/other:1",
+                                                                      replicas=1))
+    shop.set_image("registry.local/web:2")
+
+    failed = await shop.wait(lambda d: d.phase == Phase.FAILED, "the release refused")
+    assert failed.last_error is not None and "web-canary" in failed.last_error, failed.last_error
+    assert "not managed by canary job" in failed.last_error, failed.last_error
+    assert failed.steps[0].status.value == "failed"
+    # The stable side still runs every replica of the old version; the other Deployment is as it was.
+    assert shop.apps.read_namespaced_deployment("web", shop.namespace).spec.replicas == 4
+    assert await asyncio.to_thread(shop.own_images) == [STABLE] * 4
+    other = shop.apps.read_namespaced_deployment("web-canary", shop.namespace)
+    assert other.spec.replicas == 1 and other.spec.template.spec.containers[0].image == "registry.local/other:1"
+
+
+async def test_terminate_while_the_first_step_sets_up_the_canary_leaves_stable_serving(shop: Shop) -> None:
+    await shop.attach(steps=[{"setWeight": 50}, {"pause": {}}])
+    # Pods slow to become Ready: terminate lands while the first step waits for them.
+    shop.set_image("registry.local/web:2", annotations={READY_DELAY_ANNOTATION: "3s"})
+    await until(lambda: asyncio.to_thread(shop.canary_replicas), lambda n: n > 0, "the canary's pods requested")
+    await canary.operate(shop.temporal, shop.namespace, "web", names.TERMINATE, OperationRequest(actor="e2e"))
+
+    ended = await shop.wait(lambda d: d.phase == Phase.TERMINATED, "terminated")
+    assert ended.canary is None or ended.canary.outcome is not None
+    await until(lambda: asyncio.to_thread(lambda: (shop.canary_replicas(), shop.own_images())),
+                lambda seen: seen == (0, [STABLE] * 4), "stable back at 4 pods of the old version, no canary")
