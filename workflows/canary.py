@@ -413,8 +413,6 @@ class CanaryJobWorkflow:
     async def _detach(self, request: OperationRequest) -> None:
         stable = self.state.stable
         if self.job.blue_green_mode:
-            from workflows import blue_green  # late: it builds on this module
-
             await blue_green.release_services(self, request.actor)
         if self.state.routed is not None:
             try:
@@ -686,9 +684,7 @@ class CanaryJobWorkflow:
     async def _deliver(self, canary: Version, start: int, *, resume: bool, skip_steps: bool) -> None:
         """The release's way to stable: prepare the canary, run the steps, pass the analysis, promote."""
         if self.job.blue_green_mode:
-            from workflows.blue_green import BlueGreenRelease  # late: it builds on this module
-
-            await BlueGreenRelease(self).run(canary, resume=resume, skip_steps=skip_steps)
+            await blue_green.BlueGreenRelease(self).run(canary, resume=resume, skip_steps=skip_steps)
             return
         if not resume:
             if self.job.traffic.router or self.state.routed is not None:
@@ -1574,8 +1570,6 @@ class CanaryJobWorkflow:
             self.state.canary_replicas = self.state.weight = self.state.actual_weight = 0
             self._workload_gone(reason)
             if self.job.blue_green_mode:
-                from workflows import blue_green  # late: it builds on this module
-
                 await blue_green.forget(self)
             self._set_phase(Phase.WORKLOAD_MISSING)
         elif kind == Interrupt.TERMINATE:
@@ -1602,8 +1596,6 @@ class CanaryJobWorkflow:
         recovery retries a rollback that failed half-way (green must not vanish under users).
         """
         if self.job.blue_green_mode:
-            from workflows import blue_green  # late: it builds on this module
-
             await blue_green.settle(self)
         else:
             await self._settle()
@@ -1681,8 +1673,6 @@ class CanaryJobWorkflow:
             return
         try:
             if self.job.blue_green_mode:
-                from workflows import blue_green  # late: it builds on this module
-
                 await blue_green.check(self)
             else:
                 await self._call(port.CHECK_ROUTER, self._router_request(),
@@ -2108,8 +2098,6 @@ class CanaryJobWorkflow:
     def _blue_green_view(self) -> BlueGreenView | None:
         if not self.job.blue_green_mode:
             return None
-        from workflows import blue_green  # late: it builds on this module
-
         return blue_green.view(self)
 
     @workflow.query(name=names.VERSIONS_QUERY)
@@ -2198,3 +2186,9 @@ def _summary(version: Version | None) -> Version | None:
 
 def _without_template(version: Version | None) -> Version | None:
     return None if version is None else version.model_copy(update={"template": None})
+
+
+# Blue-green builds on this module (it imports the names above), so it is imported last, here,
+# and never first inside a running workflow: the sandbox then loads it with this module, once,
+# instead of importing it late in every workflow that meets a blue-green job.
+from workflows import blue_green  # noqa: E402
