@@ -49,6 +49,18 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
+@pytest.fixture
+async def apply_worker(env: WorkflowEnvironment) -> AsyncIterator[FakeKube]:
+    """A worker on the job task queue, so ``starter.client.apply_job`` runs as it does for a user."""
+    kube = FakeKube()
+    worker = Worker(env.client, task_queue=names.TASK_QUEUE, workflows=[CanaryJobWorkflow],
+                    activities=kube.activities(), activity_executor=ThreadPoolExecutor(4))
+    task = asyncio.get_running_loop().create_task(worker.run())
+    yield kube
+    await worker.shutdown()
+    await task
+
+
 def job_spec(**overrides: Any) -> JobSpec:
     spec: dict[str, Any] = {
         "name": "web", "namespace": "shop", "workload": {"name": "web"},

@@ -8,14 +8,10 @@ Service selected after each of them.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from starter import client as canary_client
 from starter.errors import InvalidInput
@@ -23,7 +19,6 @@ from tests.workflow.conftest import HOPS, Job, job_spec
 from tests.workflow.fake_kube import FakeKube, template_hash
 from tests.workflow.fake_services import Switch
 from workflows import names
-from workflows.canary import CanaryJobWorkflow
 from workflows.models import OperationRequest, Outcome, Phase, RollbackRequest, UpdateVersionRequest
 from workflows.service_selection import Side
 from workflows.spec import JobSpec
@@ -252,18 +247,6 @@ async def test_a_green_that_never_becomes_ready_fails_without_touching_the_activ
     assert "CrashLoopBackOff" in (failed.last_error or "")
     assert all(s.side is not Side.CANARY for s in kube.services.switches)
     assert kube.canary_replicas == 0 and kube.services.selects["web"] is None
-
-
-@pytest.fixture
-async def apply_worker(env: WorkflowEnvironment):
-    """A worker on the job task queue, so ``starter.client.apply_job`` runs as it does for a user."""
-    kube = FakeKube()
-    worker = Worker(env.client, task_queue=names.TASK_QUEUE, workflows=[CanaryJobWorkflow],
-                    activities=kube.activities(), activity_executor=ThreadPoolExecutor(4))
-    task = asyncio.get_running_loop().create_task(worker.run())
-    yield kube
-    await worker.shutdown()
-    await task
 
 
 @pytest.mark.parametrize("field", ["blueGreen.activeService", "blueGreen.previewService"])

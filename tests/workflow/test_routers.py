@@ -8,22 +8,17 @@ timeline, which says how many canary pods were Ready whenever the weight changed
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from starter import client as canary_client
 from starter.errors import InvalidInput
 from tests.workflow.conftest import Job, job_spec
 from tests.workflow.fake_kube import FakeKube, template_hash
 from workflows import names
-from workflows.canary import CanaryJobWorkflow
 from workflows.models import OperationRequest, Outcome, Phase, UpdateRulesRequest
 from workflows.spec import JobSpec
 
@@ -209,18 +204,6 @@ async def test_a_router_given_by_update_rules_is_checked_then_set_up(start_job) 
     details = await job.wait_for(lambda d: d.routing == "istio" and d.routes, "the router set up")
     assert kube.router.services and kube.router.weight == 0
     assert [(r.stable, r.canary) for r in details.routes] == [(100, 0)]
-
-
-@pytest.fixture
-async def apply_worker(env: WorkflowEnvironment):
-    """A worker on the job task queue, so ``starter.client.apply_job`` runs as it does for a user."""
-    kube = FakeKube()
-    worker = Worker(env.client, task_queue=names.TASK_QUEUE, workflows=[CanaryJobWorkflow],
-                    activities=kube.activities(), activity_executor=ThreadPoolExecutor(4))
-    task = asyncio.get_running_loop().create_task(worker.run())
-    yield kube
-    await worker.shutdown()
-    await task
 
 
 async def test_apply_refuses_a_router_that_does_not_fit_naming_the_field(env, apply_worker: FakeKube) -> None:
