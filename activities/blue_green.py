@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import errors
 from activities.errors import kube_errors, not_found
+from activities.job_services import create_job_service
 from activities.kube import canary_name
 from activities.reads import HASH_LABEL, read_or_none, version_replica_set
 from activities.routers.base import config_error
@@ -216,24 +217,11 @@ class BlueGreenActivities:
         base = _own_selector(active)
         selector = {**base, HASH_LABEL: pod_hash}
         ports = [{k: p[k] for k in _PORT_KEYS if k in p} for p in (active.get("spec") or {}).get("ports") or []]
-        body = {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {
-                "name": req.service, "namespace": req.namespace, "labels": {JOB_KEY: req.job},
-                "annotations": {SELECTOR_ANNOTATION: json.dumps(base, sort_keys=True)},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                     "name": workload["metadata"]["name"], "uid": workload["metadata"]["uid"]}],
-            },
-            "spec": {"selector": selector, "ports": ports},
-        }
-        with kube_errors(f"create Service {req.namespace}/{req.service}"):
-            try:
-                self._core.create_namespaced_service(req.namespace, body, field_manager=FIELD_MANAGER,
-                                                     _request_timeout=REQUEST_TIMEOUT)
-            except ApiException as error:
-                if error.status != 409:  # created meanwhile (a retried attempt): the next attempt aims it
-                    raise
-                raise _not_yet(f"Service {req.namespace}/{req.service} was created meanwhile") from None
+        created = create_job_service(self._core, req.namespace, req.service, job=req.job, workload=workload,
+                                     selector=selector, ports=ports,
+                                     annotations={SELECTOR_ANNOTATION: json.dumps(base, sort_keys=True)})
+        if not created:  # created meanwhile (a retried attempt): the next attempt aims it
+            raise _not_yet(f"Service {req.namespace}/{req.service} was created meanwhile")
         return Selection(service=req.service, selector=selector, pod_template_hash=pod_hash)
 
 

@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import errors
 from activities.errors import kube_errors, not_found
+from activities.job_services import create_job_service
 from activities.reads import HASH_LABEL, read_or_none, version_replica_set
 from activities.routers.base import FIELD_MANAGER, REQUEST_TIMEOUT, Obj, config_error
 from activities.routers.istio import Subsets
@@ -138,23 +139,9 @@ class RouterServices:
         return ports
 
     def _create(self, req: RouterRequest, deployment: Obj, field: str, name: str, selector: dict[str, str]) -> None:
-        meta = deployment["metadata"]
-        body = {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {
-                "name": name, "namespace": req.namespace, "labels": {JOB_KEY: req.job},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                     "name": meta["name"], "uid": meta["uid"]}],
-            },
-            "spec": {"selector": selector, "ports": self._ports(req, deployment, field)},
-        }
-        with kube_errors(f"create Service {req.namespace}/{name}"):
-            try:
-                self._core.create_namespaced_service(req.namespace, body, field_manager=FIELD_MANAGER,
-                                                     _request_timeout=REQUEST_TIMEOUT)
-            except ApiException as error:
-                if error.status != 409:  # created meanwhile (a retried attempt): the next call aims it
-                    raise
+        # Created meanwhile (a retried attempt): the next call aims it.
+        create_job_service(self._core, req.namespace, name, job=req.job, workload=deployment, selector=selector,
+                           ports=self._ports(req, deployment, field))
 
 
 def _workload_labels(deployment: Obj) -> dict[str, str]:
