@@ -74,10 +74,17 @@ def stop_all(processes: Iterable[subprocess.Popen[bytes]], grace: float) -> None
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
-    """The end of a log file, for error messages."""
+    """The end of a log file, for error messages.
+
+    A Go server that panics ends its log with goroutine stacks, so the one line that says why
+    (``panic: ...``) is put first when the tail does not reach it.
+    """
     if not path.exists():
         return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    text = path.read_text(errors="replace").splitlines()
+    tail = text[-lines:]
+    why = [line for line in text[:-lines] if line.startswith(("panic:", "fatal error:"))][:1]
+    return "\n".join([*why, *(["..."] if why else []), *tail])
 
 
 class Service:

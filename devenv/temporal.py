@@ -45,6 +45,17 @@ class TemporalError(RuntimeError):
     """The Temporal server binaries are missing, or the server did not start."""
 
 
+class TemporalExited(TemporalError):
+    """The server process ended while starting (as opposed to never becoming ready)."""
+
+
+# ``start-dev`` picks its internal ports (history, matching, worker, membership) itself, by
+# asking the kernel for a free one and binding it a moment later; on a busy machine another
+# process can take one in between and the server dies while starting. Those ports are new on
+# every start, so starting again is what gets past it; a real fault fails every attempt.
+START_ATTEMPTS = 3
+
+
 def scripts_dir() -> Path:
     """The directory where pip put the wheels' executables (the venv's ``bin``)."""
     return Path(sysconfig.get_path("scripts"))
@@ -123,7 +134,6 @@ class TemporalDevServer(ChildServer):
         for port in (self.port, self.ui_port, self.http_port):
             if port_in_use(port):
                 raise TemporalError(f"port {port} on 127.0.0.1 is already in use (another Temporal server?)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(cli), "server", "start-dev",
             "--ip", "127.0.0.1", "--port", str(self.port), "--ui-port", str(self.ui_port),
@@ -136,7 +146,14 @@ class TemporalDevServer(ChildServer):
             self.db_filename.parent.mkdir(parents=True, exist_ok=True)
             args += ["--db-filename", str(self.db_filename)]
         args += self.extra_args
-        self._launch(args)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)  # a failed start removed our own
+                self._launch(args)
+                return
+            except TemporalExited as exited:
+                if attempt == START_ATTEMPTS:
+                    raise TemporalExited(f"{exited} (start {attempt} of {attempt})") from None
 
     @property
     def address(self) -> str:
@@ -178,7 +195,7 @@ class TemporalDevServer(ChildServer):
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise TemporalError(
+                raise TemporalExited(
                     f"temporal server exited with status {self.process.returncode}; "
                     f"last lines of its log:\n{self.log_tail()}"
                 )

@@ -6,14 +6,16 @@ import json
 import urllib.request
 from pathlib import Path
 
+import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from devenv import temporal as devenv_temporal
 from devenv.processes import port_in_use
-from devenv.temporal import TemporalDevServer
+from devenv.temporal import TemporalDevServer, TemporalError
 from tests.temporal_envs import local_env, time_skipping_env
 from workflows import search
 
@@ -75,6 +77,51 @@ def test_port_in_use_is_refused() -> None:
             raise AssertionError("a second server on the same port started")
         finally:
             second.stop()
+
+
+def flaky_cli(tmp_path: Path, failures: int) -> Path:
+    """A ``temporal`` that panics like a server losing an internal port for its first ``failures`` starts."""
+    real = devenv_temporal.temporal_cli()
+    count = tmp_path / "starts"
+    script = tmp_path / "temporal"
+    script.write_text(f"""#!/bin/sh
+if [ "$2" = start-dev ]; then
+  echo x >> {count}
+  if [ "$(wc -l < {count})" -le {failures} ]; then
+    echo "panic: listen tcp 127.0.0.1:40831: bind: address already in use"
+    for i in $(seq 40); do echo "goroutine $i [running]:"; done
+    exit 2
+  fi
+fi
+exec {real} "$@"
+""")
+    script.chmod(0o755)
+    return count
+
+
+async def test_a_server_dying_while_starting_is_started_again(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """start-dev binds ports it picked itself a moment earlier; losing one is not the user's fault."""
+    starts = flaky_cli(tmp_path, failures=devenv_temporal.START_ATTEMPTS - 1)
+    monkeypatch.setattr(devenv_temporal, "temporal_cli", lambda: tmp_path / "temporal")
+    with TemporalDevServer(search_attributes=(), db_filename=tmp_path / "t.db") as server:
+        client = await Client.connect(server.address)
+        await client.start_workflow("Nothing", id="after-retries", task_queue="nobody")
+    assert len(starts.read_text().splitlines()) == devenv_temporal.START_ATTEMPTS
+
+
+def test_a_server_that_always_dies_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    starts = flaky_cli(tmp_path, failures=100)
+    monkeypatch.setattr(devenv_temporal, "temporal_cli", lambda: tmp_path / "temporal")
+    server = TemporalDevServer(search_attributes=())
+    with pytest.raises(TemporalError) as failed:
+        server.start()
+    message = str(failed.value)
+    # the reason leads, though the goroutine stacks after it are longer than the tail shown
+    assert "panic: listen tcp 127.0.0.1:40831: bind: address already in use" in message
+    assert f"start {devenv_temporal.START_ATTEMPTS} of {devenv_temporal.START_ATTEMPTS}" in message
+    assert len(starts.read_text().splitlines()) == devenv_temporal.START_ATTEMPTS
+    assert server.process is None
 
 
 async def test_time_skipping_env_has_search_attributes() -> None:

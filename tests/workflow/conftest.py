@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.temporal_envs import time_skipping_env
+from tests.temporal_envs import local_env, time_skipping_env
 from tests.workflow.fake_kube import FakeKube
 from workflows import names
 from workflows.canary import CanaryJobWorkflow
@@ -38,14 +38,17 @@ class TestServerStuck(AssertionError):
 
 
 @pytest_asyncio.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of the test's own.
+async def env(request: pytest.FixtureRequest) -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own; the dev server for tests marked ``real_server``.
 
     Time is global to a test server: one test's leftovers (an activity still in flight, a
     workflow task its stopped worker never completed) held the clock of the next test's
     ``env.sleep`` until the RPC gave up. A server starts in about 0.1 s, so each test gets one.
+    A test whose point is a continue-as-new in the middle of a release, with queries on both
+    sides of it, runs on the dev server (see ``HOPS``), as long as its timers are seconds.
     """
-    async with await time_skipping_env() as environment:
+    start = local_env if request.node.get_closest_marker("real_server") else time_skipping_env
+    async with await start() as environment:
         yield environment
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from starter import client as canary_client
 from starter.errors import InvalidInput
-from tests.workflow.conftest import HOPS, Job, job_spec
+from tests.workflow.conftest import Job, job_spec
 from tests.workflow.fake_kube import FakeKube, template_hash
 from tests.workflow.fake_services import Switch
 from workflows import names
@@ -311,7 +311,7 @@ async def test_a_failed_post_promotion_analysis_switches_back_within_the_delay(s
     never_without_pods(job)
 
 
-@HOPS
+@pytest.mark.real_server
 async def test_a_fresh_run_resumes_the_gate_without_measuring_again(start_job) -> None:
     job: Job = await start_job(FakeKube(), analysed(prePromotionAnalysis=REF, autoPromotionEnabled=False,
                                                     scaleDownDelaySeconds=0), max_history_events=40)
