@@ -28,8 +28,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities import errors
 from activities.errors import kube_errors, not_found
 from activities.job_services import create_job_service
-from activities.kube import canary_name
-from activities.reads import HASH_LABEL, read_or_none, version_replica_set
+from activities.reads import HASH_LABEL, canary_name, read_or_none, version_replica_set
 from activities.routers.base import config_error
 from activities.templates import JOB_KEY, PREFIX
 from workflows import port

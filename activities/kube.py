@@ -33,9 +33,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import errors, steps
+from activities.adoption import discard_orphans
 from activities.errors import kube_errors, not_found
 from activities.progress import heartbeat
-from activities.reads import read_or_none
+from activities.reads import canary_name, read_or_none, selector_string
 from activities.templates import (
     CANARY_TRACK,
     HASH_ANNOTATION,
@@ -108,11 +109,6 @@ class DeploymentCache(Protocol):
 Reader = Callable[[str, str], "Obj | None"]
 
 
-def canary_name(name: str) -> str:
-    """The canary Deployment's name for workload ``name``."""
-    return f"{name}-canary"
-
-
 def _meta(obj: Obj, field: str) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get(field) or {})
 
@@ -136,16 +132,6 @@ def _known_ops(deployment: Obj, value: str) -> list[Obj]:
     """JSON patch ops that stamp KNOWN_ANNOTATION = ``value`` and keep every other annotation."""
     annotations = {**_meta(deployment, "annotations"), KNOWN_ANNOTATION: value}
     return [{"op": "add", "path": "/metadata/annotations", "value": annotations}]
-
-
-def selector_string(selector: Obj) -> str:
-    """Write a LabelSelector as the ``labelSelector`` query string the API accepts."""
-    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], ",".join(expr.get("values") or [])
-        terms.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
-                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
-    return ",".join(terms)
 
 
 def pod_problem(pods: list[Obj]) -> str | None:
@@ -357,6 +343,7 @@ class KubeActivities:
         self._delete_canary(req)
 
     def _delete_canary(self, req: WorkloadRequest) -> None:
+        discard_orphans(self, req.namespace, req.name, req.job)
         name = canary_name(req.name)
         canary = self._read(req.namespace, name)
         if canary is None or _meta(canary, "labels").get(JOB_KEY) != req.job:
@@ -387,7 +374,8 @@ class KubeActivities:
                     f"Deployment {req.namespace}/{name} exists and is not managed by canary job {req.job!r}"
                     + (f" (it belongs to {owner!r})" if owner else ""),
                     type=errors.OWNED_BY_OTHER_JOB, non_retryable=True)
-            if _meta(canary, "annotations").get(HASH_ANNOTATION) == req.template_hash:
+            if _meta(canary, "annotations").get(HASH_ANNOTATION) == req.template_hash and not (
+                    canary["spec"].get("paused")):
                 return  # a retry, or a second call for the same version: keep its replicas
         spec, meta = workload["spec"], workload["metadata"]
         selector = dict(spec["selector"])
@@ -406,10 +394,12 @@ class KubeActivities:
             },
             "spec": {
                 "replicas": 0,
+                # A hand-over cut short may have left it paused (activities/adoption.py).
+                "paused": False,
                 "selector": selector,
                 "minReadySeconds": spec.get("minReadySeconds", 0),
                 "revisionHistoryLimit": 2,
-                "template": canary_template(req.template, req.template_hash),
+                "template": canary_template(req.template, req.template_hash, req.job),
             },
         }
         self._patch(req.namespace, name, body, APPLY, force=True)
@@ -419,8 +409,12 @@ class KubeActivities:
         """Set the canary Deployment's replicas (a missing canary is fine only at 0).
 
         The write tests the job's label in the same request: a Deployment of that name that
-        another owner runs (the release failed on it) is never scaled, not even to zero.
+        another owner runs (the release failed on it) is never scaled, not even to zero. At
+        zero, canary pods that a stopped hand-over left without an owner go too: they served
+        until the stable side was back, which the rollback saw to first.
         """
+        if req.replicas == 0:
+            discard_orphans(self, req.namespace, req.name, req.job)
         name = canary_name(req.name)
         ops = [{"op": "test", "path": "/metadata/labels/" + JOB_KEY.replace("~", "~0").replace("/", "~1"),
                 "value": req.job},

@@ -25,6 +25,21 @@ REQUEST_TIMEOUT = 10.0
 HASH_LABEL = "pod-template-hash"
 
 
+def canary_name(name: str) -> str:
+    """The canary Deployment's name for workload ``name``."""
+    return f"{name}-canary"
+
+
+def selector_string(selector: Obj) -> str:
+    """Write a LabelSelector as the ``labelSelector`` query string the API accepts."""
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], ",".join(expr.get("values") or [])
+        terms.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
+    return ",".join(terms)
+
+
 def read_or_none(read: Callable[..., Any], kind: str, namespace: str, name: str) -> Obj | None:
     """``read(name, namespace)`` (a client's ``read_namespaced_*``) as JSON; None for a 404."""
     with kube_errors(f"read {kind} {namespace}/{name}"):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from temporalio.exceptions import ApplicationError
 
+from activities.adoption import Handover
 from activities.progress import tracked
 from workflows.models import (
     CanaryTemplateRequest,
@@ -99,7 +100,7 @@ def read_sides(kube: KubeActivities, req: WorkloadRequest) -> ShiftResult:
 
 
 def promote_held(kube: KubeActivities, req: HeldPromotionRequest) -> HoldStableResult:
-    """The Deployment emptied and given the new ReplicaSet, grown, its pods available; the canary to zero.
+    """The Deployment on the new version, its pods available; the canary gone (with ``canary_down``).
 
     The canary already carries all the traffic (the workflow saw to that first). An edit found in
     the Deployment is set aside and returned, as ``hold_stable`` does; when a later stage fails,
@@ -107,18 +108,25 @@ def promote_held(kube: KubeActivities, req: HeldPromotionRequest) -> HoldStableR
     """
     fields = {**_ref(req), "template": req.template, "template_hash": req.template_hash}
     with tracked() as progress:
+        # Replica ratio: the canary's pods are handed over (activities/adoption.py). A router's
+        # Services select pods by version, so there the Deployment grows pods of its own; so it
+        # does for an attempt that began that way on older code.
+        handover = req.canary_down and not progress.done & {"emptied", "grown"} and (
+            "held" in progress.done or Handover(kube, req, progress).possible())
         try:
-            if "emptied" not in progress.done:
+            if handover:
+                Handover(kube, req, progress).run()
+            if "emptied" not in progress.done and not handover:
                 progress.keep(kube.prepare_stable(StableRevisionRequest(**fields)))
                 progress.mark("emptied")
-            if "grown" not in progress.done:
+            if "grown" not in progress.done and not handover:
                 progress.keep(kube.hold_stable(HoldStableRequest(**fields, replicas=req.replicas)))
                 progress.mark("grown")
             if "rolled-out" not in progress.done:
                 kube.wait_stable_rolled_out(RolloutRequest(**_ref(req), replicas=req.replicas,
                                                            template_hash=req.template_hash, held=True))
                 progress.mark("rolled-out")
-            if req.canary_down:
+            if req.canary_down and not handover:
                 kube.scale_canary(ScaleRequest(**_ref(req), replicas=0))
         except ApplicationError as error:
             if progress.displaced is None:

@@ -74,15 +74,16 @@ def images(template: PodTemplate) -> dict[str, str]:
     return {str(c.get("name")): str(c.get("image", "")) for c in containers}
 
 
-def canary_template(template: PodTemplate, hash_: str) -> PodTemplate:
-    """The canary Deployment's pod template: ``template`` plus the canary track label and hash.
+def canary_template(template: PodTemplate, hash_: str, job: str) -> PodTemplate:
+    """The canary Deployment's pod template: ``template`` plus the canary track, the job and the hash.
 
     The pods keep every label of the workload, so the workload's Service selects them too:
-    that is what turns replica counts into a traffic share.
+    that is what turns replica counts into a traffic share. The job's label finds them while
+    the promotion hands them to the workload (``activities/adoption.py``).
     """
     result = user_template(template)
     metadata = result.setdefault("metadata", {})
-    metadata["labels"] = {**metadata.get("labels", {}), TRACK_LABEL: CANARY_TRACK}
+    metadata["labels"] = {**metadata.get("labels", {}), TRACK_LABEL: CANARY_TRACK, JOB_KEY: job}
     metadata["annotations"] = {**metadata.get("annotations", {}), HASH_ANNOTATION: hash_}
     return result
 

@@ -338,6 +338,40 @@ class FleetBench:
         results = await bounded([partial(outcome, name) for name in names], self.concurrency, lambda *_: None)
         return Counter(r if isinstance(r, str) else f"error ({type(r).__name__})" for r in results), promoted_at
 
+    async def _explain_unfinished(self, names: list[str], patience: float = 30.0) -> None:
+        """For jobs the cluster shows promoted but that have not said so: what they run, and whether they finish.
+
+        The cluster-side judgement can come first (a hand-over's canary is gone before its
+        activity returns), so "stuck" at the moment of asking may be only late.
+        """
+        waiting: dict[str, str] = {}
+        for name in names:
+            details = await canary.details(self.temporal, NAMESPACE, name)
+            stable = details.stable
+            if details.phase == Phase.HEALTHY and stable and stable.images.get("app") == self.image[name]:
+                continue
+            description = await self.temporal.get_workflow_handle(workflow_id(NAMESPACE, name)).describe()
+            pending = []
+            for a in description.raw_description.pending_activities:
+                failure = a.last_failure.message[:160] if a.HasField("last_failure") else ""
+                beat = a.heartbeat_details.payloads[0].data.decode()[:200] if a.heartbeat_details.payloads else ""
+                pending.append(f"{a.activity_type.name} attempt {a.attempt}"
+                               + (f", last failure: {failure}" if failure else "")
+                               + (f", heartbeat: {beat}" if beat else ""))
+            waiting[name] = f"{details.phase.value}; {'; '.join(pending) or 'no activity pending'}"
+        for name, what in list(waiting.items())[:5]:
+            print(f"    unfinished {name}: {what}", flush=True)
+        began = time.monotonic()
+        while waiting and time.monotonic() - began < patience:
+            for name in list(waiting):
+                details = await canary.details(self.temporal, NAMESPACE, name)
+                if details.phase != Phase.PROMOTING:
+                    print(f"    {name}: {details.phase.value} {time.monotonic() - began:.1f} s later", flush=True)
+                    del waiting[name]
+            await asyncio.sleep(0.5)
+        if waiting:
+            print(f"    still unfinished after {patience:.0f} s: {sorted(waiting)}", flush=True)
+
     async def _history_mark(self, name: str) -> tuple[str, int]:
         description = await self.temporal.get_workflow_handle(workflow_id(NAMESPACE, name)).describe()
         return description.run_id or "", description.history_length
@@ -476,6 +510,8 @@ class FleetBench:
         api_calls = difference(api_before, self._apiserver_counts(), top=30)
         finished = sorted(t - usage.started for t in done.values())
         outcomes, promoted_at = await self._outcomes(names)
+        if any(key != "promoted" for key in outcomes):
+            await self._explain_unfinished(names)
         # The same wall time as the jobs recorded it (their promotion times, the server's clock).
         job_wall = (max(promoted_at) - edits_began).total_seconds() if promoted_at else None
         history = await self._history_since(names[0], mark)

@@ -60,9 +60,18 @@ def web(kube_api: ApiClient, namespace: str) -> Web:
     return Web(kube_api, namespace)
 
 
+def green_available(web: Web, pods: int) -> None:
+    """Wait as the activity judges: by the green ReplicaSet's available count, which lags the pods' Ready."""
+    eventually(lambda: len(web.ready_pods(f"{TRACK_LABEL}=canary")) == pods
+               and (web.read("web-canary").status.available_replicas or 0) == pods
+               and all((rs.status.available_replicas or 0) == pods for rs in web.apps.list_namespaced_replica_set(
+                   web.ns, label_selector=f"{TRACK_LABEL}=canary").items if rs.spec.replicas),
+               what=f"{pods} available green pods")
+
+
 def test_a_service_moves_to_a_version_only_once_its_pods_are_available(web: Web) -> None:
     blue = Blue(web, green_pods=1)
-    eventually(lambda: len(web.ready_pods(f"{TRACK_LABEL}=canary")) == 1, what="one Ready green pod")
+    green_available(web, 1)
     refused = failure(blue.acts.select_pods, blue.select("web", Side.CANARY, ready=2))
     assert refused.type == errors.STABLE_NOT_ROLLED_OUT and not refused.non_retryable
     assert "1 of 2 pods" in refused.message
@@ -82,7 +91,7 @@ def test_a_service_moves_to_a_version_only_once_its_pods_are_available(web: Web)
 
 def test_the_switch_is_guarded_and_the_users_selector_comes_back(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
     blue = Blue(web, green_pods=1)
-    eventually(lambda: len(web.ready_pods(f"{TRACK_LABEL}=canary")) == 1, what="one Ready green pod")
+    green_available(web, 1)
     run(blue.acts.select_pods, blue.select("web", Side.CANARY, ready=1))
 
     # Someone else writes the Service between the activity's read and its write: the write's

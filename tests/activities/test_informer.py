@@ -158,6 +158,10 @@ def test_a_job_attached_before_labels_gets_one_and_an_edit_it_never_saw_is_repor
     # As attached by older code: the job's annotation, no label, no stamp.
     held.apps.patch_namespaced_deployment("web", held.ns, {"metadata": {
         "labels": {JOB_KEY: None}, "annotations": {KNOWN_ANNOTATION: None}}})
+    # The informer's first list may be answered from the API server's watch cache, which can
+    # trail a write just made (seen once in a busy run): start it once a list agrees.
+    eventually(lambda: held.apps.list_namespaced_deployment(held.ns, label_selector=JOB_KEY).items == [],
+               what="the label gone from a list")
     reports = Reports()
     informer = held.informer(reports)
     try:

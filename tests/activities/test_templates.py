@@ -64,10 +64,10 @@ def test_images_maps_container_names() -> None:
     assert images({}) == {}
 
 
-def test_canary_template_adds_track_and_hash_and_keeps_the_same_identity() -> None:
+def test_canary_template_adds_track_job_and_hash_and_keeps_the_same_identity() -> None:
     template = _template()
-    canary = canary_template(template, "0123456789ab")
-    assert canary["metadata"]["labels"] == {"app": "web", TRACK_LABEL: "canary"}
+    canary = canary_template(template, "0123456789ab", "shop-web")
+    assert canary["metadata"]["labels"] == {"app": "web", TRACK_LABEL: "canary", JOB_KEY: "shop-web"}
     assert canary["metadata"]["annotations"] == {HASH_ANNOTATION: "0123456789ab"}
     assert template_hash(canary) == template_hash(template)
     assert "canary-delivery.dev/track" not in template["metadata"]["labels"], "input left untouched"
