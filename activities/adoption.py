@@ -33,6 +33,7 @@ that, or when the job lets go.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
@@ -146,10 +147,12 @@ class Handover:
             self._orphan(deployment)
             self._mark("orphaned")
         if "adopted" not in done:
-            self._adopt(deployment)
+            pod_hash = self._adopt(deployment)
             # The ReplicaSet controller claims the orphans on its first sync: until then they
-            # would look like pods nobody will ever take.
-            self._until(lambda: not self._orphans(), "the Deployment's new ReplicaSet adopting the canary's pods")
+            # would look like pods nobody will ever take. (Orphans of another hash, from a second
+            # canary ReplicaSet of the same version, never will: the relabelling deletes them.)
+            self._until(lambda: not any(_pod_hash(pod) == pod_hash for pod in self._orphans()),
+                        "the Deployment's new ReplicaSet adopting the canary's pods")
             self._mark("adopted")
         if self._cancelled:
             raise CancelledError("cancelled while the canary's pods changed owner")
@@ -215,15 +218,15 @@ class Handover:
         return [pod for pod in pods if controller_of(pod) is None
                 and (pod["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == self.req.template_hash]
 
-    def _adopt(self, deployment: Obj) -> None:
-        """Create the Deployment's ReplicaSet of the new template around the orphaned canary pods."""
-        if any(self._is_adopter(rs) for rs in self.kube._replica_sets(self.req, deployment)):
-            return
-        orphans = self._orphans()
-        hashes = sorted({(pod["metadata"].get("labels") or {}).get(HASH_LABEL, "") for pod in orphans} - {""})
-        # Every orphan came from the one canary ReplicaSet of this version; without any (all gone
-        # meanwhile), the ReplicaSet makes the pods itself, under the job's own hash.
-        pod_hash = hashes[0] if hashes else self.req.template_hash[:10]
+    def _adopt(self, deployment: Obj) -> str:
+        """Create the Deployment's ReplicaSet of the new template around the orphaned canary pods; its pod hash."""
+        for rs in self.kube._replica_sets(self.req, deployment):
+            if self._is_adopter(rs):
+                return str(rs["spec"]["selector"].get("matchLabels", {}).get(HASH_LABEL, ""))
+        hashes = Counter(found for found in map(_pod_hash, self._orphans()) if found)
+        # The orphans came from the canary's ReplicaSet of this version (the most of them, should
+        # there be two); without any (all gone meanwhile) the new ReplicaSet makes the pods itself.
+        pod_hash = hashes.most_common(1)[0][0] if hashes else self.req.template_hash[:10]
         spec, meta = deployment["spec"], deployment["metadata"]
         template = {**spec["template"], "metadata": {
             **(spec["template"].get("metadata") or {}),
@@ -254,6 +257,7 @@ class Handover:
                 raise ApplicationError(  # a ReplicaSet of that name that is not this version's: try again
                     f"ReplicaSet {self.namespace}/{name} exists", type=errors.KUBERNETES_CONFLICT
                 ) from None
+        return pod_hash
 
     def _relabel(self) -> None:
         """Take the canary's labels off the pods the Deployment now owns; delete any it did not adopt.
@@ -299,6 +303,10 @@ class Handover:
                                        type=errors.STABLE_NOT_ROLLED_OUT)
             self._beat(f"waiting for {what}")
             time.sleep(0.1)
+
+
+def _pod_hash(pod: Obj) -> str:
+    return str((pod["metadata"].get("labels") or {}).get(HASH_LABEL, ""))
 
 
 def _max_surge(spec: Obj, replicas: int) -> int:

@@ -212,3 +212,20 @@ def test_a_canary_left_paused_by_a_stopped_hand_over_runs_the_next_release(web: 
     _canary_takes_all(web, template, hash_, first=True)
     eventually(lambda: len(web.ready_pods(f"{TRACK_LABEL}=canary")) == 3, what="3 Ready canary pods")
     assert web.read("web-canary").spec.paused is not True
+
+
+def test_a_stray_canary_pod_of_another_replica_set_is_not_waited_for(web: Web) -> None:
+    """An orphan the new ReplicaSet cannot select (another pod hash) is deleted, not waited for until the deadline."""
+    snap = web.attach()
+    template, hash_ = _version(snap, "registry.local/web:2")
+    canary = _canary_takes_all(web, template, hash_, first=True)
+    model = web.core.read_namespaced_pod(web.ready_pods(f"{TRACK_LABEL}=canary")[0].metadata.name, web.ns)
+    web.core.create_namespaced_pod(web.ns, {
+        "metadata": {"name": "web-canary-stray", "annotations": model.metadata.annotations,
+                     "labels": {**model.metadata.labels, "pod-template-hash": "stray"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/web:2"}]}})
+
+    _promote(web, template, hash_)
+    assert {p.metadata.uid for p in web.ready_pods()} == canary
+    eventually(lambda: web.core.list_namespaced_pod(web.ns, field_selector="metadata.name=web-canary-stray").items
+               == [], what="the stray pod deleted")
