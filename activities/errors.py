@@ -91,14 +91,19 @@ def from_api_exception(
 
 @contextlib.contextmanager
 def kube_errors(what: str, *, not_found: str = WORKLOAD_NOT_FOUND) -> Iterator[None]:
-    """Re-raise API and connection failures inside the block as mapped ``ApplicationError``s."""
+    """Re-raise API and connection failures inside the block as mapped ``ApplicationError``s.
+
+    Without the client's exception as their cause: Temporal would carry it along, and the job's
+    reason for a failed release is the innermost message, which for an ``ApiException`` is the
+    raw response (headers and all) rather than the call, the API server's words and the status.
+    """
     try:
         yield
     except ApiException as error:
-        raise from_api_exception(error, what=what, not_found=not_found) from error
+        raise from_api_exception(error, what=what, not_found=not_found) from None
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise ApplicationError(f"{what}: {type(error).__name__}: {error}"[:MAX_MESSAGE],
-                               type=KUBERNETES_UNAVAILABLE) from error
+                               type=KUBERNETES_UNAVAILABLE) from None
 
 
 def not_found(error: ApiException) -> bool:

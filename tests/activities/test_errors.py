@@ -48,11 +48,15 @@ def test_message_is_truncated_and_retry_after_is_honoured() -> None:
     assert errors.from_api_exception(_api_error(503), what="get").next_retry_delay is None
 
 
-def test_kube_errors_chains_the_cause_and_maps_connection_failures() -> None:
-    with pytest.raises(ApplicationError) as info, errors.kube_errors("read Deployment ns/web"):
-        raise _api_error(404, 'deployments.apps "web" not found')
-    assert info.value.type == errors.WORKLOAD_NOT_FOUND and info.value.non_retryable
-    assert isinstance(info.value.__cause__, ApiException)
+def test_kube_errors_says_what_failed_without_the_raw_response_and_maps_connection_failures() -> None:
+    with pytest.raises(ApplicationError) as info, errors.kube_errors("delete ReplicaSet ns/web-1"):
+        raise _api_error(403, 'replicasets.apps "web-1" is forbidden: cannot delete resource "replicasets"')
+    assert info.value.type == errors.KUBERNETES_FORBIDDEN and info.value.non_retryable
+    # The job's reason is the innermost message of the failure Temporal records: this one, not
+    # the client's exception text with its HTTP headers.
+    assert info.value.__cause__ is None
+    assert info.value.message == ('delete ReplicaSet ns/web-1: replicasets.apps "web-1" is forbidden: '
+                                  'cannot delete resource "replicasets" (HTTP 403)')
 
     with pytest.raises(ApplicationError) as info, errors.kube_errors("read Deployment ns/web"):
         raise urllib3.exceptions.MaxRetryError(None, "/apis", "connection refused")  # type: ignore[arg-type]
