@@ -45,7 +45,7 @@ from activities import errors
 from activities.errors import kube_errors, not_found
 from activities.progress import Progress, heartbeat
 from activities.reads import HASH_LABEL, canary_name, selector_string
-from activities.templates import CANARY_TRACK, HASH_ANNOTATION, JOB_KEY, TRACK_LABEL
+from activities.templates import CANARY_TRACK, HASH_ANNOTATION, JOB_KEY, TRACK_LABEL, canary_selector
 from workflows.models import HoldStableResult
 
 if TYPE_CHECKING:
@@ -76,23 +76,25 @@ def discard_orphans(kube: KubeActivities, namespace: str, name: str, job: str) -
     """
     canary = kube._read(namespace, canary_name(name))
     if canary is not None and canary["spec"].get("paused"):
-        selector = selector_string(canary["spec"]["selector"])
-
-        def settled() -> bool:
-            with kube_errors(f"list the canary's ReplicaSets in {namespace}"):
-                items = kube._json(kube._apps.list_namespaced_replica_set(
-                    namespace, label_selector=selector, _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT))["items"]
-            return not any(rs["metadata"].get("deletionTimestamp") for rs in items)
-
         deadline = time.monotonic() + ORPHAN_SECONDS
-        while not settled() and time.monotonic() < deadline:
+        while any(rs["metadata"].get("deletionTimestamp") for rs in canary_replica_sets(kube, namespace, canary)):
+            if time.monotonic() > deadline:
+                break
             heartbeat("waiting for the canary's ReplicaSets to be deleted")
             time.sleep(0.1)
     orphans = [pod for pod in kube._pods(namespace, canary_pods_selector(job)) if controller_of(pod) is None]
     for pod in orphans:
         delete(kube._core.delete_namespaced_pod, "pod", pod)
     return len(orphans)
+
+
+def canary_replica_sets(kube: KubeActivities, namespace: str, owner: Obj) -> list[Obj]:
+    """The ReplicaSets the canary selector of ``owner`` (the workload or the canary Deployment) selects."""
+    selector = selector_string(canary_selector(owner["spec"]["selector"]))
+    with kube_errors(f"list the canary's ReplicaSets in {namespace}"):
+        items: list[Obj] = kube._json(kube._apps.list_namespaced_replica_set(
+            namespace, label_selector=selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))["items"]
+    return items
 
 
 def delete(call: Any, kind: str, obj: Obj, propagation: str | None = None) -> None:
@@ -174,20 +176,6 @@ class Handover:
         return (TRACK_LABEL not in labels and self.kube._replica_set_for([rs], self.req.template_hash) is not None
                 and int((rs.get("spec") or {}).get("replicas", 0)) > 0)
 
-    def _canary_replica_sets(self, deployment: Obj) -> list[Obj]:
-        selector = selector_string(self._canary_selector(deployment))
-        with kube_errors(f"list the canary's ReplicaSets in {self.namespace}"):
-            items: list[Obj] = self.kube._json(self.kube._apps.list_namespaced_replica_set(
-                self.namespace, label_selector=selector, _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT))["items"]
-        return items
-
-    @staticmethod
-    def _canary_selector(deployment: Obj) -> Obj:
-        selector = dict(deployment["spec"]["selector"])
-        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), TRACK_LABEL: CANARY_TRACK}
-        return selector
-
     def _orphan(self, deployment: Obj) -> None:
         """Delete the canary's ReplicaSets leaving their pods to nobody, then the canary Deployment.
 
@@ -202,10 +190,11 @@ class Handover:
                 with kube_errors(f"pause Deployment {self.namespace}/{name}"):
                     self.kube._apps.patch_namespaced_deployment(name, self.namespace, {"spec": {"paused": True}},
                                                                 _request_timeout=REQUEST_TIMEOUT)
-            for rs in self._canary_replica_sets(deployment):
-                if (controller_of(rs) or {}).get("uid") == canary["metadata"]["uid"]:
+            for rs in canary_replica_sets(self.kube, self.namespace, deployment):
+                if self._owned_by(rs, canary):
                     delete(self.kube._apps.delete_namespaced_replica_set, "ReplicaSet", rs, "Orphan")
-            self._until(lambda: not any(self._owned_by(rs, canary) for rs in self._canary_replica_sets(deployment)),
+            self._until(lambda: not any(self._owned_by(rs, canary)
+                                        for rs in canary_replica_sets(self.kube, self.namespace, deployment)),
                         "the canary's ReplicaSets gone, their pods orphaned")
             delete(self.kube._apps.delete_namespaced_deployment, "Deployment", canary, "Background")
 

@@ -43,6 +43,7 @@ from activities.templates import (
     JOB_KEY,
     KNOWN_ANNOTATION,
     TRACK_LABEL,
+    canary_selector,
     canary_template,
     images,
     known_value,
@@ -378,8 +379,7 @@ class KubeActivities:
                     canary["spec"].get("paused")):
                 return  # a retry, or a second call for the same version: keep its replicas
         spec, meta = workload["spec"], workload["metadata"]
-        selector = dict(spec["selector"])
-        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), TRACK_LABEL: CANARY_TRACK}
+        selector = canary_selector(spec["selector"])
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",

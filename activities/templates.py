@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from typing import Any
 
 from workflows.models import PodTemplate
 
@@ -72,6 +73,13 @@ def images(template: PodTemplate) -> dict[str, str]:
     """Map each (non-init) container name to its image: what a user calls "the version"."""
     containers = (template.get("spec") or {}).get("containers") or []
     return {str(c.get("name")): str(c.get("image", "")) for c in containers}
+
+
+def canary_selector(selector: dict[str, Any]) -> dict[str, Any]:
+    """The canary Deployment's selector: the workload's, narrowed to the canary's track."""
+    narrowed = dict(selector)
+    narrowed["matchLabels"] = {**(selector.get("matchLabels") or {}), TRACK_LABEL: CANARY_TRACK}
+    return narrowed
 
 
 def canary_template(template: PodTemplate, hash_: str, job: str) -> PodTemplate:
