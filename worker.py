@@ -94,14 +94,15 @@ MAX_HEARTBEAT_SECONDS = 4.0
 def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_QUEUE,
                  activity_threads: int = DEFAULT_ACTIVITY_THREADS, prometheus_address: str | None = None,
                  shutdown_grace: float = 0.0, cache: DeploymentCache | None = None,
-                 cached_workflows: int = DEFAULT_CACHED_WORKFLOWS,
+                 set_cache: DeploymentCache | None = None, cached_workflows: int = DEFAULT_CACHED_WORKFLOWS,
                  heartbeat_every: timedelta = HEARTBEAT_THROTTLE) -> Worker:
     """A worker for job workflows, the activities bound to ``api`` (Kubernetes, routers, Services), metrics, webhooks.
 
-    ``cache``: the worker's informer, whose copies of the Deployments the waits read.
+    ``cache``, ``set_cache``: the worker's informers, whose copies of the Deployments and of the
+    canary ReplicaSets the waits read.
     """
     cel_environment()  # built here, not in the first workflow task that checks a condition
-    activities = KubeActivities(api, cache=cache)
+    activities = KubeActivities(api, cache=cache, set_cache=set_cache)
     routers = RouterActivities(api)
     blue_green = BlueGreenActivities(api)
     metrics = MetricActivities(prometheus_address)
@@ -136,17 +137,20 @@ async def serve(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK_
     """
     notifier = JobNotifier(temporal)
     informer = DeploymentInformer(api, notifier.report, namespaces=watch_namespaces)
+    canaries = DeploymentInformer(api, None, namespaces=watch_namespaces, replica_sets=True)
     worker = build_worker(temporal, api, task_queue=task_queue, activity_threads=activity_threads,
                           prometheus_address=prometheus_address, shutdown_grace=shutdown_grace, cache=informer,
-                          cached_workflows=cached_workflows, heartbeat_every=heartbeat_every)
+                          set_cache=canaries, cached_workflows=cached_workflows, heartbeat_every=heartbeat_every)
     executor = worker.config()["activity_executor"]
     try:
         async with worker:
             notifier.start()
             informer.start()
+            canaries.start()
             try:
                 yield worker
             finally:
+                await asyncio.to_thread(canaries.stop)
                 await asyncio.to_thread(informer.stop)
                 await notifier.stop()
     finally:

@@ -113,6 +113,19 @@ def delete(call: Any, kind: str, obj: Obj, propagation: str | None = None) -> No
                 raise
 
 
+def held(kube: KubeActivities, req: HeldPromotionRequest, progress: Progress) -> Obj:
+    """A hand-over's first stage, ``held``, once: the paused Deployment holds the new template at its replicas.
+
+    Returns the Deployment (as written, or read again when a previous attempt held it).
+    """
+    if "held" in progress.done:
+        return kube._workload(req)
+    displaced, deployment = kube._hold(req, req.template, req.template_hash, req.replicas)
+    progress.keep(HoldStableResult(displaced=displaced, generation=int(deployment["metadata"].get("generation", 0))))
+    progress.mark("held")
+    return deployment
+
+
 class Handover:
     """One promotion's hand-over of the canary's pods to the user's Deployment."""
 
@@ -133,14 +146,8 @@ class Handover:
 
     def run(self) -> None:
         """Do what is left of stages 1 to 5; the wait for the pods to be available is the caller's."""
-        req, done = self.req, self.progress.done
-        deployment = None
-        if "held" not in done:
-            displaced, deployment = self.kube._hold(req, req.template, req.template_hash, req.replicas)
-            self.progress.keep(HoldStableResult(displaced=displaced,
-                                                generation=int(deployment["metadata"].get("generation", 0))))
-            self.progress.mark("held")
-        deployment = deployment or self.kube._workload(req)
+        done = self.progress.done
+        deployment = held(self.kube, self.req, self.progress)
         if "cleared" not in done:
             self._clear(deployment)
             self.progress.mark("cleared")
@@ -230,7 +237,7 @@ class Handover:
                 "labels": template["metadata"]["labels"],
                 # What the Deployment controller would have written on a ReplicaSet of its own.
                 "annotations": {"deployment.kubernetes.io/desired-replicas": str(replicas),
-                                "deployment.kubernetes.io/max-replicas": str(replicas + _max_surge(spec, replicas))},
+                                "deployment.kubernetes.io/max-replicas": str(replicas + max_surge(spec, replicas))},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
                                      "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
             },
@@ -298,7 +305,7 @@ def _pod_hash(pod: Obj) -> str:
     return str((pod["metadata"].get("labels") or {}).get(HASH_LABEL, ""))
 
 
-def _max_surge(spec: Obj, replicas: int) -> int:
+def max_surge(spec: Obj, replicas: int) -> int:
     """The Deployment's maxSurge in pods (25 % rounded up when unset), as its controller counts it."""
     strategy = spec.get("strategy") or {}
     if strategy.get("type") == "Recreate":

@@ -45,6 +45,7 @@ WATCH_SECONDS = 300
 # After an error (API server away), wait this long, doubling up to the maximum, then list again.
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 15.0
 RELABEL_ATTEMPTS = 5
+CANARY_SETS_SELECTOR = f"{JOB_KEY},{TRACK_LABEL}={CANARY_TRACK}"  # the jobs' canary ReplicaSets
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,26 @@ def differs_from_known(deployment: Obj) -> bool:
 
 
 class DeploymentInformer:
-    """List and watch the Deployments jobs hold (all namespaces, or the ones given)."""
+    """List and watch the Deployments jobs hold (all namespaces, or the ones given).
 
-    def __init__(self, api: ApiClient, report: Report, *, namespaces: Sequence[str] | None = None,
-                 watch_seconds: int = WATCH_SECONDS) -> None:
+    ``replica_sets=True`` makes it an informer of the jobs' canary ReplicaSets instead
+    (``activities/canary_set.py``): a cache for the canary's waits, with nothing to report.
+    """
+
+    def __init__(self, api: ApiClient, report: Report | None, *, namespaces: Sequence[str] | None = None,
+                 watch_seconds: int = WATCH_SECONDS, replica_sets: bool = False) -> None:
         self._apps = client.AppsV1Api(api)
-        self._report = report
+        self._reports = report is not None
+        self._report: Report = report or (lambda *_: None)
+        self._kind = "ReplicaSets" if replica_sets else "Deployments"
+        if replica_sets:
+            self._selector = CANARY_SETS_SELECTOR
+            self._list_all, self._list_in = (self._apps.list_replica_set_for_all_namespaces,
+                                             self._apps.list_namespaced_replica_set)
+        else:
+            self._selector = WATCH_SELECTOR
+            self._list_all, self._list_in = (self._apps.list_deployment_for_all_namespaces,
+                                             self._apps.list_namespaced_deployment)
         self._namespaces = list(namespaces) if namespaces else [None]
         self._watch_seconds = watch_seconds
         self._stopping = threading.Event()
@@ -154,19 +169,16 @@ class DeploymentInformer:
             except Exception as error:  # any failure: wait, then list again
                 if self._stopping.is_set():
                     return
-                log.warning("watching Deployments%s failed (%s); listing again in %.1f s",
+                log.warning("watching %s%s failed (%s); listing again in %.1f s", self._kind,
                             f" in {namespace}" if namespace else "", error, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
 
     def _list(self, namespace: str | None, seen: dict[tuple[str, str], Seen]) -> str:
         """List, report what differs, and forget what is gone; the list's resourceVersion."""
-        kwargs: dict[str, Any] = {"label_selector": WATCH_SELECTOR, "_preload_content": False,
+        kwargs: dict[str, Any] = {"label_selector": self._selector, "_preload_content": False,
                                   "_request_timeout": REQUEST_TIMEOUT}
-        if namespace is None:
-            response = self._apps.list_deployment_for_all_namespaces(**kwargs)
-        else:
-            response = self._apps.list_namespaced_deployment(namespace, **kwargs)
+        response = self._list_all(**kwargs) if namespace is None else self._list_in(namespace, **kwargs)
         listed = json.loads(response.data)
         present: set[tuple[str, str]] = set()
         for item in listed.get("items") or []:
@@ -178,7 +190,7 @@ class DeploymentInformer:
         for key in gone:
             self._store(key, None)
         for key in [k for k in seen if k not in present]:
-            self._on_absent(key, seen.pop(key))
+            self._on_absent(key, seen.pop(key))  # only what _on_present saw: never with nothing to report to
         self._listed.add(namespace)
         if len(self._listed) == len(self._namespaces):
             self.synced.set()
@@ -187,13 +199,10 @@ class DeploymentInformer:
     def _watch(self, namespace: str | None, version: str, seen: dict[tuple[str, str], Seen]) -> str | None:
         """Follow one watch request; the resourceVersion to go on from, None to list again."""
         kwargs: dict[str, Any] = {
-            "label_selector": WATCH_SELECTOR, "watch": True, "resource_version": version,
+            "label_selector": self._selector, "watch": True, "resource_version": version,
             "allow_watch_bookmarks": True, "timeout_seconds": self._watch_seconds, "_preload_content": False,
             "_request_timeout": (REQUEST_TIMEOUT, self._watch_seconds + REQUEST_TIMEOUT)}
-        if namespace is None:
-            response = self._apps.list_deployment_for_all_namespaces(**kwargs)
-        else:
-            response = self._apps.list_namespaced_deployment(namespace, **kwargs)
+        response = self._list_all(**kwargs) if namespace is None else self._list_in(namespace, **kwargs)
         with self._lock:
             if self._stopping.is_set():  # stop() came while the request was on its way
                 _discard(response)
@@ -214,7 +223,7 @@ class DeploymentInformer:
                     key = _key(obj)
                     self._store(key, None)
                     gone = seen.pop(key, None)
-                    if not _is_canary(obj):
+                    if self._reports and not _is_canary(obj):
                         self._on_absent(key, gone or Seen(_job(obj), "", 0))
         finally:
             with self._lock:
@@ -225,7 +234,7 @@ class DeploymentInformer:
     # -- what each event means for a job ---------------------------------------------------------
 
     def _on_present(self, deployment: Obj, seen: dict[tuple[str, str], Seen]) -> None:
-        if _is_canary(deployment):
+        if not self._reports or _is_canary(deployment):
             return  # cached for the waits; the job made it and needs no report of it
         key, meta = _key(deployment), deployment["metadata"]
         now = Seen(_job(deployment), str(meta.get("uid") or ""), int(meta.get("generation") or 0))

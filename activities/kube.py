@@ -32,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import errors, steps
+from activities import canary_set, errors, steps
 from activities.adoption import discard_orphans
 from activities.errors import kube_errors, not_found
 from activities.progress import heartbeat
@@ -87,6 +87,7 @@ CONFLICT_ATTEMPTS = 5
 # How long an activity waits for the Deployment controller to act on a write before it lets
 # Temporal retry: it normally answers within milliseconds.
 STABLE_SETTLE_SECONDS = 15.0
+DEPLOYMENTS, REPLICA_SETS = "deployments", "replicasets"  # what a wait watches
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -166,13 +167,18 @@ class KubeActivities:
     """Kubernetes activities around one shared ``ApiClient`` (built once, in the worker)."""
 
     def __init__(self, api: ApiClient, *, watch_seconds: int = 10, heartbeat_every: float = 0.5,
-                 cache: DeploymentCache | None = None) -> None:
-        """``cache``: the worker's informer; the waits read its copies instead of the API server."""
+                 cache: DeploymentCache | None = None, set_cache: DeploymentCache | None = None) -> None:
+        """Bind the activities to ``api``.
+
+        ``cache``, ``set_cache``: the worker's informers of the jobs' Deployments and of their
+        canary ReplicaSets; the waits read their copies instead of the API server.
+        """
         self._apps = client.AppsV1Api(api)
         self._core = client.CoreV1Api(api)
         self._watch_seconds = watch_seconds
         self._heartbeat_every = heartbeat_every
         self._cache = cache
+        self._set_cache = set_cache
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, bound to this client: what the worker registers."""
@@ -345,6 +351,11 @@ class KubeActivities:
 
     def _delete_canary(self, req: WorkloadRequest) -> None:
         discard_orphans(self, req.namespace, req.name, req.job)
+        canary_set.delete_all(self, req.namespace, req.job)
+        self._delete_canary_deployment(req)
+
+    def _delete_canary_deployment(self, req: WorkloadRequest) -> None:
+        """Delete the job's canary Deployment (its pods with it); one of another owner is left alone."""
         name = canary_name(req.name)
         canary = self._read(req.namespace, name)
         if canary is None or _meta(canary, "labels").get(JOB_KEY) != req.job:
@@ -364,8 +375,13 @@ class KubeActivities:
 
     @activity.defn(name=port.PREPARE_CANARY.name)
     def prepare_canary(self, req: CanaryTemplateRequest) -> None:
-        """Make ``<name>-canary`` run the template, at 0 replicas; nothing if it already does."""
+        """Make ``<name>-canary`` run the template, at 0 replicas; nothing if it already does.
+
+        A canary ReplicaSet an earlier release left (``activities/canary_set.py``) goes: one
+        canary per job is what the other activities count on.
+        """
         workload = self._workload(req)
+        canary_set.delete_all(self, req.namespace, req.job)
         name = canary_name(req.name)
         canary = self._read(req.namespace, name)
         if canary is not None:
@@ -415,6 +431,10 @@ class KubeActivities:
         """
         if req.replicas == 0:
             discard_orphans(self, req.namespace, req.name, req.job)
+        if not canary_set.scale_all(self, req.namespace, req.job, req.replicas):
+            self._scale_canary_deployment(req)
+
+    def _scale_canary_deployment(self, req: ScaleRequest) -> None:
         name = canary_name(req.name)
         ops = [{"op": "test", "path": "/metadata/labels/" + JOB_KEY.replace("~", "~0").replace("/", "~1"),
                 "value": req.job},
@@ -435,6 +455,35 @@ class KubeActivities:
                         f"Deployment {req.namespace}/{name} exists and is not managed by canary job {req.job!r}",
                         type=errors.OWNED_BY_OTHER_JOB, non_retryable=True) from None
                 raise
+
+    def _prepare_shift_canary(self, req: ShiftRequest) -> bool:
+        """The release's canary, set up by its first step; True when it already has the step's size.
+
+        A canary ReplicaSet (``activities/canary_set.py``), created at the size the step gives
+        it; the canary Deployment for a workload whose selector would take that ReplicaSet.
+        """
+        assert req.prepare is not None
+        prepare = CanaryTemplateRequest(namespace=req.namespace, name=req.name, job=req.job,
+                                        template=req.prepare, template_hash=req.template_hash)
+        workload = self._workload(req)
+        if not canary_set.usable(workload, req.job):
+            self.prepare_canary(prepare)
+            return False
+        created = canary_set.prepare(self, prepare, workload, req.canary if req.grow else 0)
+        return created and (req.grow or req.canary == 0)
+
+    def _scale_shift_canary(self, req: ShiftRequest) -> None:
+        """Scale the release's canary: its ReplicaSet, else its Deployment.
+
+        A canary Deployment is what older code set up, and what a workload whose selector would
+        take a ReplicaSet keeps.
+        """
+        name = canary_set.set_name(req.name, req.template_hash)
+        if not canary_set.scale(self, req.namespace, name, req.job, req.canary):
+            if req.canary == 0:
+                discard_orphans(self, req.namespace, req.name, req.job)
+            self._scale_canary_deployment(ScaleRequest(namespace=req.namespace, name=req.name, job=req.job,
+                                                       replicas=req.canary))
 
     # -- a whole step, or the held promotion, in one attempt (activities/steps.py) -------------
 
@@ -460,8 +509,9 @@ class KubeActivities:
 
     # -- waits: checked again on every change of the Deployment, until the activity's deadline ------
 
-    def _wait_until(self, check: Callable[[Reader, bool], None], namespace: str, name: str) -> None:
-        """Run ``check`` until it passes, again after every change of Deployment ``name``.
+    def _wait_until(self, check: Callable[[Reader, bool], None], namespace: str, name: str,
+                    kind: str = DEPLOYMENTS) -> None:
+        """Run ``check`` until it passes, again after every change of Deployment (or ReplicaSet) ``name``.
 
         ``check(read, last)`` raises a retryable ApplicationError while the condition does not
         hold yet; ``last`` asks it to say in full what is missing (pod problems need a list of
@@ -474,10 +524,21 @@ class KubeActivities:
         fails as a clock.
         """
         deadline = _activity_deadline()
-        cached = self._cache is not None and self._cache.synced.is_set()
-        read: Reader = self._read_cached if cached else self._read
+        cache = self._cache if kind == DEPLOYMENTS else self._set_cache
+        direct: Reader = self._read if kind == DEPLOYMENTS else self._read_set
+        cached = cache is not None and cache.synced.is_set()
+
+        def read_cached(namespace: str, name: str) -> Obj | None:
+            # The informer's copy; the API server's answer when it has none (not yet labelled, say).
+            assert cache is not None
+            return cache.get(namespace, name) or direct(namespace, name)
+
+        read: Reader = read_cached if cached else direct
         while True:
-            version = _resource_version(read(namespace, name))
+            # What the wait below waits to see change: the informer's copy (none yet: until one
+            # arrives, rather than reading the API server in a loop meanwhile), else the object.
+            version = _resource_version(cache.get(namespace, name) if cached and cache is not None
+                                        else read(namespace, name))
             last = time.monotonic() >= deadline
             try:
                 check(read, last)
@@ -487,35 +548,36 @@ class KubeActivities:
                     raise
                 heartbeat(error.message)
             if cached:
-                assert self._cache is not None
-                self._cache.wait_change(namespace, name, version,
-                                        min(self._heartbeat_every * 2, max(0.0, deadline - time.monotonic())))
+                assert cache is not None
+                cache.wait_change(namespace, name, version,
+                                  min(self._heartbeat_every * 2, max(0.0, deadline - time.monotonic())))
             else:
                 self._next_change(namespace, name, version,
-                                  min(self._heartbeat_every * 4, deadline - time.monotonic()))
+                                  min(self._heartbeat_every * 4, deadline - time.monotonic()), kind)
 
     def _cached_workload(self, req: WorkloadRequest) -> Obj:
         """The informer's copy of the user's Deployment (possibly a little old); else a GET."""
         cached = self._cache.get(req.namespace, req.name) if self._cache is not None else None
         return cached if cached is not None else self._workload(req)
 
-    def _read_cached(self, namespace: str, name: str) -> Obj | None:
-        """The informer's copy; the API server's answer when it has none (not yet labelled, say)."""
-        assert self._cache is not None
-        return self._cache.get(namespace, name) or self._read(namespace, name)
+    def _read_set(self, namespace: str, name: str) -> Obj | None:
+        return canary_set.read_set(self, namespace, name)
 
-    def _next_change(self, namespace: str, name: str, version: str | None, timeout: float) -> None:
-        """Block until Deployment ``name`` changes after ``version`` (or is created), at most ``timeout`` s."""
+    def _next_change(self, namespace: str, name: str, version: str | None, timeout: float,
+                     kind: str = DEPLOYMENTS) -> None:
+        """Block until ``name`` (of ``kind``) changes after ``version`` (or is created), at most ``timeout`` s."""
         if timeout <= 0:
             return
         if version is None:  # nothing to watch from: the object does not exist yet
             time.sleep(min(timeout, self._heartbeat_every))
             return
         stream = watch.Watch()
-        with kube_errors(f"watch Deployment {namespace}/{name}"):
+        lister = (self._apps.list_namespaced_deployment if kind == DEPLOYMENTS
+                  else self._apps.list_namespaced_replica_set)
+        with kube_errors(f"watch {kind} {namespace}/{name}"):
             try:
                 for _event in stream.stream(
-                        self._apps.list_namespaced_deployment, namespace, field_selector=f"metadata.name={name}",
+                        lister, namespace, field_selector=f"metadata.name={name}",
                         resource_version=version, timeout_seconds=max(1, int(timeout)), deserialize=False,
                         _request_timeout=(REQUEST_TIMEOUT, timeout + REQUEST_TIMEOUT)):
                     return  # any event (a change, a bookmark, an expired version): check again
@@ -530,8 +592,15 @@ class KubeActivities:
         """Return once ``replicas`` canary pods of the template are Ready, watching the canary Deployment.
 
         Runs until the activity's deadline (the workflow gives it the progress deadline), then
-        raises CanaryNotReady saying what is missing; see :meth:`_wait_until`.
+        raises CanaryNotReady saying what is missing; see :meth:`_wait_until`. A canary
+        ReplicaSet (``activities/canary_set.py``) is watched instead when the release runs one.
         """
+        name = canary_set.set_name(req.name, req.template_hash)
+        known = self._set_cache.get(req.namespace, name) if self._set_cache is not None else None
+        if canary_set.is_canary_set(known or canary_set.read_set(self, req.namespace, name), req.job):
+            self._wait_until(lambda read, last: self._check_set_ready(req, name, read, last), req.namespace, name,
+                             REPLICA_SETS)
+            return
         self._wait_until(lambda read, last: self._check_canary_ready(req, read, last), req.namespace,
                          canary_name(req.name))
 
@@ -565,6 +634,18 @@ class KubeActivities:
                 reason = pod_problem(pods)
                 if reason:
                     problem += f"; {reason}"
+        raise ApplicationError(f"{req.namespace}/{name}: {problem}", type=errors.CANARY_NOT_READY, category=BENIGN)
+
+    def _check_set_ready(self, req: ReadyRequest, name: str, read: Reader, last: bool) -> None:
+        rs = read(req.namespace, name)
+        problem = canary_set.ready_problem(rs if canary_set.is_canary_set(rs, req.job) else None,
+                                           req.replicas, req.template_hash)
+        if problem is None:
+            return
+        if last and rs is not None:
+            reason = pod_problem(self._pods(req.namespace, selector_string(rs["spec"]["selector"])))
+            if reason:
+                problem += f"; {reason}"
         raise ApplicationError(f"{req.namespace}/{name}: {problem}", type=errors.CANARY_NOT_READY, category=BENIGN)
 
     # -- the stable side (the user's Deployment) -----------------------------------------------
@@ -792,7 +873,10 @@ class KubeActivities:
         if ours is not None:
             spec, status = ours.get("spec") or {}, ours.get("status") or {}
             available = int(status.get("availableReplicas", 0))
-            if int(spec.get("replicas", 0)) == req.replicas and available >= req.replicas and others == 0:
+            # Counts of an older generation (a scale down not yet seen, say) say nothing of this one.
+            observed = int(status.get("observedGeneration", 0)) >= int(ours["metadata"].get("generation", 0))
+            if (observed and int(spec.get("replicas", 0)) == req.replicas == int(status.get("replicas", 0))
+                    and available >= req.replicas and others == 0):
                 return
             problem = f"{available} of {req.replicas} pods of revision {req.template_hash} available"
             if others:

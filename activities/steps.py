@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from temporalio.exceptions import ApplicationError
 
+from activities import canary_set
 from activities.adoption import Handover
+from activities.canary_set import Transfer
 from activities.progress import tracked
 from workflows.models import (
-    CanaryTemplateRequest,
     HoldStableRequest,
     HoldStableResult,
     ReadyRequest,
@@ -47,14 +48,16 @@ def shift_replicas(kube: KubeActivities, req: ShiftRequest) -> ShiftResult:
     leaves the stable side as it is (a router's step, the promotion's first stage).
     """
     with tracked() as progress:
+        sized = False
 
         def prepare() -> None:
+            nonlocal sized
             if req.prepare is not None:
-                kube.prepare_canary(CanaryTemplateRequest(**_ref(req), template=req.prepare,
-                                                          template_hash=req.template_hash))
+                sized = kube._prepare_shift_canary(req)
 
         def canary() -> None:
-            kube.scale_canary(ScaleRequest(**_ref(req), replicas=req.canary))
+            if not sized:
+                kube._scale_shift_canary(req)
 
         def ready() -> None:
             kube.wait_canary_ready(ReadyRequest(**_ref(req), replicas=req.canary, template_hash=req.template_hash))
@@ -94,9 +97,12 @@ def grow_stable(kube: KubeActivities, req: GrowStableRequest) -> None:
 def read_sides(kube: KubeActivities, req: WorkloadRequest) -> ShiftResult:
     """Both sides' ``spec.replicas`` as the API server has them (a missing canary runs none)."""
     workload = kube._workload(req)  # raises WorkloadNotFound
-    canary = kube._read_canary(req)
-    return ShiftResult(canary=int(((canary or {}).get("spec") or {}).get("replicas") or 0),
-                       stable=int(workload["spec"].get("replicas", 1)))
+    sets = canary_set.list_sets(kube, req.namespace, req.job)
+    if sets:
+        canary = sum(int((rs.get("spec") or {}).get("replicas") or 0) for rs in sets)
+    else:
+        canary = int(((kube._read_canary(req) or {}).get("spec") or {}).get("replicas") or 0)
+    return ShiftResult(canary=canary, stable=int(workload["spec"].get("replicas", 1)))
 
 
 def promote_held(kube: KubeActivities, req: HeldPromotionRequest) -> HoldStableResult:
@@ -108,13 +114,20 @@ def promote_held(kube: KubeActivities, req: HeldPromotionRequest) -> HoldStableR
     """
     fields = {**_ref(req), "template": req.template, "template_hash": req.template_hash}
     with tracked() as progress:
-        # Replica ratio: the canary's pods are handed over (activities/adoption.py). A router's
-        # Services select pods by version, so there the Deployment grows pods of its own; so it
-        # does for an attempt that began that way on older code.
-        handover = req.canary_down and not progress.done & {"emptied", "grown"} and (
-            "held" in progress.done or Handover(kube, req, progress).possible())
+        # Replica ratio: the canary's ReplicaSet is handed over whole (activities/canary_set.py),
+        # a canary Deployment's pods one by one (activities/adoption.py). A router's Services
+        # select pods by version, and a job whose analysis tells the canary by its workload name
+        # needs new pods (``reuse_pods``): there the Deployment grows pods of its own; so it does
+        # for an attempt that began that way on older code.
+        reuse = req.canary_down and req.reuse_pods
+        transfer = reuse and not progress.done & {"emptied", "grown", "orphaned", "adopted"} and (
+            Transfer(kube, req, progress).possible())
+        handover = transfer or (reuse and not progress.done & {"emptied", "grown"} and (
+            "held" in progress.done or Handover(kube, req, progress).possible()))
         try:
-            if handover:
+            if transfer:
+                Transfer(kube, req, progress).run()
+            elif handover:
                 Handover(kube, req, progress).run()
             if "emptied" not in progress.done and not handover:
                 progress.keep(kube.prepare_stable(StableRevisionRequest(**fields)))

@@ -103,6 +103,22 @@ async def wait_phase(temporal: Client, namespace: str, name: str, phases: set[Ph
         await asyncio.sleep(0.05)
 
 
+def canary_replicas(apps: k8s.AppsV1Api, namespace: str, name: str) -> int:
+    """The pods workload ``name``'s job asks for as its canary (its ReplicaSet's, else its canary Deployment's)."""
+    listed = apps.list_namespaced_replica_set(namespace, label_selector="canary-delivery.dev/track=canary").items
+    sets = [rs for rs in listed
+            if not any(ref.controller for ref in rs.metadata.owner_references or [])
+            and any(ref.name == name for ref in rs.metadata.owner_references or [])]
+    if sets:
+        return sum(int(rs.spec.replicas or 0) for rs in sets)
+    try:
+        return int(apps.read_namespaced_deployment(f"{name}-canary", namespace).spec.replicas or 0)
+    except k8s.exceptions.ApiException as error:
+        if error.status == 404:
+            return 0
+        raise
+
+
 def write_figures(results: Path, figures: dict[str, Any]) -> None:
     """Merge this run's figures into ``results``: earlier figures of kinds not run this time are kept."""
     known = json.loads(results.read_text()) if results.exists() else {}

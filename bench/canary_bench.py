@@ -5,9 +5,9 @@
 Everything is real: a fresh local Kubernetes cluster, the Temporal dev server, and the
 worker as its own process (``worker.py``), so its memory can be read from /proc.
 
-(a) detection: a Deployment edit until the canary Deployment asks for pods (its
-    ``spec.replicas`` > 0), over N releases; p50 and p99. Each release is terminated
-    before the next edit, so every sample starts from a quiet job.
+(a) detection: a Deployment edit until the canary (its ReplicaSet, or a canary Deployment)
+    asks for pods (its ``spec.replicas`` > 0), over N releases; p50 and p99. Each release is
+    terminated before the next edit, so every sample starts from a quiet job.
 (b) operation: ``continue`` (the update call) until the next weight's canary replicas are
     visible on the cluster; p50 and p99.
 (c) fleet: J jobs released at once, 3 setWeight steps and no pauses each: wall time from
@@ -25,6 +25,7 @@ from typing import Any
 
 from bench_env import (  # first: it puts the repository on sys.path; fleet_bench takes percentile from here
     ROOT,
+    canary_replicas,
     chosen,
     create_workload,
     environment,
@@ -72,12 +73,7 @@ class Bench:
         set_image(self.apps, namespace, name, image)
 
     def canary_replicas(self, namespace: str, name: str) -> int:
-        try:
-            return int(self.apps.read_namespaced_deployment(f"{name}-canary", namespace).spec.replicas or 0)
-        except k8s.exceptions.ApiException as error:
-            if error.status == 404:
-                return 0
-            raise
+        return canary_replicas(self.apps, namespace, name)
 
     async def wait_phase(self, namespace: str, name: str, phases: set[Phase], timeout: float = 120) -> None:
         await wait_phase(self.temporal, namespace, name, phases, timeout)

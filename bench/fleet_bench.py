@@ -65,6 +65,7 @@ from deployment_mirror import DeploymentMirror  # noqa: E402
 from proc_stats import Snapshot, status_field  # noqa: E402
 from temporal_rpcs import APISERVER, count_requests, difference, read_counts  # noqa: E402
 
+from activities.templates import CANARY_TRACK, JOB_KEY, TRACK_LABEL  # noqa: E402
 from devenv.cluster import LocalCluster  # noqa: E402
 from devenv.components import ComponentSettings  # noqa: E402
 from devenv.processes import free_port  # noqa: E402
@@ -296,14 +297,20 @@ class FleetBench:
         return self.mirror.promoted(name, self.image[name], REPLICAS)
 
     def _canary_requested(self, name: str) -> bool:
-        try:
-            deployment = self.apps.read_namespaced_deployment(f"{name}-canary", NAMESPACE)
-        except k8s.exceptions.ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return (deployment.spec.replicas or 0) > 0 and deployment.spec.template.spec.containers[0].image \
-            == self.image[name]
+        """The job's canary (a ReplicaSet of its own, or a canary Deployment) asks for pods of the new image."""
+        sets = self.apps.list_namespaced_replica_set(
+            NAMESPACE, label_selector=f"{JOB_KEY}={name},{TRACK_LABEL}={CANARY_TRACK}").items
+        canaries: list[Any] = [rs for rs in sets
+                               if not any(ref.controller for ref in rs.metadata.owner_references or [])]
+        if not canaries:
+            try:
+                canaries = [self.apps.read_namespaced_deployment(f"{name}-canary", NAMESPACE)]
+            except k8s.exceptions.ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+        return any((c.spec.replicas or 0) > 0 and c.spec.template.spec.containers[0].image == self.image[name]
+                   for c in canaries)
 
     def _wait_requested(self, name: str, timeout: float = 120) -> float:
         """Poll the API server tightly (as canary_bench does); the monotonic time canary pods were asked for."""

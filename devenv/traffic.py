@@ -24,10 +24,13 @@ Exported series (per Service and pod, and per response code once one was answere
                          destination_app, destination_version, response_code, pod, ...}
     istio_request_duration_milliseconds_bucket{..., le} / _sum / _count
 
-``destination_workload`` is the name of the Deployment that owns the pod (pod -> ReplicaSet ->
-Deployment through the controller ``ownerReferences``), as Istio reports it: ``web`` for the
-stable pods and ``web-canary`` for the canary Deployment's pods, even though one Service
-selects both. A pod owned by something else reports its owner's name, a bare pod its own.
+``destination_workload`` is what Istio's sidecar injector names the pod's workload when the pod
+is created, and the pod reports it for its whole life: the name of the ReplicaSet that made it,
+less the pod's ``pod-template-hash`` (``web`` for the Deployment's pods, ``web-canary`` for the
+canary's), even though one Service selects both. A pod made by something else reports its
+owner's name, a bare pod its own. The simulator keeps the name it first gave each pod, so a pod
+handed to another owner later (a promotion that reuses the canary's pods) still reports the
+canary's name, as it would in a real mesh.
 
 Counts are exact, not sampled: requests and errors are accumulated as fractions and only
 whole ones are counted, so 4 Ready pods of which one answers half its requests with 500
@@ -279,36 +282,34 @@ def _controller(obj: Any) -> Any | None:
     return None
 
 
-def workload_name(pod: Any, replicasets: Mapping[str, Any]) -> str:
-    """The workload Istio would name for ``pod``: its Deployment, else its controller, else itself.
+def workload_name(pod: Any) -> str:
+    """The workload Istio names for ``pod``: its ReplicaSet's name less the pod's hash, else its owner's, else its own.
 
-    ``replicasets`` maps ReplicaSet names of the pod's namespace to the objects. If the
-    ReplicaSet is not known (created between two lists), the Deployment's name is recovered
-    from the ReplicaSet's name, which the Deployment controller forms as
-    ``<deployment>-<pod-template-hash>``.
+    Istio's injector does not look the ReplicaSet's owner up: a ReplicaSet named
+    ``<name>-<pod-template-hash>`` (as the Deployment controller names its own) stands for
+    workload ``<name>``.
     """
     owner = _controller(pod)
     if owner is None:
         return str(pod.metadata.name)
-    if owner.kind != "ReplicaSet":
-        return str(owner.name)
-    replicaset = replicasets.get(owner.name)
-    if replicaset is not None:
-        deployment = _controller(replicaset)
-        return str(deployment.name) if deployment is not None and deployment.kind == "Deployment" else str(owner.name)
     template_hash = (pod.metadata.labels or {}).get("pod-template-hash")
-    if template_hash and owner.name.endswith(f"-{template_hash}"):
+    if owner.kind == "ReplicaSet" and template_hash and owner.name.endswith(f"-{template_hash}"):
         return str(owner.name)[: -len(template_hash) - 1]
     return str(owner.name)
 
 
-def discover(api: ApiClient, services: Sequence[tuple[str, str]] | None) -> list[Endpoint]:
-    """The endpoints of ``services`` ((namespace, name) pairs; None: every Service) right now."""
+def discover(api: ApiClient, services: Sequence[tuple[str, str]] | None,
+             identities: dict[str, str] | None = None) -> list[Endpoint]:
+    """The endpoints of ``services`` ((namespace, name) pairs; None: every Service) right now.
+
+    ``identities`` (pod uid -> workload name) keeps the name each pod was first given, as a
+    sidecar keeps the one injected at the pod's creation; pass the same dict on every call.
+    """
+    names = identities if identities is not None else {}
     from kubernetes import client
 
     discovery = client.DiscoveryV1Api(api)
     core = client.CoreV1Api(api)
-    apps = client.AppsV1Api(api)
     if services is None:
         slices = discovery.list_endpoint_slice_for_all_namespaces().items
     else:
@@ -333,14 +334,14 @@ def discover(api: ApiClient, services: Sequence[tuple[str, str]] | None) -> list
     endpoints: list[Endpoint] = []
     for namespace in sorted({key[0] for key in wanted}):
         pods = {pod.metadata.name: pod for pod in core.list_namespaced_pod(namespace).items}
-        replicasets = {rs.metadata.name: rs for rs in apps.list_namespaced_replica_set(namespace).items}
         for (ns, service, name), ready in sorted(wanted.items()):
             pod = pods.get(name)
             if ns != namespace or pod is None:
                 continue
             labels = pod.metadata.labels or {}
+            workload = names.setdefault(str(pod.metadata.uid), workload_name(pod))
             endpoints.append(Endpoint(
-                namespace=ns, service=service, pod=name, workload=workload_name(pod, replicasets),
+                namespace=ns, service=service, pod=name, workload=workload,
                 ready=ready, behaviour=Behaviour.from_annotations(pod.metadata.annotations),
                 app=labels.get("app", labels.get("app.kubernetes.io/name", "unknown")),
                 version=labels.get("version", labels.get("app.kubernetes.io/version", "unknown")),
@@ -385,6 +386,7 @@ class TrafficSimulator(Service):
         self._stopping = threading.Event()
         self._api: ApiClient | None = None
         self._endpoints: list[Endpoint] = []
+        self._identities: dict[str, str] = {}  # pod uid -> the workload name it was first given
         self._routes: list[Entry] = []
 
     def start(self) -> None:
@@ -393,7 +395,7 @@ class TrafficSimulator(Service):
 
         self._api = config.new_client_from_config(config_file=str(self.kubeconfig))
         try:
-            self._endpoints = discover(self._api, self._services)
+            self._endpoints = discover(self._api, self._services, self._identities)
             self._routes = self._discover_routes()
             self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self.model))
         except BaseException:
@@ -439,7 +441,7 @@ class TrafficSimulator(Service):
         while not self._stopping.wait(self.tick):
             assert self._api is not None
             try:
-                self._endpoints = discover(self._api, self._services)
+                self._endpoints = discover(self._api, self._services, self._identities)
             except Exception as err:  # any API failure: keep simulating the last view
                 log.warning("traffic simulator: reading endpoints failed: %s", err)
             try:

@@ -1466,7 +1466,8 @@ class CanaryJobWorkflow:
         replicas = self.state.replicas
         request = HeldPromotionRequest(**self._ref(), template=canary.template or {},
                                        template_hash=canary.template_hash, replicas=replicas,
-                                       canary_down=self.state.routed is None)
+                                       canary_down=self.state.routed is None,
+                                       reuse_pods=self.job.analysis is None or not self.job.analysis.templates)
         self._writing += 1
         try:
             held: HoldStableResult = await self._interruptible(workflow.execute_activity(

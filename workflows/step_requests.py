@@ -73,6 +73,11 @@ class HeldPromotionRequest(WorkloadRequest):
     template_hash: str
     replicas: int = Field(ge=0)
     canary_down: bool = True
+    # The canary's pods may become the Deployment's own (no pod made to promote). Not when the
+    # job's analysis tells canary from stable by the mesh's workload name: a pod reports the
+    # name of the ReplicaSet that made it for its whole life, so handed over it would go on
+    # counting as the next release's canary.
+    reuse_pods: bool = True
 
 
 HeldPromotionResult = HoldStableResult

@@ -1,4 +1,7 @@
-"""The promotion hands the canary's pods to the user's Deployment, on the real local cluster.
+"""The promotion hands the canary Deployment's pods to the user's Deployment, on the real local cluster.
+
+A canary Deployment is what a release runs when its first step does not set the canary up
+(and what older code ran); a canary ReplicaSet changes hands whole (``tests/activities/test_canary_set.py``).
 
 What a user sees: the pods that served as the canary are the Deployment's pods afterwards (no
 pod is created or deleted to promote), the workload's Service never loses its Ready endpoints,
@@ -24,6 +27,7 @@ from activities.templates import JOB_KEY, TRACK_LABEL, template_hash
 from tests.activities.test_kube import JOB, Web, run
 from tests.kube_helpers import eventually
 from workflows.models import (
+    CanaryTemplateRequest,
     HoldStableRequest,
     RolloutRequest,
     ScaleRequest,
@@ -64,10 +68,18 @@ def _passes(web: Web, fn: Callable[[Any], Any], request: object, retry: str) -> 
     return eventually(attempt, what=f"{getattr(fn, '__name__', fn)} to pass")
 
 
-def _canary_takes_all(web: Web, template: dict[str, object], hash_: str, *, first: bool) -> set[str]:
-    """The canary at 3 Ready pods of ``template``, stable at 0: where a promotion starts; the canary pods' uids."""
+def _canary_takes_all(web: Web, template: dict[str, object], hash_: str, *, first: bool,
+                      deployment: bool = True) -> set[str]:
+    """The canary at 3 Ready pods of ``template``, stable at 0: where a promotion starts; the canary pods' uids.
+
+    ``deployment``: the canary runs in a canary Deployment (as it does when the release's first
+    step does not set it up, and as older code ran it), else in a ReplicaSet.
+    """
+    if first and deployment:
+        run(web.acts.prepare_canary, web.req(CanaryTemplateRequest, template=template, template_hash=hash_))
+    prepare = template if first and not deployment else None
     _passes(web, web.acts.shift_replicas, web.req(ShiftRequest, canary=3, stable=0, grow=True,
-                                                  template_hash=hash_, prepare=template if first else None),
+                                                  template_hash=hash_, prepare=prepare),
             errors.CANARY_NOT_READY)
     return {p.metadata.uid for p in web.ready_pods(f"{TRACK_LABEL}=canary")}
 
@@ -115,7 +127,7 @@ def test_the_canary_pods_become_the_deployments_own_pods(web: Web) -> None:
     snap = web.attach()
     for round_, image in enumerate(("registry.local/web:2", "registry.local/web:3")):
         template, hash_ = _version(snap, image)
-        canary = _canary_takes_all(web, template, hash_, first=True)
+        canary = _canary_takes_all(web, template, hash_, first=True, deployment=round_ == 0)
         assert len(canary) == 3
         with EndpointWatch(web) as endpoints:
             _promote(web, template, hash_)

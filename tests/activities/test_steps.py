@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from kubernetes import client
 from kubernetes.client import ApiClient
 from temporalio.exceptions import ApplicationError
 
-from activities import errors
+from activities import canary_set, errors
 from activities.templates import template_hash
 from tests.activities.test_kube import Web, failure, run
 from tests.kube_helpers import deployment, eventually
@@ -43,36 +44,43 @@ def _new_version(snap: WorkloadSnapshot) -> tuple[dict[str, object], str]:
     return template, template_hash(template)
 
 
+def _canary_set(web: Web, hash_: str) -> client.V1ReplicaSet:
+    return web.apps.read_namespaced_replica_set(canary_set.set_name("web", hash_), web.ns)
+
+
 def test_the_first_step_creates_the_canary_on_the_new_template_and_shifts(web: Web) -> None:
     snap = web.attach()
     template, hash_ = _new_version(snap)
     first = web.req(ShiftRequest, canary=1, stable=2, grow=True, template_hash=hash_, prepare=template)
 
     _shift(web, first)
-    canary = web.read("web-canary")
+    canary = _canary_set(web, hash_)
     assert canary.spec.replicas == 1 and canary.spec.template.spec.containers[0].image == NEW
     assert web.read().spec.replicas == 2
     assert [p.spec.containers[0].image for p in web.ready_pods("app=web")].count(NEW) == 1
+    # A ReplicaSet of the job's, not a second Deployment; the user's Deployment does not take it.
+    assert web.apps.list_namespaced_deployment(web.ns, field_selector="metadata.name=web-canary").items == []
+    assert not any(ref.controller for ref in canary.metadata.owner_references or [])
+    eventually(lambda: web.read().status.replicas == 2, what="the Deployment counting its own 2 pods only")
+    assert not any(ref.controller for ref in _canary_set(web, hash_).metadata.owner_references or [])
 
     # Run again (a retry, or the next shift while the template is still to be set): the
     # template is already there, so the canary keeps its pods; the shift itself is redone.
     _shift(web, web.req(ShiftRequest, canary=2, stable=1, grow=True, template_hash=hash_, prepare=template))
-    assert web.read("web-canary").spec.replicas == 2 and web.read().spec.replicas == 1
+    assert _canary_set(web, hash_).spec.replicas == 2 and web.read().spec.replicas == 1
     assert [p.spec.containers[0].image for p in web.ready_pods("app=web")].count(NEW) == 2
 
 
-def test_a_first_step_refuses_a_canary_deployment_that_another_owner_runs(web: Web) -> None:
+def test_a_first_step_leaves_a_deployment_named_like_the_old_canary_alone(web: Web) -> None:
+    """``web-canary`` of another owner: the canary no longer needs that name, and never touches it."""
     snap = web.attach()
     web.apps.create_namespaced_deployment(web.ns, deployment("web-canary", image="registry.local/other:1"))
     template, hash_ = _new_version(snap)
 
-    error = failure(web.acts.shift_replicas, web.req(ShiftRequest, canary=1, stable=2, grow=True,
-                                                     template_hash=hash_, prepare=template))
-    assert error.type == errors.OWNED_BY_OTHER_JOB and error.non_retryable
-    assert "web-canary" in error.message
-    # Nothing moved: the stable side keeps every pod, the other Deployment its image.
-    assert web.read().spec.replicas == 3
-    assert web.read("web-canary").spec.template.spec.containers[0].image == "registry.local/other:1"
+    _shift(web, web.req(ShiftRequest, canary=1, stable=2, grow=True, template_hash=hash_, prepare=template))
+    assert _canary_set(web, hash_).spec.replicas == 1
+    other = web.read("web-canary")
+    assert other.spec.replicas == 3 and other.spec.template.spec.containers[0].image == "registry.local/other:1"
 
 
 def test_scaling_the_canary_never_touches_a_deployment_another_owner_runs(web: Web) -> None:

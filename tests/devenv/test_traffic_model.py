@@ -108,11 +108,12 @@ def owned(name: str, owner: tuple[str, str] | None, labels: dict[str, str] | Non
     return SimpleNamespace(metadata=SimpleNamespace(name=name, owner_references=refs, labels=labels))
 
 
-def test_workload_is_the_owning_deployment() -> None:
-    replicasets = {"web-canary-5d9f": owned("web-canary-5d9f", ("Deployment", "web-canary"))}
-    assert workload_name(owned("web-canary-5d9f-x1", ("ReplicaSet", "web-canary-5d9f")), replicasets) == "web-canary"
-    # A ReplicaSet not listed yet: its name minus the pod-template-hash.
-    pod = owned("web-7c4b-y2", ("ReplicaSet", "web-7c4b"), {"pod-template-hash": "7c4b"})
-    assert workload_name(pod, {}) == "web"
-    assert workload_name(owned("db-0", ("StatefulSet", "db")), {}) == "db"
-    assert workload_name(owned("bare", None), {}) == "bare"
+def test_workload_is_the_replica_sets_name_less_the_pod_hash_as_istio_names_it() -> None:
+    # The Deployment's pods and a canary's (a canary Deployment's, or the job's canary ReplicaSet).
+    assert workload_name(owned("web-7c4b-y2", ("ReplicaSet", "web-7c4b"), {"pod-template-hash": "7c4b"})) == "web"
+    assert workload_name(owned("web-canary-5d9f-x1", ("ReplicaSet", "web-canary-5d9f"),
+                               {"pod-template-hash": "5d9f"})) == "web-canary"
+    # A ReplicaSet not named after the pods' hash stands for itself.
+    assert workload_name(owned("odd-1", ("ReplicaSet", "odd"), {"pod-template-hash": "5d9f"})) == "odd"
+    assert workload_name(owned("db-0", ("StatefulSet", "db"))) == "db"
+    assert workload_name(owned("bare", None)) == "bare"

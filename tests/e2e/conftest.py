@@ -146,7 +146,16 @@ class Shop:
                       if p.metadata.deletion_timestamp is None)
 
     def canary_replicas(self) -> int:
-        """The canary Deployment's ``spec.replicas``: the pods the job asks for (0 when there is none)."""
+        """The pods the job asks for as its canary (0 when there is none).
+
+        The ``spec.replicas`` of its canary ReplicaSet (``activities/canary_set.py``), or of the
+        canary Deployment it runs when the release's first step does not set the canary up.
+        """
+        sets = [rs for rs in self.apps.list_namespaced_replica_set(
+            self.namespace, label_selector="canary-delivery.dev/track=canary").items
+            if not any(ref.controller for ref in rs.metadata.owner_references or [])]
+        if sets:
+            return sum(int(rs.spec.replicas or 0) for rs in sets)
         try:
             return int(self.apps.read_namespaced_deployment("web-canary", self.namespace).spec.replicas or 0)
         except k8s.exceptions.ApiException as error:

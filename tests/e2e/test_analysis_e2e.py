@@ -111,3 +111,29 @@ async def test_prometheus_down_is_inconclusive_never_a_pass(shop: Shop) -> None:
     await canary.operate(shop.temporal, shop.namespace, "web", "terminate", OperationRequest(reason="no metrics"))
     await shop.wait(lambda d: d.phase == Phase.TERMINATED, "terminated", timeout=60)
     assert shop.canary_replicas() == 0
+
+
+async def test_the_next_release_is_judged_by_its_own_canary_not_by_pods_an_earlier_one_promoted(
+        shop: Shop) -> None:
+    """A mesh names a pod's workload when the pod is made: ``web-canary`` for the canary's, for life.
+
+    So a job with analysis promotes on new pods; were the canary's pods handed over, the second
+    release's canary series would also count the first one's healthy pods, and a canary serving
+    3 % errors would read as about 1.5 % (inconclusive) instead of failing.
+    """
+    await _attached(shop, _rules(shop.namespace, _success_rate(shop.namespace)))
+    shop.set_image("registry.local/web:2", annotations=HEALTHY)
+    await shop.wait(lambda d: d.phase == Phase.PAUSED or d.current_step == 1, "the first analysis running",
+                    timeout=60)
+    canary_pods = {p.metadata.uid for p in shop.core.list_namespaced_pod(
+        shop.namespace, label_selector="canary-delivery.dev/track=canary").items}
+    await shop.wait(lambda d: d.phase == Phase.HEALTHY and d.stable is not None and d.stable.revision == 2,
+                    "promoted", timeout=90)
+    promoted = {p.metadata.uid for p in shop.pods()}
+    assert canary_pods and not promoted & canary_pods, "the Deployment runs pods of its own"
+
+    shop.set_image("registry.local/web:3", annotations={ERROR_RATE_ANNOTATION: "0.03"})
+    failed = await shop.wait(lambda d: d.phase == Phase.FAILED, "rolled back by analysis", timeout=90)
+    assert "metric success-rate failed" in (failed.last_error or "")
+    value = failed.analyses[-1].metrics[0].measurements[0].value
+    assert value is not None and value < 0.98

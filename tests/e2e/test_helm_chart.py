@@ -172,7 +172,8 @@ def test_defaults_render_two_hardened_workers_and_least_privilege_rbac(helm: Pat
     rules = {(g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
              for r in rule["resources"]}
     assert rules[("apps", "deployments")] == sorted(["get", "list", "watch", "patch", "create", "delete"])
-    assert rules[("apps", "replicasets")] == ["create", "delete", "list"]  # the promotion's hand-over
+    # The canary ReplicaSet (made, followed, scaled, handed over) and the promotion's clearing.
+    assert rules[("apps", "replicasets")] == ["create", "delete", "get", "list", "patch", "watch"]
     assert rules[("", "pods")] == ["delete", "list", "patch"]
     assert ("", "secrets") not in rules and ("", "configmaps") not in rules
     assert not any("*" in v for verbs in rules.values() for v in verbs)

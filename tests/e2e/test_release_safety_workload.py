@@ -131,9 +131,24 @@ async def test_jobs_whose_ids_used_to_collide_run_side_by_side(temporal: Client,
             core.delete_namespace(namespace)
 
 
-async def test_a_foreign_canary_deployment_fails_the_release_at_its_first_step_and_touches_nothing(
+async def test_a_release_whose_canary_runs_in_a_replica_set_leaves_a_deployment_of_its_old_name_alone(
         shop: Shop) -> None:
+    """The first step sets the canary up as a ReplicaSet: ``web-canary`` of another owner is in nobody's way."""
     await shop.attach(steps=[{"setWeight": 25}, {"setWeight": 100}])
+    shop.apps.create_namespaced_deployment(shop.namespace, deployment("web-canary", image="registry.local/other:1",
+                                                                      replicas=1))
+    shop.set_image("registry.local/web:2")
+    done = await shop.wait(lambda d: d.phase == Phase.HEALTHY and d.stable is not None
+                           and d.stable.images == {"app": "registry.local/web:2"}, "the release promoted")
+    assert done.last_error is None
+    other = shop.apps.read_namespaced_deployment("web-canary", shop.namespace)
+    assert other.spec.replicas == 1 and other.spec.template.spec.containers[0].image == "registry.local/other:1"
+
+
+async def test_a_foreign_canary_deployment_fails_the_release_before_its_first_step_and_touches_nothing(
+        shop: Shop) -> None:
+    # A first step that does not set the canary up: the release runs it in ``web-canary``.
+    await shop.attach(steps=[{"pause": {"duration": "0s"}}, {"setWeight": 25}, {"setWeight": 100}])
     # Someone else's Deployment under the canary's name (not made by this job).
     shop.apps.create_namespaced_deployment(shop.namespace, deployment("web-canary", image="registry.local/other:1",
                                                                       replicas=1))
@@ -142,7 +157,7 @@ async def test_a_foreign_canary_deployment_fails_the_release_at_its_first_step_a
     failed = await shop.wait(lambda d: d.phase == Phase.FAILED, "the release refused")
     assert failed.last_error is not None and "web-canary" in failed.last_error, failed.last_error
     assert "not managed by canary job" in failed.last_error, failed.last_error
-    assert failed.steps[0].status.value == "failed"
+    assert [step.status.value for step in failed.steps] == ["skipped"] * 3, "no step ran"
     # The stable side still runs every replica of the old version; the other Deployment is as it was.
     assert shop.apps.read_namespaced_deployment("web", shop.namespace).spec.replicas == 4
     assert await asyncio.to_thread(shop.own_images) == [STABLE] * 4
