@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+from activities.templates import template_hash
 from tests.workflow.fake_cluster import FakeCluster
 from workflows.models import Event, JobDetails, JobVersions, Outcome, Phase
 
@@ -92,14 +94,26 @@ def check_stable_pods(details: JobDetails, versions: JobVersions, cluster: FakeC
         problems.append(f"I1: the job is {details.phase.value} but the Deployment is not paused: "
                         "its next edit would roll out with no canary")
     if at_rest and details.phase in RESTING and details.stable is not None:
-        if cluster.stable_hash() != details.stable.template_hash or deployment.rolling is not None:
-            rolling = " (rolling " + str(cluster.deployment and deployment.rolling and
-                                        deployment.rolling["spec"]["containers"][0]["image"]) + ")"
+        rolling_template = deployment.rolling
+        first_rollout = not deployment.pods_template and rolling_template is not None
+        running_hash: str | None
+        if rolling_template is not None and first_rollout:
+            # A Deployment created with a template whose pods never got Ready: they all run that
+            # template (nothing older is left to protect), so it is what the job must call stable.
+            running_hash, running = template_hash(rolling_template), _image_of(rolling_template)
+        else:
+            running_hash, running = cluster.stable_hash(), _image_of(deployment.pods_template)
+        if running_hash != details.stable.template_hash or (deployment.rolling is not None and not first_rollout):
+            rolling = f" (rolling {_image_of(deployment.rolling)})" if deployment.rolling and not first_rollout else ""
             problems.append(f"I1: the job says revision {details.stable.revision} {details.stable.images} is "
-                            f"stable but the Deployment's pods run "
-                            f"{deployment.pods_template['spec']['containers'][0]['image']}"
-                            + (rolling if deployment.rolling is not None else ""))
+                            f"stable but the Deployment's pods run {running}{rolling}")
     return problems
+
+
+def _image_of(template: dict[str, Any] | None) -> str:
+    """The first container's image of a pod template, or a word saying there is none."""
+    containers = (template or {}).get("spec", {}).get("containers") or [{}]
+    return str(containers[0].get("image", "no pods"))
 
 
 def check_gates(ledger: Ledger) -> list[str]:
