@@ -29,6 +29,7 @@ from kubernetes import config as k8s_config
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.blue_green import BlueGreenActivities
 from activities.informer import DeploymentInformer
@@ -50,11 +51,19 @@ from workflows.telemetry import OperationMetrics
 # Activities are short calls and waits of a release (a job's watch is the worker's shared one),
 # so this bounds the releases that can wait on pods at once, not the jobs a worker holds.
 DEFAULT_ACTIVITY_THREADS = 200
-# Job workflows kept in memory between their tasks. Each costs about 0.4 MiB (mostly its
-# sandbox's own copy of the workflow module); a job evicted from it replays its history on its
-# next task (an edit, an operation), which costs milliseconds. 400 keeps a 1000-job worker
-# under 400 MiB; jobs in a release stay cached, being the most recently used.
-DEFAULT_CACHED_WORKFLOWS = 400
+# Job workflows kept in memory between their tasks, about 0.06 MiB each (its state and its
+# sandbox) now that they share the workflow module: 1000 cached cost a worker ~40 MiB more than
+# 400 (bench/fleet_bench.py). A job evicted from it replays its history on its next task (an
+# edit, an operation), which costs milliseconds; jobs in a release stay cached, being the most
+# recently used.
+DEFAULT_CACHED_WORKFLOWS = 1000
+# The sandbox imports a workflow's module afresh for every run it holds: ~0.34 MiB of code objects
+# per cached job for workflows/canary.py and blue_green.py (the rest of workflows/ is already
+# passed through). Shared here, one copy serves every job. The sandbox's restrictions and global
+# state isolation guarded only those two modules' own lines, which import nothing non-deterministic
+# and keep no mutable globals; the tests run them in the full sandbox (their workers use the
+# default runner), so a clock or I/O call slipped into them still fails there.
+SHARED_WORKFLOW_MODULES = ("workflows",)
 # A job's workflow tasks go to the worker that has it cached; when that worker dies, they wait
 # this long before any worker may take them. The SDK's 10 s would delay every job's next step
 # (and an edit's detection) by 10 s after a crash; a live worker polls within milliseconds.
@@ -115,6 +124,8 @@ def build_worker(temporal: Client, api: k8s.ApiClient, *, task_queue: str = TASK
         max_concurrent_activities=activity_threads,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         max_cached_workflows=cached_workflows,
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*SHARED_WORKFLOW_MODULES)),
         interceptors=[OperationMetrics()],
         graceful_shutdown_timeout=timedelta(seconds=shutdown_grace),
         # A step runs as one activity, and the workflow waits for it to stop when an operator
@@ -227,7 +238,7 @@ def main() -> None:
                         help="seconds running activities get to finish after SIGTERM (default: %(default)s)")
     parser.add_argument("--cached-workflows", type=int,
                         default=os.environ.get("CANARY_CACHED_WORKFLOWS", str(DEFAULT_CACHED_WORKFLOWS)),
-                        help="job workflows kept in memory between tasks, about 0.4 MiB each (default: %(default)s)")
+                        help="job workflows kept in memory between tasks, about 0.06 MiB each (default: %(default)s)")
     parser.add_argument("--heartbeat-seconds", type=float,
                         # A string default goes through ``type`` too: a bad variable is a usage error.
                         default=os.environ.get("CANARY_HEARTBEAT_SECONDS", str(HEARTBEAT_THROTTLE.total_seconds())),
