@@ -36,7 +36,7 @@ from activities import errors
 from activities.adoption import controller_of, delete, held, max_surge
 from activities.errors import kube_errors, not_found
 from activities.progress import Progress
-from activities.reads import HASH_LABEL, read_or_none, selector_string
+from activities.reads import HASH_LABEL, read_or_none, release, selector_string
 from activities.templates import CANARY_TRACK, HASH_ANNOTATION, JOB_KEY, TRACK_LABEL, canary_template
 
 if TYPE_CHECKING:
@@ -159,9 +159,9 @@ def prepare(kube: KubeActivities, req: CanaryTemplateRequest, workload: Obj, rep
         return False
     with kube_errors(f"create ReplicaSet {req.namespace}/{name}"):
         try:
-            kube._apps.create_namespaced_replica_set(
+            release(kube._apps.create_namespaced_replica_set(
                 req.namespace, body(workload, req.template, req.template_hash, req.job, replicas),
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -186,9 +186,9 @@ def scale(kube: KubeActivities, namespace: str, name: str, job: str, replicas: i
            {"op": "add", "path": "/spec/replicas", "value": replicas}]
     with kube_errors(f"scale ReplicaSet {namespace}/{name}"):
         try:
-            kube._apps.patch_namespaced_replica_set(
+            release(kube._apps.patch_namespaced_replica_set(
                 name, namespace, ops, _content_type=JSON_PATCH, _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT)
+                _request_timeout=REQUEST_TIMEOUT))
         except ApiException as error:
             if not_found(error) or error.status == 422:  # gone, or no longer the job's canary
                 return False
@@ -308,9 +308,9 @@ class Transfer:
         ]
         with kube_errors(f"hand ReplicaSet {self.namespace}/{self.name} to Deployment {self.req.name}"):
             try:
-                self.kube._apps.patch_namespaced_replica_set(
+                release(self.kube._apps.patch_namespaced_replica_set(
                     self.name, self.namespace, ops, _content_type=JSON_PATCH, _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT)
+                    _request_timeout=REQUEST_TIMEOUT))
             except ApiException as error:
                 if error.status != 422 or not self._taken(read_set(self.kube, self.namespace, self.name)):
                     raise
@@ -323,9 +323,9 @@ class Transfer:
             name = pod["metadata"]["name"]
             with kube_errors(f"relabel pod {self.namespace}/{name}"):
                 try:
-                    self.kube._core.patch_namespaced_pod(
+                    release(self.kube._core.patch_namespaced_pod(
                         name, self.namespace, {"metadata": {"labels": {TRACK_LABEL: None, JOB_KEY: None}}},
-                        _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                        _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
                 except ApiException as error:
                     if not not_found(error):
                         raise

@@ -36,7 +36,7 @@ from activities import canary_set, errors, steps
 from activities.adoption import discard_orphans
 from activities.errors import kube_errors, not_found
 from activities.progress import heartbeat
-from activities.reads import canary_name, read_or_none, selector_string
+from activities.reads import canary_name, read_or_none, release, selector_string
 from activities.templates import (
     CANARY_TRACK,
     HASH_ANNOTATION,
@@ -441,9 +441,9 @@ class KubeActivities:
                {"op": "add", "path": "/spec/replicas", "value": req.replicas}]
         with kube_errors(f"scale Deployment {req.namespace}/{name}"):
             try:
-                self._apps.patch_namespaced_deployment(
+                release(self._apps.patch_namespaced_deployment(
                     name, req.namespace, ops, field_manager=FIELD_MANAGER,
-                    _content_type=JSON_PATCH, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                    _content_type=JSON_PATCH, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
             except ApiException as error:
                 if not_found(error) and req.replicas == 0:
                     return

@@ -189,3 +189,22 @@ def test_the_workers_second_informer_keeps_the_canary_replica_set_for_the_waits(
         eventually(lambda: informer.get(web.ns, name) is None, what="the handed-over ReplicaSet out of the informer")
     finally:
         informer.stop()
+
+
+def test_a_release_costs_the_api_server_no_new_connections(web: Web) -> None:
+    """Every answer is read to its end, so its connection goes back to the pool for the next call.
+
+    An answer left unread closes its connection: the next call opened another, a TLS handshake
+    and a client certificate check on the API server, eight times per release in a fleet.
+    """
+    snap = web.attach()
+    template, hash_ = _version(snap, NEW)
+    pool = web.api.rest_client.pool_manager.connection_from_url(web.api.configuration.host)
+    web.read()
+    opened = pool.num_connections
+    _first_step(web, template, hash_, canary=1, stable=2)
+    _passes(web, web.acts.shift_replicas, web.req(ShiftRequest, canary=3, stable=0, grow=True, template_hash=hash_),
+            errors.CANARY_NOT_READY)
+    _promote(web, template, hash_)
+    assert _set(web, hash_) is not None and len(web.ready_pods()) == 3
+    assert pool.num_connections == opened, "calls made one after another on one connection"
