@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities import errors
@@ -284,10 +283,7 @@ class Handover:
     def _beat(self, message: str | None = None) -> None:
         """Heartbeat, holding a cancellation back until the pods have an owner again."""
         try:
-            if message is None:
-                activity.heartbeat(self.progress.details())
-            else:
-                heartbeat(message)
+            self.progress.beat(message)
         except CancelledError:
             self._cancelled = True
 
