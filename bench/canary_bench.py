@@ -119,6 +119,7 @@ class Bench:
             steps += [{"setWeight": weight}, {"pause": {}}]
         await self.apply(ns, "web", steps)
         samples: list[float] = []
+        calls: list[float] = []  # the continue call alone: find the job, read its gate, the update's answer
         release = 0
         while len(samples) < samples_wanted:
             release += 1
@@ -131,13 +132,16 @@ class Bench:
                 before = self.canary_replicas(ns, "web")
                 started = time.monotonic()
                 await canary.operate(self.temporal, ns, "web", names.CONTINUE, OperationRequest(actor="bench"))
+                answered = time.monotonic()
                 if expected != before:
                     seen = await asyncio.to_thread(self.wait_canary, ns, "web", lambda r, e=expected: r == e)
                     samples.append(seen - started)
+                    calls.append(answered - started)
                 await self.wait_phase(ns, "web", {Phase.PAUSED})
             await canary.operate(self.temporal, ns, "web", names.TERMINATE, OperationRequest(actor="bench"))
             await self.wait_phase(ns, "web", {Phase.TERMINATED})
         report("(b) operation latency, continue -> next weight on the cluster", samples)
+        report("(b) of which the continue call until answered", calls)
 
     async def fleet(self, jobs: int, worker_pid: int) -> None:
         ns = self.namespace("bench-fleet")

@@ -398,6 +398,11 @@ async def list_jobs(client: Client, namespace: str | None = None, phase: str | N
 
 async def _query(client: Client, found: _Workflow, namespace: str, name: str, query: str,
                  result_type: type[T]) -> T:
+    return await _ask(client, found.handle, namespace, name, query, result_type)
+
+
+async def _ask(client: Client, handle: WorkflowHandle[Any, Any], namespace: str, name: str, query: str,
+               result_type: type[T]) -> T:
     try:
         # A query that arrives with a burst of updates can go unanswered (seen with 20 concurrent
         # continues on one job): it is asked once more after QUERY_FIRST_ATTEMPT, and the second
@@ -405,7 +410,7 @@ async def _query(client: Client, found: _Workflow, namespace: str, name: str, qu
         first = min(QUERY_FIRST_ATTEMPT, QUERY_TIMEOUT / 2)
         for attempt, attempt_timeout in enumerate((first, QUERY_TIMEOUT - first)):
             try:
-                answer: T = await found.handle.query(query, result_type=result_type,
+                answer: T = await handle.query(query, result_type=result_type,
                                                      rpc_timeout=timedelta(seconds=attempt_timeout))
                 return answer
             except RPCError as err:
@@ -419,14 +424,46 @@ async def _query(client: Client, found: _Workflow, namespace: str, name: str, qu
             f"canary job {_job(namespace, name)}: query {query} failed: {err.message}") from None
 
 
+async def _find_and_query(client: Client, namespace: str, name: str, query: str,
+                          result_type: type[T]) -> tuple[_Workflow, T]:
+    """The job's workflow and its answer to ``query``, the two asked at once.
+
+    The query goes to the job's workflow id while describe finds which workflow is the job's:
+    nearly always that one, so the answer is the one a query after the lookup would give, a
+    round trip sooner (every ``continue`` reads the gate first). When the lookup lands on a
+    workflow under an older id, or the early query failed, it is asked of that workflow then.
+    """
+    handle = client.get_workflow_handle(workflow_id(namespace, name))
+    early = asyncio.ensure_future(_ask(client, handle, namespace, name, query, result_type))
+    try:
+        found = await _workflow(client, namespace, name)
+    except BaseException:
+        _drop(early)
+        raise
+    if found.handle.id == handle.id:
+        try:
+            return found, await early
+        except CanaryError:
+            pass
+    else:
+        _drop(early)
+    return found, await _query(client, found, namespace, name, query, result_type)
+
+
+def _drop(task: asyncio.Future[Any]) -> None:
+    """Give up an early answer: cancelled if still on its way, its error (if any) read and let go."""
+    task.cancel()
+    if task.done() and not task.cancelled():
+        task.exception()
+
+
 async def details(client: Client, namespace: str, name: str) -> JobDetails:
     """The job's current state (the ``details`` query).
 
     A job whose workflow ended before it attached (refused at creation, or killed) would
     answer "initializing" for ever: for the caller it does not exist, and why is the answer.
     """
-    found = await _workflow(client, namespace, name)
-    result = await _query(client, found, namespace, name, names.DETAILS_QUERY, JobDetails)
+    found, result = await _find_and_query(client, namespace, name, names.DETAILS_QUERY, JobDetails)
     if result.phase == Phase.INITIALIZING:
         await _check_attached(found, namespace, name)
     return result
@@ -434,8 +471,7 @@ async def details(client: Client, namespace: str, name: str) -> JobDetails:
 
 async def versions(client: Client, namespace: str, name: str) -> JobVersions:
     """The job's main version and release history (the ``versions`` query)."""
-    found = await _workflow(client, namespace, name)
-    result = await _query(client, found, namespace, name, names.VERSIONS_QUERY, JobVersions)
+    found, result = await _find_and_query(client, namespace, name, names.VERSIONS_QUERY, JobVersions)
     if result.stable is None:
         await _check_attached(found, namespace, name)
     return result
@@ -459,10 +495,11 @@ async def operate(client: Client, namespace: str, name: str, operation: str, req
     if operation not in names.OPERATIONS:
         raise InvalidInput(f"unknown operation {operation!r}; one of: {', '.join(names.OPERATIONS)}",
                            field="operation")
-    found = await _workflow(client, namespace, name)
     if operation in GATE_OPERATIONS and request.release is None and request.step is None:
-        request = request.model_copy(update=gate(
-            await _query(client, found, namespace, name, names.DETAILS_QUERY, JobDetails)))
+        found, job = await _find_and_query(client, namespace, name, names.DETAILS_QUERY, JobDetails)
+        request = request.model_copy(update=gate(job))
+    else:
+        found = await _workflow(client, namespace, name)
     return await _update(client, found, namespace, name, operation, request, timeout)
 
 
