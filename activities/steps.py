@@ -120,15 +120,15 @@ def promote_held(kube: KubeActivities, req: HeldPromotionRequest) -> HoldStableR
         # needs new pods (``reuse_pods``): there the Deployment grows pods of its own; so it does
         # for an attempt that began that way on older code.
         reuse = req.canary_down and req.reuse_pods
-        transfer = reuse and not progress.done & {"emptied", "grown", "orphaned", "adopted"} and (
-            Transfer(kube, req, progress).possible())
+        whole, by_pod = Transfer(kube, req, progress), Handover(kube, req, progress)
+        transfer = reuse and not progress.done & {"emptied", "grown", "orphaned", "adopted"} and whole.possible()
         handover = transfer or (reuse and not progress.done & {"emptied", "grown"} and (
-            "held" in progress.done or Handover(kube, req, progress).possible()))
+            "held" in progress.done or by_pod.possible()))
         try:
             if transfer:
-                Transfer(kube, req, progress).run()
+                whole.run()
             elif handover:
-                Handover(kube, req, progress).run()
+                by_pod.run()
             if "emptied" not in progress.done and not handover:
                 progress.keep(kube.prepare_stable(StableRevisionRequest(**fields)))
                 progress.mark("emptied")
