@@ -431,7 +431,8 @@ async def _find_and_query(client: Client, namespace: str, name: str, query: str,
     The query goes to the job's workflow id while describe finds which workflow is the job's:
     nearly always that one, so the answer is the one a query after the lookup would give, a
     round trip sooner (every ``continue`` reads the gate first). When the lookup lands on a
-    workflow under an older id, or the early query failed, it is asked of that workflow then.
+    workflow under an older id, or one started after the early query found none, it is asked of
+    that workflow then. A job that does not answer fails once, after one query's time.
     """
     handle = client.get_workflow_handle(workflow_id(namespace, name))
     early = asyncio.ensure_future(_ask(client, handle, namespace, name, query, result_type))
@@ -443,7 +444,7 @@ async def _find_and_query(client: Client, namespace: str, name: str, query: str,
     if found.handle.id == handle.id:
         try:
             return found, await early
-        except CanaryError:
+        except JobNotFound:
             pass
     else:
         _drop(early)
