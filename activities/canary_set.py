@@ -36,8 +36,8 @@ from activities import errors
 from activities.adoption import controller_of, delete, held, max_surge
 from activities.errors import kube_errors, not_found
 from activities.progress import Progress
-from activities.reads import HASH_LABEL, read_or_none, release, selector_string
-from activities.templates import CANARY_TRACK, HASH_ANNOTATION, JOB_KEY, TRACK_LABEL, canary_template
+from activities.reads import HASH_LABEL, REQUEST_TIMEOUT, read_or_none, release, selector_string
+from activities.templates import CANARY_TRACK, HASH_ANNOTATION, JOB_KEY, TRACK_LABEL, canary_template, still_the_jobs
 
 if TYPE_CHECKING:
     from activities.kube import KubeActivities
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from workflows.step_requests import HeldPromotionRequest
 
 Obj = dict[str, Any]
-REQUEST_TIMEOUT = 10.0
 POD_HASH_LENGTH = 10
 JSON_PATCH = "application/json-patch+json"
 
@@ -181,9 +180,7 @@ def scale(kube: KubeActivities, namespace: str, name: str, job: str, replicas: i
     The write tests the job's label in the same request, so a ReplicaSet handed to the
     Deployment (or anyone else's) is never scaled here.
     """
-    escaped = JOB_KEY.replace("~", "~0").replace("/", "~1")
-    ops = [{"op": "test", "path": f"/metadata/labels/{escaped}", "value": job},
-           {"op": "add", "path": "/spec/replicas", "value": replicas}]
+    ops = [still_the_jobs(job), {"op": "add", "path": "/spec/replicas", "value": replicas}]
     with kube_errors(f"scale ReplicaSet {namespace}/{name}"):
         try:
             release(kube._apps.patch_namespaced_replica_set(
@@ -291,10 +288,8 @@ class Transfer:
         template = copy.deepcopy(spec["template"])
         template.setdefault("metadata", {})["labels"] = labels
         replicas = self.req.replicas
-        escaped = JOB_KEY.replace("~", "~0").replace("/", "~1")
         ops: list[Obj] = [
-            # Still the job's canary: a retry that finds it taken already stops below.
-            {"op": "test", "path": f"/metadata/labels/{escaped}", "value": self.req.job},
+            still_the_jobs(self.req.job),  # a retry that finds it taken already stops below
             {"op": "replace", "path": "/metadata/labels", "value": labels},
             {"op": "replace", "path": "/metadata/annotations", "value": {
                 # What the Deployment controller would have written on a ReplicaSet of its own.

@@ -47,6 +47,7 @@ from activities.templates import (
     canary_template,
     images,
     known_value,
+    still_the_jobs,
     template_hash,
     user_template,
 )
@@ -436,9 +437,7 @@ class KubeActivities:
 
     def _scale_canary_deployment(self, req: ScaleRequest) -> None:
         name = canary_name(req.name)
-        ops = [{"op": "test", "path": "/metadata/labels/" + JOB_KEY.replace("~", "~0").replace("/", "~1"),
-                "value": req.job},
-               {"op": "add", "path": "/spec/replicas", "value": req.replicas}]
+        ops = [still_the_jobs(req.job), {"op": "add", "path": "/spec/replicas", "value": req.replicas}]
         with kube_errors(f"scale Deployment {req.namespace}/{name}"):
             try:
                 release(self._apps.patch_namespaced_deployment(

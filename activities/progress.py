@@ -48,7 +48,7 @@ class Progress:
 
     def flush(self) -> None:
         """Hand what the quiet start held back to the next attempt (the SDK sends it with the failure)."""
-        if {**self.details(), "waiting": self._sent["waiting"]} != self._sent:
+        if self.details(self._sent["waiting"]) != self._sent:
             self._send(self.details())
 
     def _send(self, details: dict[str, Any]) -> None:

@@ -75,6 +75,11 @@ def images(template: PodTemplate) -> dict[str, str]:
     return {str(c.get("name")): str(c.get("image", "")) for c in containers}
 
 
+def still_the_jobs(job: str) -> dict[str, Any]:
+    """A JSON-patch ``test`` of the job's label: the write applies only while the object is still the job's."""
+    return {"op": "test", "path": "/metadata/labels/" + JOB_KEY.replace("~", "~0").replace("/", "~1"), "value": job}
+
+
 def canary_selector(selector: dict[str, Any]) -> dict[str, Any]:
     """The canary Deployment's selector: the workload's, narrowed to the canary's track."""
     narrowed = dict(selector)
